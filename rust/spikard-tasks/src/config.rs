@@ -1,0 +1,201 @@
+//! `TaskQueueConfig` and `Backoff`: plain serde DTOs shared by every binding.
+//!
+//! Durations are seconds (`f64`), as users write them in Python.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, CoreResult};
+
+/// Exponential backoff between attempts of a failing job.
+///
+/// The delay before attempt `n + 1` (after `n` failed attempts) is
+/// `min(max, initial * multiplier^(n-1))`, then spread by `± jitter` (a fraction).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backoff {
+    /// Delay after the first failed attempt, in seconds.
+    pub initial: f64,
+    /// Upper bound of any delay, in seconds.
+    pub max: f64,
+    /// Growth factor per failed attempt.
+    pub multiplier: f64,
+    /// Random spread as a fraction of the delay (0.1 = ±10 %).
+    pub jitter: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: 1.0,
+            max: 300.0,
+            multiplier: 2.0,
+            jitter: 0.1,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay (seconds) after `failed_attempts` failures, before jitter.
+    pub fn base_delay(&self, failed_attempts: u32) -> f64 {
+        let exp = failed_attempts.saturating_sub(1).min(64) as i32;
+        (self.initial * self.multiplier.powi(exp)).min(self.max)
+    }
+
+    /// The delay (seconds) after `failed_attempts` failures, with jitter applied.
+    pub fn delay(&self, failed_attempts: u32) -> f64 {
+        let base = self.base_delay(failed_attempts);
+        if self.jitter <= 0.0 || base <= 0.0 {
+            return base;
+        }
+        let spread: f64 = rand::random::<f64>() * 2.0 - 1.0;
+        (base * (1.0 + self.jitter * spread)).clamp(0.0, self.max)
+    }
+
+    fn validate(&self) -> CoreResult<()> {
+        let ok = self.initial >= 0.0
+            && self.max >= 0.0
+            && self.multiplier >= 1.0
+            && (0.0..=1.0).contains(&self.jitter)
+            && [self.initial, self.max, self.multiplier, self.jitter]
+                .iter()
+                .all(|v| v.is_finite());
+        if ok {
+            Ok(())
+        } else {
+            Err(CoreError::config(format!(
+                "invalid backoff {self:?}: initial and max must be >= 0, multiplier >= 1, jitter in [0, 1]"
+            )))
+        }
+    }
+}
+
+/// Configuration of one task queue: where jobs live and how workers run them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskQueueConfig {
+    /// Backend URL (`sqlite:///path.db`, `sqlite::memory:`, `memory://`, `postgres://…`, …).
+    pub url: String,
+    /// Queue name: jobs are enqueued to it and workers consume it.
+    pub queue: String,
+    /// How many jobs one worker runs at once.
+    pub concurrency: usize,
+    /// Attempts a job gets unless its task or enqueue call says otherwise.
+    pub max_attempts: u32,
+    /// Backoff between failed attempts.
+    pub backoff: Backoff,
+    /// Priority of jobs that do not set one (higher runs first).
+    pub default_priority: i32,
+    /// How often an idle worker looks for new jobs written by other processes (seconds).
+    pub poll_interval: f64,
+    /// How long a running job's lease lasts without a heartbeat (seconds). A job whose
+    /// worker died is run again once its lease has expired.
+    pub lease: f64,
+    /// How often a worker renews the leases of its running jobs (seconds).
+    pub heartbeat: f64,
+    /// How long finished jobs (and their results) are kept (seconds); `None` keeps them.
+    pub result_ttl: Option<f64>,
+    /// How long a stopping worker waits for in-flight jobs before releasing them (seconds).
+    pub drain_timeout: f64,
+}
+
+impl Default for TaskQueueConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite:///spikard_tasks.db".to_owned(),
+            queue: "default".to_owned(),
+            concurrency: 16,
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            default_priority: 0,
+            poll_interval: 0.05,
+            lease: 30.0,
+            heartbeat: 5.0,
+            result_ttl: Some(7.0 * 24.0 * 3600.0),
+            drain_timeout: 30.0,
+        }
+    }
+}
+
+impl TaskQueueConfig {
+    /// Parses a config from JSON (the form bindings pass it in).
+    pub fn from_json(text: &str) -> CoreResult<Self> {
+        let cfg: Self = serde_json::from_str(text)
+            .map_err(|e| CoreError::config(format!("invalid configuration: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every field; the error names the offending one.
+    pub fn validate(&self) -> CoreResult<()> {
+        if self.queue.is_empty() || self.queue.len() > 200 {
+            return Err(CoreError::config("queue name must be 1 to 200 characters"));
+        }
+        if self.concurrency == 0 {
+            return Err(CoreError::config("concurrency must be at least 1"));
+        }
+        if self.max_attempts == 0 {
+            return Err(CoreError::config("max_attempts must be at least 1"));
+        }
+        for (name, value) in [
+            ("poll_interval", self.poll_interval),
+            ("lease", self.lease),
+            ("heartbeat", self.heartbeat),
+            ("drain_timeout", self.drain_timeout),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(CoreError::config(format!(
+                    "{name} must be a non-negative number of seconds"
+                )));
+            }
+        }
+        if self.lease <= 0.0 || self.heartbeat <= 0.0 || self.heartbeat >= self.lease {
+            return Err(CoreError::config(
+                "lease and heartbeat must be > 0 and heartbeat shorter than lease",
+            ));
+        }
+        if let Some(ttl) = self.result_ttl {
+            if !ttl.is_finite() || ttl < 0.0 {
+                return Err(CoreError::config("result_ttl must be >= 0 seconds or None"));
+            }
+        }
+        self.backoff.validate()?;
+        crate::url::BackendUrl::parse(&self.url)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff {
+            initial: 1.0,
+            max: 10.0,
+            multiplier: 2.0,
+            jitter: 0.0,
+        };
+        assert_eq!(b.delay(1), 1.0);
+        assert_eq!(b.delay(2), 2.0);
+        assert_eq!(b.delay(3), 4.0);
+        assert_eq!(b.delay(10), 10.0);
+    }
+
+    #[test]
+    fn jitter_stays_in_band() {
+        let b = Backoff::default();
+        for _ in 0..1000 {
+            let d = b.delay(3);
+            assert!((3.6..=4.4).contains(&d), "{d}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_bad_values() {
+        assert!(TaskQueueConfig::from_json(r#"{"nope": 1}"#).is_err());
+        assert!(TaskQueueConfig::from_json(r#"{"concurrency": 0}"#).is_err());
+        assert!(TaskQueueConfig::from_json(r#"{"url": "bogus://x"}"#).is_err());
+        assert!(TaskQueueConfig::from_json(r#"{"url": "sqlite::memory:"}"#).is_ok());
+    }
+}

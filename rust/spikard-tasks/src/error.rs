@@ -1,0 +1,47 @@
+//! The engine's one error type.
+
+/// Every error the engine returns.
+///
+/// Messages never contain credentials: URLs are redacted before they are formatted.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// Invalid configuration (malformed URL, backend not compiled in, bad option).
+    #[error("{0}")]
+    Config(String),
+    /// A task name that no handler is registered for.
+    #[error("unknown task: {0:?}")]
+    UnknownTask(String),
+    /// Arguments, results or stored payloads that are not valid JSON of the expected shape.
+    #[error("{0}")]
+    Serialization(String),
+    /// The storage backend failed (unreachable, query error, corrupt row).
+    #[error("backend error: {0}")]
+    Backend(String),
+    /// The worker could not run.
+    #[error("worker error: {0}")]
+    Worker(String),
+}
+
+/// Result alias for engine calls.
+pub type CoreResult<T> = Result<T, CoreError>;
+
+impl CoreError {
+    /// Builds a [`CoreError::Config`] from anything displayable.
+    pub fn config(msg: impl Into<String>) -> Self {
+        Self::Config(msg.into())
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+impl From<sqlx::Error> for CoreError {
+    fn from(err: sqlx::Error) -> Self {
+        // sqlx errors carry no connection string, so the text is safe to show.
+        Self::Backend(err.to_string())
+    }
+}
+
+impl From<serde_json::Error> for CoreError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Serialization(err.to_string())
+    }
+}

@@ -1,0 +1,206 @@
+//! The producer side: enqueue, look up, cancel and wait for jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::config::TaskQueueConfig;
+use crate::error::{CoreError, CoreResult};
+use crate::job::{Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
+use crate::store::{self, Store};
+use crate::time::{now_ms, secs_to_ms};
+
+/// Largest accepted unique key, in bytes.
+const MAX_UNIQUE_KEY: usize = 512;
+
+/// A connection to one task queue: its store and configuration.
+///
+/// Cheap to clone; clones share the store's connection pool and the in-process
+/// wake-ups between producers and workers.
+#[derive(Clone)]
+pub struct TaskQueueClient {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: Arc<TaskQueueConfig>,
+    /// Woken on every enqueue so an idle worker of this process starts at once.
+    pub(crate) enqueued: Arc<Notify>,
+    /// Woken whenever a worker of this process writes an outcome.
+    pub(crate) finished: Arc<Notify>,
+}
+
+impl std::fmt::Debug for TaskQueueClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskQueueClient")
+            .field("url", &crate::url::redact(&self.config.url))
+            .field("queue", &self.config.queue)
+            .finish()
+    }
+}
+
+impl TaskQueueClient {
+    /// Validates `config`, opens its store and sets up the schema (idempotent).
+    pub async fn connect(config: TaskQueueConfig) -> CoreResult<Self> {
+        config.validate()?;
+        let store = store::open(&config.url).await?;
+        Ok(Self {
+            store,
+            config: Arc::new(config),
+            enqueued: Arc::new(Notify::new()),
+            finished: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The configuration this client was built with.
+    pub fn config(&self) -> &TaskQueueConfig {
+        &self.config
+    }
+
+    /// Resolves defaults and validates one job into a storable row.
+    pub fn resolve(&self, job: NewJob, now: i64) -> CoreResult<JobRow> {
+        if job.task.is_empty() {
+            return Err(CoreError::UnknownTask(String::new()));
+        }
+        if !job.args.is_array() {
+            return Err(CoreError::Serialization(
+                "args must be a JSON array (a list or tuple)".into(),
+            ));
+        }
+        if !job.kwargs.is_object() {
+            return Err(CoreError::Serialization(
+                "kwargs must be a JSON object (a dict with string keys)".into(),
+            ));
+        }
+        let o = job.options;
+        let max_attempts = o.max_attempts.unwrap_or(self.config.max_attempts);
+        if max_attempts == 0 {
+            return Err(CoreError::config("max_attempts must be at least 1"));
+        }
+        let run_at_ms = match (o.delay, o.run_at_ms) {
+            (Some(_), Some(_)) => {
+                return Err(CoreError::config("give either delay or run_at, not both"))
+            }
+            (Some(d), None) if !d.is_finite() || d < 0.0 => {
+                return Err(CoreError::config(
+                    "delay must be a non-negative number of seconds",
+                ))
+            }
+            (Some(d), None) => now + secs_to_ms(d),
+            (None, Some(at)) => at,
+            (None, None) => now,
+        };
+        let timeout_ms = match o.timeout {
+            Some(t) if !t.is_finite() || t <= 0.0 => {
+                return Err(CoreError::config(
+                    "timeout must be a positive number of seconds",
+                ))
+            }
+            Some(t) => Some(secs_to_ms(t)),
+            None => None,
+        };
+        if let Some(key) = &o.unique_key {
+            if key.is_empty() || key.len() > MAX_UNIQUE_KEY {
+                return Err(CoreError::config(format!(
+                    "unique_key must be 1 to {MAX_UNIQUE_KEY} bytes"
+                )));
+            }
+        }
+        let queue = o.queue.unwrap_or_else(|| self.config.queue.clone());
+        if queue.is_empty() {
+            return Err(CoreError::config("queue name must not be empty"));
+        }
+        Ok(JobRow {
+            id: uuid::Uuid::now_v7().to_string(),
+            queue,
+            task: job.task,
+            args: serde_json::to_string(&job.args)?,
+            kwargs: serde_json::to_string(&job.kwargs)?,
+            priority: o.priority.unwrap_or(self.config.default_priority),
+            max_attempts,
+            run_at_ms,
+            timeout_ms,
+            unique_key: o.unique_key,
+            enqueued_at_ms: now,
+        })
+    }
+
+    /// Enqueues jobs in one transaction (all or nothing) and returns their ids in order.
+    pub async fn enqueue(&self, jobs: Vec<NewJob>) -> CoreResult<Vec<Enqueued>> {
+        let now = now_ms();
+        let rows = jobs
+            .into_iter()
+            .map(|j| self.resolve(j, now))
+            .collect::<CoreResult<Vec<_>>>()?;
+        self.enqueue_rows(rows).await
+    }
+
+    /// Enqueues rows already resolved with [`Self::resolve`].
+    pub async fn enqueue_rows(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self.store.enqueue(rows).await?;
+        self.enqueued.notify_waiters();
+        Ok(out)
+    }
+
+    /// Reads a job; `None` for an unknown id.
+    pub async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        self.store.get(id).await
+    }
+
+    /// Cancels a job that has not started, or asks a running one to stop.
+    /// `false` for finished or unknown jobs.
+    pub async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        let cancelled = self.store.cancel(id).await?;
+        if cancelled {
+            self.finished.notify_waiters();
+        }
+        Ok(cancelled)
+    }
+
+    /// Waits until the job is finished and returns it; `Ok(None)` if `timeout` passed
+    /// first. Errors with [`CoreError::Backend`] if the id is unknown.
+    pub async fn wait(&self, id: &str, timeout: Option<Duration>) -> CoreResult<Option<JobRecord>> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let finished = self.finished.notified();
+            tokio::pin!(finished);
+            finished.as_mut().enable();
+            match self.store.get(id).await? {
+                None => {
+                    return Err(CoreError::Backend(format!("no job with id {id:?}")));
+                }
+                Some(job) if job.status.is_finished() => return Ok(Some(job)),
+                Some(_) => {}
+            }
+            let sleep_until = tokio::time::Instant::now() + pause;
+            let wake = match deadline {
+                Some(d) if d <= tokio::time::Instant::now() => return Ok(None),
+                Some(d) => sleep_until.min(d),
+                None => sleep_until,
+            };
+            tokio::select! {
+                _ = &mut finished => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Job counts per state of the configured queue (or `queue`).
+    pub async fn counts(&self, queue: Option<&str>) -> CoreResult<QueueCounts> {
+        self.store.counts(queue.unwrap_or(&self.config.queue)).await
+    }
+}
+
+/// Builds the JSON `[args]` array from anything serializable (a Rust convenience).
+pub fn json_args<T: serde::Serialize>(args: T) -> CoreResult<Value> {
+    let v = serde_json::to_value(args)?;
+    if v.is_array() {
+        Ok(v)
+    } else {
+        Ok(Value::Array(vec![v]))
+    }
+}

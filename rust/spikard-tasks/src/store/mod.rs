@@ -1,0 +1,93 @@
+//! Storage backends: the `Store` trait and construction from a URL.
+//!
+//! A store only persists; every decision (defaults, backoff, retry or fail) is made by
+//! the engine so that all backends behave the same. Each backend must pass the shared
+//! conformance suite (`tests/conformance.rs` and the Python suite).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{CoreError, CoreResult};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
+use crate::url::BackendUrl;
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+/// Persistence of jobs. Implementations must be safe to share between tasks and
+/// processes (several workers may claim from one store at once).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts rows in one transaction (all or nothing). A row whose `unique_key` matches
+    /// an unfinished job in its queue is not inserted; that job's id is returned instead.
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>>;
+
+    /// Reads a job; `None` for an unknown id.
+    async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>>;
+
+    /// Cancels a job that has not started (`true`), or asks a running one to stop
+    /// (`true`); `false` for finished or unknown jobs.
+    async fn cancel(&self, id: &str) -> CoreResult<bool>;
+
+    /// Claims up to `limit` ready jobs of `queues` (highest priority first, then oldest
+    /// `run_at`) for `worker`, counting an attempt and taking a lease until `lease`
+    /// from now.
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> CoreResult<Vec<ClaimedJob>>;
+
+    /// Writes outcomes of attempts. An outcome is written only if `worker` still holds
+    /// the lease of that attempt, so a late worker never overwrites a newer attempt.
+    /// Returns how many were written.
+    async fn complete(
+        &self,
+        worker: &str,
+        done: Vec<(ClaimedJob, Completion)>,
+    ) -> CoreResult<usize>;
+
+    /// Renews the leases of all jobs `worker` runs; returns ids of those jobs whose
+    /// cancellation was requested.
+    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>>;
+
+    /// Moves running jobs whose lease expired back to `retrying` (or `failed` when no
+    /// attempts are left). Returns how many were rescued.
+    async fn rescue_expired(&self) -> CoreResult<u64>;
+
+    /// Puts jobs claimed by `worker` back to `pending` without counting the attempt
+    /// (graceful shutdown). With `ids`, only those.
+    async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64>;
+
+    /// Job counts per state in `queue`.
+    async fn counts(&self, queue: &str) -> CoreResult<QueueCounts>;
+
+    /// Deletes finished jobs that finished before `before_ms`; returns how many.
+    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64>;
+}
+
+/// Opens (and sets up, idempotently) the store a URL names.
+pub async fn open(url: &str) -> CoreResult<Arc<dyn Store>> {
+    match BackendUrl::parse(url)? {
+        #[cfg(feature = "sqlite")]
+        BackendUrl::SqliteFile {
+            path,
+            synchronous_full,
+        } => Ok(Arc::new(
+            sqlite::SqliteStore::open_file(&path, synchronous_full).await?,
+        )),
+        #[cfg(feature = "sqlite")]
+        BackendUrl::Memory => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
+        BackendUrl::InProcess => Err(CoreError::config(
+            "inprocess:// is the pure-Python fast path; the durable engine cannot open it",
+        )),
+        other => Err(CoreError::config(format!(
+            "the {} backend is not available in this build",
+            other.kind()
+        ))),
+    }
+}

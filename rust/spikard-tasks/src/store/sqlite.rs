@@ -1,0 +1,507 @@
+//! SQLite store (the embedded default), on sqlx.
+//!
+//! Files run in WAL mode so readers never block the writer; every write transaction
+//! starts with `BEGIN IMMEDIATE` so concurrent processes queue on the busy timeout
+//! instead of failing. `memory://` / `sqlite::memory:` use one long-lived in-memory
+//! connection: the same schema and queries, no file.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::Store;
+use crate::error::{CoreError, CoreResult};
+use crate::job::{
+    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
+};
+use crate::time::now_ms;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS spikard_jobs (
+    id TEXT PRIMARY KEY NOT NULL,
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    args TEXT NOT NULL,
+    kwargs TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    run_at INTEGER NOT NULL,
+    timeout_ms INTEGER,
+    unique_key TEXT,
+    result TEXT,
+    errors TEXT,
+    cancel_reason TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    enqueued_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER,
+    locked_by TEXT,
+    lease_until INTEGER
+);
+CREATE INDEX IF NOT EXISTS spikard_jobs_ready
+    ON spikard_jobs(queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
+CREATE INDEX IF NOT EXISTS spikard_jobs_lease
+    ON spikard_jobs(lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS spikard_jobs_locked
+    ON spikard_jobs(locked_by) WHERE locked_by IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS spikard_jobs_unique
+    ON spikard_jobs(queue, unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
+CREATE INDEX IF NOT EXISTS spikard_jobs_finished
+    ON spikard_jobs(finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS spikard_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+INSERT OR IGNORE INTO spikard_meta (key, value) VALUES ('schema_version', '1');
+"#;
+
+const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, \
+     run_at, timeout_ms, unique_key, result, errors, cancel_reason, enqueued_at, started_at, \
+     finished_at";
+
+/// Rows per multi-row INSERT (12 bound values each, far below SQLite's variable limit).
+const INSERT_CHUNK: usize = 400;
+
+/// A job store in a SQLite database.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) a database file and sets up the schema.
+    pub async fn open_file(path: &Path, synchronous_full: bool) -> CoreResult<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(CoreError::config(format!(
+                    "SQLite database directory {} does not exist",
+                    parent.display()
+                )));
+            }
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(false);
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await
+            .map_err(|e| CoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        Self::setup(pool).await
+    }
+
+    /// Opens a private in-memory database (one connection kept for the process' life).
+    pub async fn open_memory() -> CoreResult<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(options)
+            .await?;
+        Self::setup(pool).await
+    }
+
+    async fn setup(pool: SqlitePool) -> CoreResult<Self> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Self { pool })
+    }
+}
+
+fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            CoreError::Backend(format!("corrupt job row {id}: {what} is not JSON ({e})"))
+        })
+    })
+    .transpose()
+}
+
+fn record_from_row(row: &SqliteRow) -> CoreResult<JobRecord> {
+    let id: String = row.try_get("id")?;
+    let stored = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
+    let run_at_ms: i64 = row.try_get("run_at")?;
+    let status = if stored == JobStatus::Pending && run_at_ms > now_ms() {
+        JobStatus::Scheduled
+    } else {
+        stored
+    };
+    let errors = match decode_json(row.try_get("errors")?, "errors", &id)? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| CoreError::Backend(format!("corrupt job row {id}: errors ({e})")))?,
+        None => Vec::new(),
+    };
+    Ok(JobRecord {
+        queue: row.try_get("queue")?,
+        task: row.try_get("task")?,
+        status,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        priority: row.try_get::<i64, _>("priority")? as i32,
+        run_at_ms,
+        args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or(Value::Null),
+        kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or(Value::Null),
+        result: decode_json(row.try_get("result")?, "result", &id)?,
+        errors,
+        cancel_reason: row.try_get("cancel_reason")?,
+        unique_key: row.try_get("unique_key")?,
+        enqueued_at_ms: row.try_get("enqueued_at")?,
+        started_at_ms: row.try_get("started_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        id,
+    })
+}
+
+fn claimed_from_row(row: &SqliteRow) -> CoreResult<ClaimedJob> {
+    let id: String = row.try_get("id")?;
+    let args = decode_json(row.try_get("args")?, "args", &id)?.unwrap_or(Value::Null);
+    let kwargs = decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or(Value::Null);
+    Ok(ClaimedJob {
+        queue: row.try_get("queue")?,
+        task: row.try_get("task")?,
+        args,
+        kwargs,
+        attempt: row.try_get::<i64, _>("attempts")? as u32,
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        timeout: row
+            .try_get::<Option<i64>, _>("timeout_ms")?
+            .map(|ms| ms as f64 / 1000.0),
+        priority: row.try_get::<i64, _>("priority")? as i32,
+        id,
+    })
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        let mut out: Vec<Enqueued> = rows
+            .iter()
+            .map(|r| Enqueued {
+                id: r.id.clone(),
+                created: true,
+            })
+            .collect();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let Some(key) = &row.unique_key else {
+                plain.push(row);
+                continue;
+            };
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM spikard_jobs WHERE queue = ? AND unique_key = ? \
+                 AND status IN ('pending', 'running', 'retrying')",
+            )
+            .bind(&row.queue)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            // A key seen earlier in this same batch also counts.
+            let earlier = rows[..i]
+                .iter()
+                .zip(out.iter())
+                .find(|(r, e)| {
+                    e.created && r.queue == row.queue && r.unique_key.as_ref() == Some(key)
+                })
+                .map(|(_, e)| e.id.clone());
+            match existing.or(earlier) {
+                Some(id) => out[i] = Enqueued { id, created: false },
+                None => plain.push(row),
+            }
+        }
+        for chunk in plain.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO spikard_jobs (id, queue, task, args, kwargs, status, priority, \
+                 max_attempts, run_at, timeout_ms, unique_key, enqueued_at) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(&r.id)
+                    .bind(&r.queue)
+                    .bind(&r.task)
+                    .bind(&r.args)
+                    .bind(&r.kwargs)
+                    .bind(r.priority)
+                    .bind(r.max_attempts as i64)
+                    .bind(r.run_at_ms)
+                    .bind(r.timeout_ms)
+                    .bind(&r.unique_key)
+                    .bind(r.enqueued_at_ms);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM spikard_jobs WHERE id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
+             cancel_reason = 'cancelled by request' \
+             WHERE id = ? AND status IN ('pending', 'retrying')",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        let asked = sqlx::query(
+            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(asked.rows_affected() > 0)
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> CoreResult<Vec<ClaimedJob>> {
+        if limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
+             locked_by = ?, lease_until = ?, started_at = ? \
+             WHERE id IN (SELECT id FROM spikard_jobs \
+                 WHERE queue IN ({}) AND status IN ('pending', 'retrying') AND run_at <= ? \
+                 ORDER BY priority DESC, run_at, id LIMIT ?) \
+             RETURNING id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
+             priority, run_at",
+            placeholders(queues.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now);
+        for queue in queues {
+            q = q.bind(queue);
+        }
+        let rows = q.bind(now).bind(limit as i64).fetch_all(&self.pool).await?;
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let run_at: i64 = row.try_get("run_at")?;
+            match claimed_from_row(row) {
+                Ok(job) => keyed.push((job, run_at)),
+                Err(err) => {
+                    // A corrupt row must not block the queue: fail it with the reason.
+                    let id: String = row.try_get("id")?;
+                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+                    sqlx::query(
+                        "UPDATE spikard_jobs SET status = 'failed', finished_at = ?, \
+                         locked_by = NULL, lease_until = NULL, \
+                         errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?)) WHERE id = ?",
+                    )
+                    .bind(now)
+                    .bind(serde_json::to_string(&AttemptError {
+                        attempt: row.try_get::<i64, _>("attempts")? as u32,
+                        error: err.to_string(),
+                        traceback: None,
+                        at_ms: now,
+                    })?)
+                    .bind(&id)
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
+        }
+        // RETURNING order is unspecified: hand jobs out in priority order.
+        keyed.sort_by(|(a, ra), (b, rb)| {
+            b.priority
+                .cmp(&a.priority)
+                .then(ra.cmp(rb))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(keyed.into_iter().map(|(j, _)| j).collect())
+    }
+
+    async fn complete(
+        &self,
+        worker: &str,
+        done: Vec<(ClaimedJob, Completion)>,
+    ) -> CoreResult<usize> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut written = 0;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for (job, outcome) in &done {
+            let status = outcome.status().as_str();
+            let (result, run_at, error, reason, finished) = match outcome {
+                Completion::Succeeded(v) => {
+                    (Some(serde_json::to_string(v)?), None, None, None, Some(now))
+                }
+                Completion::Retry { run_at_ms, error } => (
+                    None,
+                    Some(*run_at_ms),
+                    Some(serde_json::to_string(error)?),
+                    None,
+                    None,
+                ),
+                Completion::Failed(error) => (
+                    None,
+                    None,
+                    Some(serde_json::to_string(error)?),
+                    None,
+                    Some(now),
+                ),
+                Completion::Cancelled { reason } => (None, None, None, reason.clone(), Some(now)),
+            };
+            let res = sqlx::query(
+                "UPDATE spikard_jobs SET status = ?1, result = ?2, run_at = COALESCE(?3, run_at), \
+                 errors = CASE WHEN ?4 IS NULL THEN errors \
+                     ELSE json_insert(COALESCE(errors, '[]'), '$[#]', json(?4)) END, \
+                 cancel_reason = COALESCE(?5, cancel_reason), finished_at = ?6, \
+                 locked_by = NULL, lease_until = NULL \
+                 WHERE id = ?7 AND locked_by = ?8 AND attempts = ?9 AND status = 'running'",
+            )
+            .bind(status)
+            .bind(result)
+            .bind(run_at)
+            .bind(error)
+            .bind(reason)
+            .bind(finished)
+            .bind(&job.id)
+            .bind(worker)
+            .bind(job.attempt as i64)
+            .execute(&mut *tx)
+            .await?;
+            written += res.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
+        let until = now_ms() + lease.as_millis() as i64;
+        sqlx::query(
+            "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? AND status = 'running'",
+        )
+        .bind(until)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM spikard_jobs WHERE locked_by = ? AND status = 'running' \
+             AND cancel_requested = 1",
+        )
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn rescue_expired(&self) -> CoreResult<u64> {
+        let now = now_ms();
+        let res = sqlx::query(
+            "UPDATE spikard_jobs SET \
+                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, \
+                 errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object( \
+                     'attempt', attempts, \
+                     'error', 'WorkerLost: the worker running this attempt stopped renewing its lease', \
+                     'traceback', NULL, 'at_ms', ?1)), \
+                 run_at = ?1, locked_by = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < ?1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
+        let base = "UPDATE spikard_jobs SET \
+                 status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
+                 attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
+             WHERE locked_by = ? AND status = 'running'";
+        let res = match ids {
+            None => sqlx::query(base).bind(worker).execute(&self.pool).await?,
+            Some([]) => return Ok(0),
+            Some(ids) => {
+                let sql = format!("{base} AND id IN ({})", placeholders(ids.len()));
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(worker);
+                for id in ids {
+                    q = q.bind(id);
+                }
+                q.execute(&self.pool).await?
+            }
+        };
+        Ok(res.rows_affected())
+    }
+
+    async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
+        let rows = sqlx::query(
+            "SELECT status, (status = 'pending' AND run_at > ?) AS later, COUNT(*) AS n \
+             FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
+        )
+        .bind(now_ms())
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = QueueCounts::default();
+        for row in rows {
+            let mut status = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
+            if row.try_get::<bool, _>("later")? {
+                status = JobStatus::Scheduled;
+            }
+            counts.add(status, row.try_get::<i64, _>("n")? as u64);
+        }
+        Ok(counts)
+    }
+
+    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+        let res = sqlx::query(
+            "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+}

@@ -1,0 +1,196 @@
+//! `StoreBackend`: our store as an apalis [`Backend`], so apalis' worker drives fetching.
+//!
+//! apalis only asks for a job when its concurrency limit has a free slot; the backend
+//! then claims as many ready jobs as there are free slots in one query and hands them
+//! out one by one. When nothing is ready it sleeps until the poll interval passes or a
+//! producer in this process wakes it. On shutdown, jobs claimed but not yet started are
+//! released back to the queue.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::backend::finalize::Ephemeral;
+use apalis_core::backend::{Backend, BackendConfig};
+use apalis_core::task::Task;
+use apalis_core::worker::context::WorkerContext;
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+use tower::layer::util::Identity;
+
+use crate::error::{CoreError, CoreResult};
+use crate::job::ClaimedJob;
+use crate::store::Store;
+
+/// Pause after a failed claim (e.g. the database is restarting), doubled up to 5 s.
+const ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+enum Phase {
+    /// Ready to claim.
+    Idle,
+    /// A claim query is in flight.
+    Claiming(BoxFuture<'static, CoreResult<Vec<ClaimedJob>>>),
+    /// Nothing was ready (or the store failed): waiting before the next claim.
+    Waiting(BoxFuture<'static, ()>),
+    /// Shutting down: buffered jobs are being released.
+    Releasing(BoxFuture<'static, CoreResult<u64>>),
+}
+
+/// Everything the backend needs to claim jobs.
+pub(crate) struct BackendParts {
+    pub store: Arc<dyn Store>,
+    pub queues: Arc<[String]>,
+    pub worker: Arc<str>,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub wake: Arc<Notify>,
+    pub inflight: Arc<AtomicUsize>,
+}
+
+/// Our job store as an apalis backend.
+pub(crate) struct StoreBackend {
+    parts: BackendParts,
+    buffer: VecDeque<ClaimedJob>,
+    phase: Phase,
+    error_pause: Duration,
+}
+
+impl StoreBackend {
+    pub(crate) fn new(parts: BackendParts) -> Self {
+        Self {
+            parts,
+            buffer: VecDeque::new(),
+            phase: Phase::Idle,
+            error_pause: ERROR_PAUSE,
+        }
+    }
+
+    fn start_claim(&mut self) {
+        let busy = self.parts.inflight.load(Ordering::Acquire) + self.buffer.len();
+        let limit = self.parts.concurrency.saturating_sub(busy).max(1);
+        let store = self.parts.store.clone();
+        let queues = self.parts.queues.clone();
+        let worker = self.parts.worker.clone();
+        let lease = self.parts.lease;
+        self.phase = Phase::Claiming(
+            async move { store.claim(&queues, &worker, limit, lease).await }.boxed(),
+        );
+    }
+
+    fn start_wait(&mut self, pause: Duration) {
+        let wake = self.parts.wake.clone();
+        self.phase = Phase::Waiting(
+            async move {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            .boxed(),
+        );
+    }
+}
+
+impl Backend for StoreBackend {
+    type Task = Task<ClaimedJob>;
+    type Error = CoreError;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>, _w: &WorkerContext) -> Poll<CoreResult<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _w: &WorkerContext,
+    ) -> Poll<Option<CoreResult<Self::Task>>> {
+        loop {
+            if let Some(job) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(Task::new(job))));
+            }
+            match &mut self.phase {
+                Phase::Idle => self.start_claim(),
+                Phase::Claiming(fut) => match fut.poll_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(jobs)) if jobs.is_empty() => {
+                        self.error_pause = ERROR_PAUSE;
+                        self.start_wait(self.parts.poll_interval);
+                    }
+                    Poll::Ready(Ok(jobs)) => {
+                        self.error_pause = ERROR_PAUSE;
+                        self.buffer.extend(jobs);
+                        self.phase = Phase::Idle;
+                    }
+                    Poll::Ready(Err(err)) => {
+                        tracing::warn!(error = %err, retry_in = ?self.error_pause, "claiming jobs failed");
+                        let pause = self.error_pause;
+                        self.error_pause = (self.error_pause * 2).min(Duration::from_secs(5));
+                        self.start_wait(pause);
+                    }
+                },
+                Phase::Waiting(fut) => match fut.poll_unpin(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(()) => self.phase = Phase::Idle,
+                },
+                // Not reached while running: releasing happens in poll_close.
+                Phase::Releasing(_) => return Poll::Pending,
+            }
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>, _w: &WorkerContext) -> Poll<CoreResult<()>> {
+        loop {
+            match &mut self.phase {
+                Phase::Releasing(fut) => {
+                    return match fut.poll_unpin(cx) {
+                        Poll::Pending => Poll::Pending,
+                        Poll::Ready(res) => {
+                            self.phase = Phase::Idle;
+                            Poll::Ready(res.map(|_| ()))
+                        }
+                    }
+                }
+                Phase::Claiming(fut) => {
+                    // Let an in-flight claim land so its jobs are released, not orphaned.
+                    match fut.poll_unpin(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(jobs)) => self.buffer.extend(jobs),
+                        Poll::Ready(Err(_)) => {}
+                    }
+                    self.phase = Phase::Idle;
+                }
+                _ => {
+                    if self.buffer.is_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let ids: Vec<String> = self.buffer.drain(..).map(|j| j.id).collect();
+                    let store = self.parts.store.clone();
+                    let worker = self.parts.worker.clone();
+                    self.phase = Phase::Releasing(
+                        async move { store.release(&worker, Some(&ids)).await }.boxed(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl BackendConfig for StoreBackend {
+    type Args = ClaimedJob;
+    type Id = String;
+    type Kind = Ephemeral;
+    type Config = ();
+    type Layer = Identity;
+
+    fn config(&self) -> &Self::Config {
+        &()
+    }
+
+    fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
+        Identity::new()
+    }
+}

@@ -1,0 +1,281 @@
+//! The worker: an apalis worker over [`StoreBackend`] running [`JobService`], plus the
+//! maintenance loop (lease heartbeat, rescue of expired leases, result expiry) and a
+//! graceful drain.
+
+mod backend;
+mod service;
+mod stats;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt;
+use apalis_core::worker::builder::WorkerBuilder;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use stats::{WorkerReport, WorkerStats};
+
+use crate::config::{Backoff, TaskQueueConfig};
+use crate::error::{CoreError, CoreResult};
+use crate::handler::TaskHandler;
+use crate::queue::TaskQueueClient;
+use crate::store::Store;
+use crate::time::{now_ms, secs, secs_to_ms};
+use backend::{BackendParts, StoreBackend};
+use service::JobService;
+
+/// How a worker runs. Build it with [`WorkerOptions::from_config`] and adjust.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerOptions {
+    /// Queues to consume.
+    pub queues: Vec<String>,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Idle poll interval.
+    pub poll_interval: Duration,
+    /// Lease of a running job.
+    pub lease: Duration,
+    /// Lease renewal interval.
+    pub heartbeat: Duration,
+    /// How long a stop waits for in-flight jobs.
+    pub drain_timeout: Duration,
+    /// Backoff between failed attempts.
+    pub backoff: Backoff,
+    /// Finished jobs older than this are deleted.
+    pub result_ttl: Option<Duration>,
+    /// Worker name (unique: host, pid and a random suffix by default).
+    pub name: String,
+}
+
+impl WorkerOptions {
+    /// Options from a queue's configuration.
+    pub fn from_config(cfg: &TaskQueueConfig) -> Self {
+        Self {
+            queues: vec![cfg.queue.clone()],
+            concurrency: cfg.concurrency,
+            poll_interval: secs(cfg.poll_interval),
+            lease: secs(cfg.lease),
+            heartbeat: secs(cfg.heartbeat),
+            drain_timeout: secs(cfg.drain_timeout),
+            backoff: cfg.backoff.clone(),
+            result_ttl: cfg.result_ttl.map(secs),
+            name: default_worker_name(),
+        }
+    }
+}
+
+/// `host-pid-random`: unique across processes and restarts.
+pub fn default_worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+        })
+        .unwrap_or_else(|| "host".into());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// A running worker. Dropping it does not stop it; call [`WorkerHandle::stop`].
+pub struct WorkerHandle {
+    name: String,
+    stop: watch::Sender<bool>,
+    stats: Arc<WorkerStats>,
+    join: Option<JoinHandle<CoreResult<WorkerReport>>>,
+}
+
+impl WorkerHandle {
+    /// The worker's name (as stored in `locked_by`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Asks the worker to stop: it claims nothing more and drains in-flight jobs.
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> WorkerReport {
+        self.stats.snapshot()
+    }
+
+    /// True once the worker has exited.
+    pub fn is_finished(&self) -> bool {
+        self.join.as_ref().is_none_or(|j| j.is_finished())
+    }
+
+    /// Requests a stop and waits for the drain to finish.
+    pub async fn stop(&mut self) -> CoreResult<WorkerReport> {
+        self.request_stop();
+        self.join().await
+    }
+
+    /// Waits for the worker to exit (after a stop request or a fatal error).
+    pub async fn join(&mut self) -> CoreResult<WorkerReport> {
+        match self.join.take() {
+            Some(j) => j
+                .await
+                .map_err(|e| CoreError::Worker(format!("worker task failed: {e}")))?,
+            None => Ok(self.stats.snapshot()),
+        }
+    }
+}
+
+/// Starts a worker on the current tokio runtime.
+pub fn spawn_worker(
+    client: &TaskQueueClient,
+    handler: Arc<dyn TaskHandler>,
+    options: WorkerOptions,
+) -> CoreResult<WorkerHandle> {
+    if options.concurrency == 0 {
+        return Err(CoreError::config("concurrency must be at least 1"));
+    }
+    if options.queues.is_empty() {
+        return Err(CoreError::config("a worker needs at least one queue"));
+    }
+    let (stop, stop_rx) = watch::channel(false);
+    let stats = Arc::new(WorkerStats::default());
+    let name = options.name.clone();
+    let join = tokio::spawn(run(
+        client.clone(),
+        handler,
+        options,
+        stop_rx,
+        stats.clone(),
+    ));
+    Ok(WorkerHandle {
+        name,
+        stop,
+        stats,
+        join: Some(join),
+    })
+}
+
+async fn run(
+    client: TaskQueueClient,
+    handler: Arc<dyn TaskHandler>,
+    options: WorkerOptions,
+    mut stop_rx: watch::Receiver<bool>,
+    stats: Arc<WorkerStats>,
+) -> CoreResult<WorkerReport> {
+    let worker_name: Arc<str> = options.name.clone().into();
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let store = client.store.clone();
+    let backend = StoreBackend::new(BackendParts {
+        store: store.clone(),
+        queues: options.queues.clone().into(),
+        worker: worker_name.clone(),
+        concurrency: options.concurrency,
+        lease: options.lease,
+        poll_interval: options.poll_interval,
+        wake: client.enqueued.clone(),
+        inflight: inflight.clone(),
+    });
+    let service = JobService {
+        store: store.clone(),
+        handler: handler.clone(),
+        backoff: options.backoff.clone(),
+        worker: worker_name.clone(),
+        inflight,
+        finished: client.finished.clone(),
+        stats: stats.clone(),
+    };
+    let worker = WorkerBuilder::new(&*worker_name)
+        .backend(backend)
+        .concurrency(options.concurrency)
+        .build(service);
+
+    let maintenance = tokio::spawn(maintain(
+        store.clone(),
+        handler,
+        worker_name.clone(),
+        options.clone(),
+    ));
+
+    let stop_for_worker = stop_rx.clone();
+    let running = worker.run_with_ctx(move |ctx| {
+        let mut rx = stop_for_worker.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+            ctx.stop()
+        }
+    });
+    tokio::pin!(running);
+
+    let outcome = tokio::select! {
+        res = &mut running => Some(res),
+        _ = stop_rx.wait_for(|stop| *stop) => None,
+    };
+    let result = match outcome {
+        Some(res) => res.map_err(|e| CoreError::Worker(e.to_string())),
+        None => match tokio::time::timeout(options.drain_timeout, &mut running).await {
+            Ok(res) => res.map_err(|e| CoreError::Worker(e.to_string())),
+            Err(_) => {
+                tracing::warn!(worker = %worker_name, "drain timeout passed; releasing unfinished jobs");
+                Ok(())
+            }
+        },
+    };
+    maintenance.abort();
+    // Whatever this worker still holds (jobs cut off by the drain timeout) goes back.
+    let released = store.release(&worker_name, None).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "releasing unfinished jobs failed; their leases will expire");
+        0
+    });
+    let mut report = stats.snapshot();
+    report.released = released;
+    result.map(|_| report)
+}
+
+/// Heartbeats this worker's leases, forwards cancel requests, rescues expired leases of
+/// dead workers and expires old results.
+async fn maintain(
+    store: Arc<dyn Store>,
+    handler: Arc<dyn TaskHandler>,
+    worker: Arc<str>,
+    options: WorkerOptions,
+) {
+    let mut tick = tokio::time::interval(options.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = 0i64;
+    loop {
+        tick.tick().await;
+        match store.heartbeat(&worker, options.lease).await {
+            Ok(cancel_ids) => {
+                for id in cancel_ids {
+                    handler.cancel_requested(&id);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
+        }
+        match store.rescue_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                rescued = n,
+                "re-queued jobs whose worker stopped heartbeating"
+            ),
+            Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
+        }
+        if let Some(ttl) = options.result_ttl {
+            let now = now_ms();
+            if now - last_purge > 60_000 {
+                last_purge = now;
+                if let Err(e) = store
+                    .purge_finished(now - secs_to_ms(ttl.as_secs_f64()))
+                    .await
+                {
+                    tracing::warn!(error = %e, "expiring old results failed");
+                }
+            }
+        }
+    }
+}

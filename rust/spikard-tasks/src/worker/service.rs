@@ -1,0 +1,178 @@
+//! `JobService`: the tower service apalis calls for each claimed job.
+//!
+//! It runs the [`TaskHandler`] (with the job's timeout, catching panics), turns the
+//! handler's [`TaskOutcome`] into a [`Completion`] (retry with backoff, fail, cancel)
+//! and writes it back while this worker still holds the job's lease.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+
+use super::stats::WorkerStats;
+use crate::config::Backoff;
+use crate::handler::{TaskHandler, TaskOutcome};
+use crate::job::{AttemptError, ClaimedJob, Completion};
+use crate::store::Store;
+use crate::time::{now_ms, secs, secs_to_ms};
+
+/// Attempts to write one outcome before giving up (the lease then expires and the job
+/// is rescued: at-least-once).
+const WRITE_ATTEMPTS: u32 = 8;
+
+/// Runs one claimed job per call.
+#[derive(Clone)]
+pub(crate) struct JobService {
+    pub store: Arc<dyn Store>,
+    pub handler: Arc<dyn TaskHandler>,
+    pub backoff: Backoff,
+    pub worker: Arc<str>,
+    pub inflight: Arc<AtomicUsize>,
+    pub finished: Arc<Notify>,
+    pub stats: Arc<WorkerStats>,
+}
+
+/// Decrements the in-flight count when a job's future ends or is dropped.
+struct InflightGuard(Arc<AtomicUsize>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl tower::Service<Task<ClaimedJob>> for JobService {
+    type Response = ();
+    type Error = BoxDynError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxDynError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: Task<ClaimedJob>) -> Self::Future {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        let guard = InflightGuard(self.inflight.clone());
+        let this = self.clone();
+        Box::pin(async move {
+            let _guard = guard;
+            let job = task.args;
+            let outcome = this.run(&job).await;
+            let completion = decide(&job, outcome, &this.backoff);
+            this.stats.record(&completion);
+            this.write(job, completion).await;
+            this.finished.notify_waiters();
+            Ok(())
+        })
+    }
+}
+
+impl JobService {
+    async fn run(&self, job: &ClaimedJob) -> TaskOutcome {
+        let handler = self.handler.clone();
+        let call = AssertUnwindSafe(handler.handle(job.clone())).catch_unwind();
+        let result = match job.timeout {
+            Some(limit) => match tokio::time::timeout(secs(limit), call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    self.handler.timed_out(&job.id);
+                    return TaskOutcome::fail(format!(
+                        "TimeoutError: attempt {} ran past its {limit}s timeout",
+                        job.attempt
+                    ));
+                }
+            },
+            None => call.await,
+        };
+        result.unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            TaskOutcome::fail(format!("PanicException: handler panicked: {text}"))
+        })
+    }
+
+    async fn write(&self, job: ClaimedJob, completion: Completion) {
+        let mut pause = Duration::from_millis(50);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            match self
+                .store
+                .complete(&self.worker, vec![(job.clone(), completion.clone())])
+                .await
+            {
+                Ok(0) => {
+                    tracing::warn!(job_id = %job.id, attempt = job.attempt,
+                        "outcome not written: this worker no longer holds the job's lease");
+                    return;
+                }
+                Ok(_) => return,
+                Err(err) if attempt < WRITE_ATTEMPTS => {
+                    tracing::warn!(job_id = %job.id, error = %err, "writing outcome failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                Err(err) => {
+                    tracing::error!(job_id = %job.id, error = %err,
+                        "giving up writing outcome; the job will run again when its lease expires");
+                }
+            }
+        }
+    }
+}
+
+/// Turns a handler's outcome into what is stored, applying retries and backoff.
+pub(crate) fn decide(job: &ClaimedJob, outcome: TaskOutcome, backoff: &Backoff) -> Completion {
+    let now = now_ms();
+    let attempts_left = job.attempt < job.max_attempts;
+    let error_entry = |error: String, traceback: Option<String>| AttemptError {
+        attempt: job.attempt,
+        error,
+        traceback,
+        at_ms: now,
+    };
+    match outcome {
+        TaskOutcome::Success(value) => Completion::Succeeded(value),
+        TaskOutcome::Cancel { reason } => Completion::Cancelled { reason },
+        TaskOutcome::Retry { after, reason } => {
+            let text = format!(
+                "Retry: {}",
+                reason.unwrap_or_else(|| format!("retry requested after {}s", after.as_secs_f64()))
+            );
+            if attempts_left {
+                Completion::Retry {
+                    run_at_ms: now + after.as_millis() as i64,
+                    error: error_entry(text, None),
+                }
+            } else {
+                Completion::Failed(error_entry(
+                    format!("{text} (no attempts left of {})", job.max_attempts),
+                    None,
+                ))
+            }
+        }
+        TaskOutcome::Fail {
+            error,
+            traceback,
+            retryable,
+        } => {
+            if retryable && attempts_left {
+                Completion::Retry {
+                    run_at_ms: now + secs_to_ms(backoff.delay(job.attempt)),
+                    error: error_entry(error, traceback),
+                }
+            } else {
+                Completion::Failed(error_entry(error, traceback))
+            }
+        }
+    }
+}
