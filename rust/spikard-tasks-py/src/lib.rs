@@ -1,1 +1,78 @@
+//! Python bindings of the spikard-tasks engine (`spikard_tasks._native`).
+//!
+//! Thin by design: conversions, the handler bridge, the tokio runtime owner and the
+//! error mapping. Everything else lives in the engine crate or in Python.
 
+mod bridge;
+mod convert;
+mod errors;
+mod queue;
+mod runtime;
+mod worker;
+
+use pyo3::prelude::*;
+
+/// Masks the password of a URL.
+#[pyfunction]
+fn redact_url(url: &str) -> String {
+    spikard_tasks::url::redact(url)
+}
+
+/// The backend kind a URL selects (`sqlite`, `memory`, `postgres`, …); raises
+/// `ConfigError` for a malformed URL or a backend not compiled in.
+#[pyfunction]
+fn backend_kind(url: &str) -> errors::Result<&'static str> {
+    Ok(spikard_tasks::url::BackendUrl::parse(url)?.kind())
+}
+
+/// Converts a Python value to JSON text with the same strict rules as job arguments.
+#[pyfunction]
+fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    let value = convert::py_to_json(obj, "value")?;
+    Ok(value.to_string())
+}
+
+/// The engine's default configuration as JSON.
+#[pyfunction]
+fn default_config_json() -> String {
+    serde_json::to_string(&spikard_tasks::TaskQueueConfig::default()).unwrap_or_default()
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("SPIKARD_TASKS_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    init_logging();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add(
+        "FEATURES",
+        vec![
+            #[cfg(feature = "sqlite")]
+            "sqlite",
+            #[cfg(feature = "postgres")]
+            "postgres",
+            #[cfg(feature = "mysql")]
+            "mysql",
+            #[cfg(feature = "redis")]
+            "redis",
+            #[cfg(feature = "cron")]
+            "cron",
+        ],
+    )?;
+    m.add_class::<queue::NativeQueue>()?;
+    m.add_class::<worker::NativeWorker>()?;
+    m.add_class::<bridge::Completion>()?;
+    m.add_function(wrap_pyfunction!(redact_url, m)?)?;
+    m.add_function(wrap_pyfunction!(backend_kind, m)?)?;
+    m.add_function(wrap_pyfunction!(to_json, m)?)?;
+    m.add_function(wrap_pyfunction!(default_config_json, m)?)?;
+    Ok(())
+}

@@ -26,4 +26,4 @@ pub use job::{
     QueueCounts,
 };
 pub use queue::TaskQueueClient;
-pub use worker::{spawn_worker, WorkerHandle, WorkerOptions, WorkerReport};
+pub use worker::{spawn_worker, WorkerHandle, WorkerOptions, WorkerReport, WorkerStopper};

@@ -84,10 +84,22 @@ pub fn default_worker_name() -> String {
     )
 }
 
+/// Asks a worker to stop; cheap to clone and usable while another task awaits
+/// [`WorkerHandle::join`].
+#[derive(Clone, Debug)]
+pub struct WorkerStopper(Arc<watch::Sender<bool>>);
+
+impl WorkerStopper {
+    /// Requests a graceful stop (idempotent).
+    pub fn stop(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
 /// A running worker. Dropping it does not stop it; call [`WorkerHandle::stop`].
 pub struct WorkerHandle {
     name: String,
-    stop: watch::Sender<bool>,
+    stop: Arc<watch::Sender<bool>>,
     stats: Arc<WorkerStats>,
     join: Option<JoinHandle<CoreResult<WorkerReport>>>,
 }
@@ -101,6 +113,11 @@ impl WorkerHandle {
     /// Asks the worker to stop: it claims nothing more and drains in-flight jobs.
     pub fn request_stop(&self) {
         let _ = self.stop.send(true);
+    }
+
+    /// A handle that can request a stop independently of this one.
+    pub fn stopper(&self) -> WorkerStopper {
+        WorkerStopper(self.stop.clone())
     }
 
     /// Live counters.
@@ -119,14 +136,16 @@ impl WorkerHandle {
         self.join().await
     }
 
-    /// Waits for the worker to exit (after a stop request or a fatal error).
+    /// Waits for the worker to exit (after a stop request or a fatal error). Safe to
+    /// cancel (e.g. under a timeout) and call again.
     pub async fn join(&mut self) -> CoreResult<WorkerReport> {
-        match self.join.take() {
-            Some(j) => j
-                .await
-                .map_err(|e| CoreError::Worker(format!("worker task failed: {e}")))?,
-            None => Ok(self.stats.snapshot()),
-        }
+        // Cancel-safe: the join handle is dropped only once the worker has exited.
+        let Some(join) = self.join.as_mut() else {
+            return Ok(self.stats.snapshot());
+        };
+        let result = join.await;
+        self.join = None;
+        result.map_err(|e| CoreError::Worker(format!("worker task failed: {e}")))?
     }
 }
 
@@ -154,7 +173,7 @@ pub fn spawn_worker(
     ));
     Ok(WorkerHandle {
         name,
-        stop,
+        stop: Arc::new(stop),
         stats,
         join: Some(join),
     })

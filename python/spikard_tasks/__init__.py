@@ -1,0 +1,54 @@
+"""spikard-tasks: a durable task queue and scheduler for Python with a Rust core.
+
+Define tasks with ``@queue.task``, enqueue them with ``.delay()``, run workers with
+``queue.run_worker()`` or ``spikard-tasks worker module:queue``. Jobs persist in the
+backend (SQLite by default) and run at least once.
+"""
+
+from __future__ import annotations
+
+from ._native import __version__
+from .config import Backoff, TaskQueueConfig
+from .exceptions import (
+    BackendError,
+    Cancel,
+    ConfigError,
+    JobCancelled,
+    JobFailed,
+    QueueFull,
+    Retry,
+    RuntimeShutDown,
+    SerializationError,
+    SpikardTasksError,
+    UnknownTask,
+)
+from .job import AttemptError, Job, JobInfo
+from .queue import TaskQueue
+from .status import JobStatus
+from .task import Task, TaskHandler
+from .worker import Worker
+
+__all__ = [
+    "AttemptError",
+    "BackendError",
+    "Backoff",
+    "Cancel",
+    "ConfigError",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
+    "JobInfo",
+    "JobStatus",
+    "QueueFull",
+    "Retry",
+    "RuntimeShutDown",
+    "SerializationError",
+    "SpikardTasksError",
+    "Task",
+    "TaskHandler",
+    "TaskQueue",
+    "TaskQueueConfig",
+    "UnknownTask",
+    "Worker",
+    "__version__",
+]

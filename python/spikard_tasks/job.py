@@ -1,0 +1,150 @@
+"""``Job``: a handle on one enqueued job, and ``JobInfo``, a snapshot of it."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from .exceptions import JobCancelled, JobFailed
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .queue import TaskQueue
+
+__all__ = ["AttemptError", "Job", "JobInfo"]
+
+
+def _time(ms: int | None) -> dt.datetime | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttemptError:
+    """The error of one failed attempt."""
+
+    attempt: int
+    error: str
+    traceback: str | None
+    at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class JobInfo:
+    """A snapshot of a stored job (times are aware UTC datetimes)."""
+
+    id: str
+    task: str
+    queue: str
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    priority: int
+    run_at: dt.datetime | None
+    result: Any
+    errors: list[AttemptError]
+    enqueued_at: dt.datetime | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    unique_key: str | None
+    cancel_reason: str | None
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> JobInfo:
+        """Builds a snapshot from the engine's record dict."""
+        return cls(
+            id=rec["id"],
+            task=rec["task"],
+            queue=rec["queue"],
+            status=JobStatus(rec["status"]),
+            attempts=rec["attempts"],
+            max_attempts=rec["max_attempts"],
+            priority=rec["priority"],
+            run_at=_time(rec["run_at_ms"]),
+            result=rec.get("result"),
+            errors=[
+                AttemptError(e["attempt"], e["error"], e.get("traceback"), _time(e.get("at_ms")))
+                for e in rec.get("errors") or []
+            ],
+            enqueued_at=_time(rec.get("enqueued_at_ms")),
+            started_at=_time(rec.get("started_at_ms")),
+            finished_at=_time(rec.get("finished_at_ms")),
+            args=rec.get("args") or [],
+            kwargs=rec.get("kwargs") or {},
+            unique_key=rec.get("unique_key"),
+            cancel_reason=rec.get("cancel_reason"),
+        )
+
+    def outcome(self) -> Any:
+        """The result of a finished job, or raise ``JobFailed`` / ``JobCancelled``."""
+        if self.status is JobStatus.SUCCEEDED:
+            return self.result
+        if self.status is JobStatus.FAILED:
+            last = self.errors[-1] if self.errors else None
+            raise JobFailed(
+                self.id,
+                last.error if last else "failed",
+                last.traceback if last else None,
+            )
+        if self.status is JobStatus.CANCELLED:
+            raise JobCancelled(self.id, self.cancel_reason)
+        raise RuntimeError(f"job {self.id} is not finished ({self.status.value})")
+
+
+class Job:
+    """A handle on one job. Cheap: it holds the queue and the id, and asks the backend
+    whenever a method is called."""
+
+    __slots__ = ("_queue", "id")
+
+    def __init__(self, queue: TaskQueue, job_id: str) -> None:
+        self._queue = queue
+        self.id = job_id
+
+    def info(self) -> JobInfo:
+        """A fresh snapshot of the job (raises ``LookupError`` if it no longer exists)."""
+        info = self._queue._job_info(self.id)
+        if info is None:
+            raise LookupError(f"job {self.id} does not exist (expired or never enqueued)")
+        return info
+
+    def status(self) -> JobStatus:
+        """The job's current state (asks the backend)."""
+        return self.info().status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Waits up to ``timeout`` seconds (forever with ``None``) for the job to finish.
+
+        Returns the handler's return value; raises ``JobFailed`` (with ``error`` and
+        ``traceback``), ``JobCancelled``, or ``TimeoutError``.
+        """
+        info = self._queue._wait(self.id, timeout)
+        if info is None:
+            raise TimeoutError(f"job {self.id} did not finish within {timeout}s")
+        return info.outcome()
+
+    async def wait(self, timeout: float | None = None) -> Any:
+        """Awaitable twin of :meth:`result`."""
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, self._queue._wait, self.id, timeout)
+        if info is None:
+            raise TimeoutError(f"job {self.id} did not finish within {timeout}s")
+        return info.outcome()
+
+    def cancel(self) -> bool:
+        """Cancels the job (see ``TaskQueue.cancel``)."""
+        return self._queue.cancel(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r})"

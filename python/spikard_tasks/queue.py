@@ -1,0 +1,352 @@
+"""``TaskQueue``: where tasks are registered and jobs are enqueued, looked up and run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from . import _native
+from .config import DEFAULT_URL, TaskQueueConfig
+from .exceptions import ConfigError, UnknownTask
+from .job import Job, JobInfo
+from .task import Task, TaskHandler, build_options
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+__all__ = ["TaskQueue"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _describe(url: str) -> str:
+    """The redacted URL, plus the absolute path for SQLite files."""
+    shown = _native.redact_url(url)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        path = url[len("sqlite:///") :].split("?", 1)[0]
+        return f"{shown} ({os.path.abspath(path)})"
+    return shown
+
+
+class TaskQueue:
+    """A task queue on one backend.
+
+    ``TaskQueue()`` uses ``SPIKARD_TASKS_URL`` or else the embedded default, a SQLite
+    file ``spikard_tasks.db`` in the current directory. ``TaskQueue("postgres://…")``,
+    ``TaskQueue(TaskQueueConfig(...))`` and ``TaskQueue(url, concurrency=8, ...)`` work
+    too. The URL is validated here (``ConfigError``); the backend is opened on first use.
+    """
+
+    def __init__(
+        self, url_or_config: str | TaskQueueConfig | Mapping[str, Any] | None = None, **options: Any
+    ) -> None:
+        if url_or_config is None:
+            config = TaskQueueConfig.from_env(**options)
+        elif isinstance(url_or_config, str):
+            config = TaskQueueConfig.from_env(**{**options, "url": url_or_config})
+        elif isinstance(url_or_config, TaskQueueConfig):
+            config = url_or_config.replace(**options) if options else url_or_config
+        elif isinstance(url_or_config, Mapping):
+            config = TaskQueueConfig.from_dict({**url_or_config, **options})
+        else:
+            raise ConfigError(
+                f"TaskQueue() takes a URL, a TaskQueueConfig or a dict, "
+                f"not {type(url_or_config).__name__}"
+            )
+        self.backend = _native.backend_kind(config.url)
+        if self.backend == "inprocess":
+            raise ConfigError("inprocess:// is not available in this build yet")
+        self.config = config
+        self._tasks: dict[str, Task[Any, Any]] = {}
+        self._native: _native.NativeQueue | None = None
+        self._lock = threading.Lock()
+        if config.url == DEFAULT_URL and url_or_config is None:
+            self._default_note = " (embedded default)"
+        else:
+            self._default_note = ""
+
+    # -- backend -----------------------------------------------------------------------
+
+    @property
+    def native(self) -> _native.NativeQueue:
+        """The native queue, opened (and its schema set up) on first use."""
+        native = self._native
+        if native is None:
+            with self._lock:
+                if self._native is None:
+                    self._native = _native.NativeQueue(self.config.to_json())
+                native = self._native
+        return native
+
+    @property
+    def name(self) -> str:
+        """The queue name."""
+        return self.config.queue
+
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        """Registered tasks by name."""
+        return dict(self._tasks)
+
+    def __repr__(self) -> str:
+        return (
+            f"TaskQueue(url={_describe(self.config.url)!r}{self._default_note}, "
+            f"queue={self.config.queue!r})"
+        )
+
+    # -- registration ------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: F, /) -> Task[Any, Any]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+    ) -> Callable[[F], Task[Any, Any]]: ...
+
+    def task(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        priority: int | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+    ) -> Any:
+        """Registers a function (sync or ``async def``), a ``TaskHandler`` subclass or
+        instance as a task. Usable bare (``@queue.task``) or with options. The name
+        defaults to ``module.qualname``; every option is optional."""
+        defaults = {
+            "max_attempts": max_attempts,
+            "priority": priority,
+            "timeout": timeout,
+            "queue": queue,
+        }
+        defaults = {k: v for k, v in defaults.items() if v is not None}
+
+        def register(target: Any) -> Task[Any, Any]:
+            func, default_name = _handler_callable(target)
+            task_name = name or default_name
+            if not task_name:
+                raise ConfigError("task name must not be empty")
+            existing = self._tasks.get(task_name)
+            if existing is not None and existing.fn is not func:
+                raise ConfigError(f"a different handler is already registered as {task_name!r}")
+            task: Task[Any, Any] = Task(self, func, name=task_name, defaults=defaults)
+            self._tasks[task_name] = task
+            return task
+
+        if fn is not None:
+            return register(fn)
+        return register
+
+    # -- enqueue -----------------------------------------------------------------------
+
+    def _check_task(self, name: str, strict: bool) -> None:
+        if strict and name not in self._tasks:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTask(
+                f"unknown task {name!r} (registered: {known}); pass strict=False to "
+                "enqueue a task this process does not import"
+            )
+
+    def _enqueue_one(
+        self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
+    ) -> Job:
+        [(job_id, _created)] = self.native.enqueue([(name, args, kwargs, options)])
+        return Job(self, job_id)
+
+    def enqueue(
+        self,
+        task: str | Task[Any, Any],
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        strict: bool = True,
+        **options: Any,
+    ) -> Job:
+        """Enqueues a job of ``task`` (a name or a ``Task``) by name.
+
+        Raises ``UnknownTask`` for a name not registered here unless ``strict=False``.
+        Options as in ``Task.enqueue``. With a ``unique_key`` whose job is not finished,
+        returns that job.
+        """
+        name, defaults = self._resolve_task(task, strict)
+        merged = {**defaults, **build_options(options)}
+        return self._enqueue_one(name, _as_args(args), _as_kwargs(kwargs), merged)
+
+    def enqueue_many(
+        self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, strict: bool = True
+    ) -> list[Job]:
+        """Enqueues many jobs in one transaction (all or nothing); returns them in order.
+
+        Each item is ``{"task": name, "args": [...], "kwargs": {...}, **options}`` or a
+        ``(task, args, kwargs)`` tuple.
+        """
+        batch: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
+        for item in jobs:
+            if isinstance(item, Mapping):
+                spec = dict(item)
+                if "task" not in spec:
+                    raise ConfigError("each job needs a 'task'")
+                task = spec.pop("task")
+                args = spec.pop("args", None)
+                kwargs = spec.pop("kwargs", None)
+                options = spec
+            elif isinstance(item, tuple) and 1 <= len(item) <= 3:
+                task, args, kwargs = (*item, None, None)[:3]
+                options = {}
+            else:
+                raise ConfigError(
+                    "enqueue_many takes dicts {'task', 'args', 'kwargs', ...options} "
+                    "or (task, args, kwargs) tuples"
+                )
+            name, defaults = self._resolve_task(task, strict)
+            batch.append(
+                (name, _as_args(args), _as_kwargs(kwargs), {**defaults, **build_options(options)})
+            )
+        if not batch:
+            return []
+        return [Job(self, job_id) for job_id, _ in self.native.enqueue(batch)]
+
+    async def aenqueue(
+        self,
+        task: str | Task[Any, Any],
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        strict: bool = True,
+        **options: Any,
+    ) -> Job:
+        """Awaitable twin of :meth:`enqueue`."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, lambda: self.enqueue(task, args, kwargs, strict=strict, **options)
+        )
+
+    async def aenqueue_many(
+        self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, strict: bool = True
+    ) -> list[Job]:
+        """Awaitable twin of :meth:`enqueue_many`."""
+        items = list(jobs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: self.enqueue_many(items, strict=strict))
+
+    def _resolve_task(self, task: Any, strict: bool) -> tuple[str, dict[str, Any]]:
+        if isinstance(task, Task):
+            return task.name, task.defaults
+        if not isinstance(task, str):
+            raise ConfigError(f"task must be a name or a Task, not {type(task).__name__}")
+        self._check_task(task, strict)
+        registered = self._tasks.get(task)
+        return task, registered.defaults if registered else {}
+
+    # -- lookup ------------------------------------------------------------------------
+
+    def _job_info(self, job_id: str) -> JobInfo | None:
+        rec = self.native.get(job_id)
+        return None if rec is None else JobInfo.from_record(rec)
+
+    def _wait(self, job_id: str, timeout: float | None) -> JobInfo | None:
+        rec = self.native.wait(job_id, timeout)
+        return None if rec is None else JobInfo.from_record(rec)
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or ``None`` if there is none."""
+        return None if self.native.get(job_id) is None else Job(self, job_id)
+
+    async def aget_job(self, job_id: str) -> Job | None:
+        """Awaitable twin of :meth:`get_job`."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.get_job, job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancels a job that has not started, or asks a running one to stop (an
+        ``async def`` handler is cancelled). ``False`` for finished or unknown jobs."""
+        return self.native.cancel(job_id)
+
+    async def acancel(self, job_id: str) -> bool:
+        """Awaitable twin of :meth:`cancel`."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.cancel, job_id)
+
+    def counts(self, queue: str | None = None) -> dict[str, int]:
+        """Job counts per state in this queue (or ``queue``)."""
+        return dict(self.native.counts(queue))
+
+    # -- workers -----------------------------------------------------------------------
+
+    def worker(
+        self,
+        concurrency: int | None = None,
+        *,
+        queues: Sequence[str] | None = None,
+        name: str | None = None,
+        drain_timeout: float | None = None,
+    ) -> Worker:
+        """A worker running in this process, in the background. Use it as a context
+        manager (``with`` or ``async with``): it starts on entry and drains on exit."""
+        from .worker import Worker
+
+        return Worker(
+            self, concurrency=concurrency, queues=queues, name=name, drain_timeout=drain_timeout
+        )
+
+    def run_worker(
+        self,
+        concurrency: int | None = None,
+        *,
+        queues: Sequence[str] | None = None,
+        name: str | None = None,
+        drain_timeout: float | None = None,
+    ) -> dict[str, int]:
+        """Runs a worker until SIGINT/SIGTERM, then drains gracefully; returns its report."""
+        from .worker import Worker
+
+        worker = Worker(
+            self, concurrency=concurrency, queues=queues, name=name, drain_timeout=drain_timeout
+        )
+        return worker.run_forever()
+
+
+def _handler_callable(target: Any) -> tuple[Callable[..., Any], str]:
+    if isinstance(target, type):
+        if not callable(getattr(target, "handle", None)):
+            raise ConfigError(f"class {target.__qualname__} needs a handle() method")
+        instance = target()
+        return instance.handle, f"{target.__module__}.{target.__qualname__}"
+    if isinstance(target, TaskHandler):
+        cls = type(target)
+        return target.handle, f"{cls.__module__}.{cls.__qualname__}"
+    if not callable(target):
+        raise ConfigError(f"a task must be callable, not {type(target).__name__}")
+    module = getattr(target, "__module__", None) or "__main__"
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return target, f"{module}.{qualname}"
+
+
+def _as_args(args: Any) -> list[Any]:
+    if args is None:
+        return []
+    if isinstance(args, (list, tuple)):
+        return list(args)
+    raise ConfigError(f"args must be a list or tuple, not {type(args).__name__}")
+
+
+def _as_kwargs(kwargs: Any) -> dict[str, Any]:
+    if kwargs is None:
+        return {}
+    if isinstance(kwargs, Mapping):
+        return dict(kwargs)
+    raise ConfigError(f"kwargs must be a dict, not {type(kwargs).__name__}")

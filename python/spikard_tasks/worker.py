@@ -1,0 +1,191 @@
+"""``Worker``: a native worker running this process' task handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import signal
+import threading
+import types
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import _bridge
+from .exceptions import SpikardTasksError
+
+if TYPE_CHECKING:
+    from . import _native
+    from .queue import TaskQueue
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("spikard_tasks.worker")
+
+_running: weakref.WeakSet[Worker] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_workers() -> None:
+    """Drains workers still running at interpreter exit so their jobs go back."""
+    for worker in list(_running):
+        try:
+            worker.stop()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            log.exception("stopping worker %s at exit failed", worker.name)
+
+
+class Worker:
+    """Runs the queue's registered handlers on the native (apalis) worker.
+
+    ``start()`` returns at once; ``stop()`` stops fetching, lets in-flight jobs finish
+    within the drain timeout and puts unfinished ones back in the queue. Works as a
+    sync or async context manager.
+    """
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        *,
+        concurrency: int | None = None,
+        queues: Sequence[str] | None = None,
+        name: str | None = None,
+        drain_timeout: float | None = None,
+    ) -> None:
+        if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
+            raise SpikardTasksError("concurrency must be at least 1")
+        self.queue = queue
+        self.concurrency = concurrency or queue.config.concurrency
+        names = [queue.config.queue, *(queues or [])]
+        self.queues = list(dict.fromkeys(names))
+        self._name = name
+        self.drain_timeout = drain_timeout
+        self._native: _native.NativeWorker | None = None
+        self._loop: _bridge.EventLoopThread | None = None
+        self._report: dict[str, int] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str | None:
+        """The worker's unique name once started."""
+        return self._native.name if self._native is not None else self._name
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and the end of ``stop()``."""
+        return self._native is not None and self._native.is_running()
+
+    def start(self) -> Worker:
+        """Starts the worker in the background; returns ``self``."""
+        with self._lock:
+            if self._native is not None:
+                raise SpikardTasksError("this worker was already started")
+            tasks = self.queue.tasks
+            handlers = {name: (t.fn, t.is_async) for name, t in tasks.items()}
+            async_loop = None
+            if any(t.is_async for t in tasks.values()):
+                self._loop = _bridge.EventLoopThread()
+                async_loop = (_bridge.submit, self._loop.loop)
+            options: dict[str, Any] = {
+                "concurrency": self.concurrency,
+                "queues": self.queues,
+                "name": self._name,
+                "drain_timeout": self.drain_timeout,
+            }
+            try:
+                self._native = self.queue.native.start_worker(handlers, options, async_loop)
+            except BaseException:
+                if self._loop is not None:
+                    self._loop.stop()
+                    self._loop = None
+                raise
+            _running.add(self)
+            log.info(
+                "worker %s started: queues=%s concurrency=%d tasks=%s",
+                self._native.name,
+                self.queues,
+                self.concurrency,
+                sorted(handlers),
+            )
+            return self
+
+    def request_stop(self) -> None:
+        """Asks the worker to stop; returns at once (``join()`` waits)."""
+        if self._native is not None:
+            self._native.request_stop()
+
+    def join(self, timeout: float | None = None) -> dict[str, int] | None:
+        """Waits for the worker to exit; returns its report, or ``None`` on timeout."""
+        if self._report is not None:
+            return self._report
+        if self._native is None:
+            raise SpikardTasksError("the worker was not started")
+        report = self._native.join(timeout)
+        if report is None:
+            return None
+        self._report = dict(report)
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        _running.discard(self)
+        log.info("worker %s stopped: %s", self._native.name, self._report)
+        return self._report
+
+    def stop(self, timeout: float | None = None) -> dict[str, int]:
+        """Stops and drains; returns the report (``succeeded``, ``retried``,
+        ``failed``, ``cancelled``, ``released``)."""
+        if self._native is None:
+            return {}
+        self.request_stop()
+        report = self.join(timeout)
+        if report is None:
+            raise TimeoutError(f"worker {self.name} did not stop within {timeout}s")
+        return report
+
+    def stats(self) -> dict[str, int]:
+        """Live counters."""
+        return dict(self._native.stats()) if self._native is not None else {}
+
+    def run_forever(self) -> dict[str, int]:
+        """Runs until SIGINT/SIGTERM (or ``request_stop()``), then drains. Signal handlers
+        are installed only when called from the main thread."""
+        self.start()
+        restore: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore[sig] = signal.signal(sig, self._on_signal)
+        try:
+            while True:
+                report = self.join(timeout=0.5)
+                if report is not None:
+                    return report
+        except KeyboardInterrupt:
+            # A second Ctrl-C while draining: stop waiting; unfinished jobs are released.
+            self.request_stop()
+            return self.join() or {}
+        finally:
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: types.FrameType | None) -> None:
+        log.warning("received %s: draining", signal.Signals(signum).name)
+        self.request_stop()
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Worker:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.start)
+
+    async def __aexit__(self, *_exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.stop)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<Worker {self.name or '?'} {state} queues={self.queues}>"

@@ -1,0 +1,62 @@
+//! `Completion`: how an `async def` handler running on the event loop reports back.
+
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use spikard_tasks::TaskOutcome;
+use tokio::sync::oneshot;
+
+use super::outcome::{error_outcome, value_outcome};
+use super::BridgeState;
+use std::sync::Arc;
+
+/// Called once from the event loop with the coroutine's value or exception.
+#[pyclass(frozen, module = "spikard_tasks._native")]
+pub struct Completion {
+    reply: Mutex<Option<oneshot::Sender<TaskOutcome>>>,
+    job_id: String,
+    state: Arc<BridgeState>,
+}
+
+impl Completion {
+    pub(crate) fn new(
+        reply: oneshot::Sender<TaskOutcome>,
+        job_id: String,
+        state: Arc<BridgeState>,
+    ) -> Self {
+        Self {
+            reply: Mutex::new(Some(reply)),
+            job_id,
+            state,
+        }
+    }
+
+    pub(crate) fn finish(&self, outcome: TaskOutcome) {
+        // Take the reply before forgetting the future: `is_finished` then tells the
+        // submitting thread whether it must forget the future it is about to track.
+        let reply = self.reply.lock().ok().and_then(|mut r| r.take());
+        self.state.forget_async(&self.job_id);
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.reply.lock().map(|r| r.is_none()).unwrap_or(true)
+    }
+}
+
+#[pymethods]
+impl Completion {
+    /// The coroutine returned `value`.
+    fn ok(&self, value: &Bound<'_, PyAny>) {
+        self.finish(value_outcome(value));
+    }
+
+    /// The coroutine raised `exc` (including `asyncio.CancelledError`).
+    fn error(&self, exc: &Bound<'_, PyAny>) {
+        let requested = self.state.is_cancel_requested(&self.job_id);
+        let outcome = error_outcome(exc.py(), PyErr::from_value(exc.clone()), requested);
+        self.finish(outcome);
+    }
+}

@@ -1,0 +1,208 @@
+//! `NativeQueue`: the producer API and the worker factory, for Python.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use serde_json::Value;
+use spikard_tasks::{
+    JobOptions, NewJob, TaskQueueClient, TaskQueueConfig, WorkerOptions,
+};
+
+use crate::bridge::{AsyncLoop, BridgeState, HandlerEntry, PyTaskHandler, PythonThreads};
+use crate::convert::{json_to_py, py_to_json};
+use crate::errors::{raise, Error, Result};
+use crate::runtime::{block_on, block_on_interruptible, runtime};
+use crate::worker::NativeWorker;
+
+/// A connection to one task queue (store + configuration).
+#[pyclass(frozen, module = "spikard_tasks._native")]
+pub struct NativeQueue {
+    client: TaskQueueClient,
+}
+
+fn to_py_value<T: serde::Serialize>(py: Python<'_>, value: &T) -> Result<Py<PyAny>> {
+    let json = serde_json::to_value(value).map_err(spikard_tasks::CoreError::from)?;
+    Ok(json_to_py(py, &json)?.unbind())
+}
+
+fn job_options(options: Option<&Bound<'_, PyAny>>) -> Result<JobOptions> {
+    let Some(options) = options.filter(|o| !o.is_none()) else {
+        return Ok(JobOptions::default());
+    };
+    let json = py_to_json(options, "options")?;
+    serde_json::from_value(json).map_err(|e| {
+        Error::Core(spikard_tasks::CoreError::config(format!("invalid job options: {e}")))
+    })
+}
+
+#[pymethods]
+impl NativeQueue {
+    /// Opens the queue described by `config_json` (a `TaskQueueConfig` as JSON) and
+    /// sets up its schema.
+    #[new]
+    fn new(py: Python<'_>, config_json: &str) -> Result<Self> {
+        let config = TaskQueueConfig::from_json(config_json)?;
+        let client = block_on(py, TaskQueueClient::connect(config))?;
+        Ok(Self { client })
+    }
+
+    /// The backend URL with any password masked.
+    #[getter]
+    fn url(&self) -> String {
+        spikard_tasks::url::redact(&self.client.config().url)
+    }
+
+    /// The configured queue name.
+    #[getter]
+    fn queue(&self) -> String {
+        self.client.config().queue.clone()
+    }
+
+    /// Enqueues `(task, args, kwargs, options)` tuples in one transaction; returns
+    /// `(id, created)` per job, in order.
+    fn enqueue(&self, py: Python<'_>, jobs: &Bound<'_, PyList>) -> Result<Vec<(String, bool)>> {
+        let mut new_jobs = Vec::with_capacity(jobs.len());
+        for item in jobs.iter() {
+            let (task, args, kwargs, options): (
+                String,
+                Bound<'_, PyAny>,
+                Bound<'_, PyAny>,
+                Option<Bound<'_, PyAny>>,
+            ) = item.extract()?;
+            let args = if args.is_none() { Value::Array(vec![]) } else { py_to_json(&args, "args")? };
+            let kwargs = if kwargs.is_none() {
+                Value::Object(Default::default())
+            } else {
+                py_to_json(&kwargs, "kwargs")?
+            };
+            new_jobs.push(NewJob {
+                task,
+                args,
+                kwargs,
+                options: job_options(options.as_ref())?,
+            });
+        }
+        let client = self.client.clone();
+        let out = block_on(py, async move { client.enqueue(new_jobs).await })?;
+        Ok(out.into_iter().map(|e| (e.id, e.created)).collect())
+    }
+
+    /// The job as a dict, or `None` for an unknown id.
+    fn get(&self, py: Python<'_>, job_id: &str) -> Result<Option<Py<PyAny>>> {
+        let client = self.client.clone();
+        let rec = block_on(py, async move { client.get(job_id).await })?;
+        rec.map(|r| to_py_value(py, &r)).transpose()
+    }
+
+    /// Cancels a job; false for finished or unknown ones.
+    fn cancel(&self, py: Python<'_>, job_id: &str) -> Result<bool> {
+        let client = self.client.clone();
+        Ok(block_on(py, async move { client.cancel(job_id).await })?)
+    }
+
+    /// Waits for the job to finish; returns it as a dict, or `None` on timeout.
+    #[pyo3(signature = (job_id, timeout=None))]
+    fn wait(&self, py: Python<'_>, job_id: &str, timeout: Option<f64>) -> Result<Option<Py<PyAny>>> {
+        let client = self.client.clone();
+        let limit = timeout.map(spikard_tasks::time::secs);
+        let rec = block_on_interruptible(py, async move { client.wait(job_id, limit).await })??;
+        rec.map(|r| to_py_value(py, &r)).transpose()
+    }
+
+    /// Job counts per state of `queue` (the configured one by default).
+    #[pyo3(signature = (queue=None))]
+    fn counts(&self, py: Python<'_>, queue: Option<String>) -> Result<Py<PyAny>> {
+        let client = self.client.clone();
+        let counts = block_on(py, async move { client.counts(queue.as_deref()).await })?;
+        to_py_value(py, &counts)
+    }
+
+    /// Starts a worker in this process.
+    ///
+    /// `handlers` maps task names to `(callable, is_async)`. `async_loop` is
+    /// `(submit, loop)` when any handler is async. `options` may set `concurrency`,
+    /// `queues`, `name`, `drain_timeout`, `poll_interval`, `lease`, `heartbeat`.
+    #[pyo3(signature = (handlers, options, async_loop=None))]
+    fn start_worker(
+        &self,
+        py: Python<'_>,
+        handlers: &Bound<'_, PyDict>,
+        options: &Bound<'_, PyDict>,
+        async_loop: Option<&Bound<'_, PyTuple>>,
+    ) -> Result<NativeWorker> {
+        let mut entries = HashMap::with_capacity(handlers.len());
+        for (name, value) in handlers.iter() {
+            let (func, is_async): (Bound<'_, PyAny>, bool) = value.extract()?;
+            entries.insert(
+                name.extract::<String>()?,
+                Arc::new(HandlerEntry {
+                    func: func.unbind(),
+                    is_async,
+                }),
+            );
+        }
+        let mut opts = WorkerOptions::from_config(self.client.config());
+        apply_worker_options(&mut opts, options)?;
+        let async_loop = match async_loop {
+            Some(t) => Some(Arc::new(AsyncLoop {
+                submit: t.get_item(0)?.unbind(),
+                event_loop: t.get_item(1)?.unbind(),
+            })),
+            None => None,
+        };
+        let state = Arc::new(BridgeState::default());
+        let threads = Arc::new(
+            PythonThreads::start(opts.concurrency, state.clone(), async_loop)
+                .map_err(|e| raise(py, "SpikardTasksError", format!("cannot start threads: {e}")))?,
+        );
+        let handler = Arc::new(PyTaskHandler::new(entries, threads.clone(), state));
+        let client = self.client.clone();
+        let handle = {
+            let _guard = runtime().enter();
+            spikard_tasks::spawn_worker(&client, handler, opts)?
+        };
+        Ok(NativeWorker::new(handle, threads))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "NativeQueue(url={:?}, queue={:?})",
+            self.url(),
+            self.client.config().queue
+        )
+    }
+}
+
+fn apply_worker_options(opts: &mut WorkerOptions, options: &Bound<'_, PyDict>) -> Result<()> {
+    let secs = |v: Bound<'_, PyAny>| -> PyResult<std::time::Duration> {
+        Ok(spikard_tasks::time::secs(v.extract::<f64>()?))
+    };
+    for (key, value) in options.iter() {
+        if value.is_none() {
+            continue;
+        }
+        let key: String = key.extract()?;
+        match key.as_str() {
+            "concurrency" => opts.concurrency = value.extract()?,
+            "queues" => opts.queues = value.extract()?,
+            "name" => opts.name = value.extract()?,
+            "drain_timeout" => opts.drain_timeout = secs(value)?,
+            "poll_interval" => opts.poll_interval = secs(value)?,
+            "lease" => opts.lease = secs(value)?,
+            "heartbeat" => opts.heartbeat = secs(value)?,
+            other => {
+                return Err(Error::Core(spikard_tasks::CoreError::config(format!(
+                    "unknown worker option {other:?}"
+                ))))
+            }
+        }
+    }
+    if opts.concurrency == 0 {
+        return Err(Error::Core(spikard_tasks::CoreError::config(
+            "concurrency must be at least 1",
+        )));
+    }
+    Ok(())
+}

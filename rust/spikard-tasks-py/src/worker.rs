@@ -1,0 +1,92 @@
+//! `NativeWorker`: a running worker, for Python.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use spikard_tasks::{WorkerHandle, WorkerStopper};
+use tokio::sync::Mutex;
+
+use crate::bridge::PythonThreads;
+use crate::convert::json_to_py;
+use crate::errors::Result;
+use crate::runtime::block_on_interruptible;
+
+/// A worker running on the bindings' tokio runtime.
+#[pyclass(frozen, module = "spikard_tasks._native")]
+pub struct NativeWorker {
+    handle: Arc<Mutex<WorkerHandle>>,
+    stopper: WorkerStopper,
+    threads: Arc<PythonThreads>,
+    name: String,
+}
+
+impl NativeWorker {
+    pub(crate) fn new(handle: WorkerHandle, threads: Arc<PythonThreads>) -> Self {
+        Self {
+            name: handle.name().to_owned(),
+            stopper: handle.stopper(),
+            handle: Arc::new(Mutex::new(handle)),
+            threads,
+        }
+    }
+}
+
+fn report_to_py(py: Python<'_>, report: &spikard_tasks::WorkerReport) -> Result<Py<PyAny>> {
+    let json = serde_json::to_value(report).map_err(spikard_tasks::CoreError::from)?;
+    Ok(json_to_py(py, &json)?.unbind())
+}
+
+#[pymethods]
+impl NativeWorker {
+    /// The worker's unique name.
+    #[getter]
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Asks the worker to stop (returns at once).
+    fn request_stop(&self) {
+        self.stopper.stop();
+    }
+
+    /// Waits up to `timeout` seconds (forever with `None`) for the worker to exit.
+    /// Returns its report, or `None` if it is still running.
+    #[pyo3(signature = (timeout=None))]
+    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> Result<Option<Py<PyAny>>> {
+        let handle = self.handle.clone();
+        let limit = timeout.map(spikard_tasks::time::secs);
+        let outcome = block_on_interruptible(py, async move {
+            let mut h = handle.lock().await;
+            match limit {
+                Some(t) => tokio::time::timeout(t, h.join()).await.ok(),
+                None => Some(h.join().await),
+            }
+        })?;
+        match outcome {
+            None => Ok(None),
+            Some(report) => {
+                let report = report?;
+                let threads = self.threads.clone();
+                py.detach(move || threads.shutdown());
+                Ok(Some(report_to_py(py, &report)?))
+            }
+        }
+    }
+
+    /// True while the worker runs.
+    fn is_running(&self) -> bool {
+        match self.handle.try_lock() {
+            Ok(h) => !h.is_finished(),
+            Err(_) => true,
+        }
+    }
+
+    /// Live counters (`succeeded`, `retried`, `failed`, `cancelled`, `released`).
+    fn stats(&self, py: Python<'_>) -> Result<Py<PyAny>> {
+        let report = match self.handle.try_lock() {
+            Ok(h) => h.stats(),
+            Err(_) => Default::default(),
+        };
+        report_to_py(py, &report)
+    }
+}
