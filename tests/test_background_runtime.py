@@ -836,3 +836,41 @@ def test_forked_child_does_not_wait_for_the_parent_s_runtime() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "child 0"
+
+
+def test_many_producers_mixed_jobs_all_complete() -> None:
+    producers, per_producer = 4, 2000
+    rt = BackgroundRuntime(max_queue_size=8, max_concurrent_tasks=3)
+    results: list[list[RuntimeJob[int]]] = [[] for _ in range(producers)]
+    barrier = threading.Barrier(producers, timeout=WAIT)
+
+    async def async_echo(i: int) -> int:
+        if i % 5 == 0:
+            await asyncio.sleep(0)
+        return i
+
+    def produce(k: int) -> None:
+        barrier.wait()
+        for i in range(per_producer):
+            fn = async_echo if (i + k) % 3 else add
+            while True:
+                try:
+                    results[k].append(rt.submit(fn, i))
+                    break
+                except QueueFull:
+                    time.sleep(0)  # back off and retry: the bound never blocks
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(producers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT * 2)
+    try:
+        for jobs in results:
+            assert [job.result(WAIT) for job in jobs] == list(range(per_producer))
+    finally:
+        report = rt.shutdown(WAIT)
+    assert not report.timed_out
+    assert rt.stats == RuntimeStats(
+        queued=0, running=0, succeeded=producers * per_producer, failed=0
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -34,7 +35,7 @@ async def _run(
 ) -> None:
     try:
         value = await fn(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - every outcome must be reported
+    except BaseException as exc:
         done.error(exc)
     else:
         done.ok(value)
@@ -75,10 +76,8 @@ class EventLoopThread:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        try:
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             asyncio.run_coroutine_threadsafe(_cancel_all(), self.loop).result(timeout)
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
         if not self._thread.is_alive():

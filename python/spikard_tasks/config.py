@@ -81,7 +81,9 @@ class TaskQueueConfig:
         object.__setattr__(self, "backoff", Backoff.coerce(self.backoff))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> TaskQueueConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> TaskQueueConfig:
         """Builds a config from ``SPIKARD_TASKS_*`` variables (e.g. ``SPIKARD_TASKS_URL``,
         ``SPIKARD_TASKS_CONCURRENCY``, ``SPIKARD_TASKS_BACKOFF='{"initial": 2}'``), then
         applies ``overrides``."""
@@ -128,6 +130,8 @@ def _parse_env(name: str, raw: str) -> Any:
     if name == "result_ttl" and raw.strip().lower() in ("", "none", "null"):
         return None
     try:
-        return int(raw) if name in ("concurrency", "max_attempts", "default_priority") else float(raw)
+        return (
+            int(raw) if name in ("concurrency", "max_attempts", "default_priority") else float(raw)
+        )
     except ValueError:
         raise ConfigError(f"{_ENV_PREFIX}{name.upper()}={raw!r} is not a number") from None

@@ -17,12 +17,13 @@ synchronous code and from inside another running event loop alike:
 they never block the loop.
 
 Bound and concurrency
-    At most ``max_concurrent_tasks`` handlers run at once (sync and async together). Every
-    accepted job holds either one of the ``max_concurrent_tasks`` execution slots or one
-    of the ``max_queue_size`` waiting slots until it finishes, so jobs that are queued or
-    waiting for a free execution slot never exceed ``max_queue_size``, and exactly
+    At most ``max_concurrent_tasks`` handlers run at once (sync and async together). Until
+    it finishes, every accepted job holds either one of the ``max_concurrent_tasks``
+    execution slots or one of the ``max_queue_size`` places in the queue: a job waiting
+    for a slot (queued, or behind a full set of running jobs) always counts against
+    ``max_queue_size``, and running jobs never do. So exactly
     ``max_queue_size + max_concurrent_tasks`` jobs can be accepted at once when handlers
-    block. One more :meth:`~BackgroundRuntime.submit` raises
+    block, and one more :meth:`~BackgroundRuntime.submit` raises
     :class:`~spikard_tasks.exceptions.QueueFull` at once; it never blocks. The check is
     made under a lock at submit time, so it is exact with concurrent submitters.
 
@@ -126,8 +127,9 @@ class RuntimeStats:
     """A consistent snapshot of a :class:`BackgroundRuntime`'s counters.
 
     Attributes:
-        queued: jobs accepted and not started yet.
-        running: jobs whose handler is running now.
+        queued: jobs accepted and not started yet (this includes, for an instant, a job
+            that a free execution slot is about to pick up).
+        running: jobs holding an execution slot: their handler is running.
         succeeded: jobs that ended ``"succeeded"`` since the runtime was created.
         failed: jobs that ended ``"failed"`` since the runtime was created.
         cancelled: jobs that ended ``"cancelled"`` since the runtime was created.
@@ -628,8 +630,8 @@ class BackgroundRuntime:
 
         Raises:
             ValueError: ``timeout`` is negative or not a number.
-            RuntimeError: called from a job running on this runtime (it would wait for
-                itself); use :meth:`ashutdown` from outside the runtime instead.
+            RuntimeError: called from a job running on this runtime (the drain would wait
+                for the caller itself).
         """
         seconds = self._prepare_shutdown(timeout)
         if seconds is None:

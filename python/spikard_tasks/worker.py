@@ -32,7 +32,7 @@ def _stop_running_workers() -> None:
     for worker in list(_running):
         try:
             worker.stop()
-        except Exception:  # noqa: BLE001 - best effort at exit
+        except Exception:
             log.exception("stopping worker %s at exit failed", worker.name)
 
 
@@ -151,7 +151,7 @@ class Worker:
         """Runs until SIGINT/SIGTERM (or ``request_stop()``), then drains. Signal handlers
         are installed only when called from the main thread."""
         self.start()
-        restore: dict[int, Any] = {}
+        restore: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 restore[sig] = signal.signal(sig, self._on_signal)

@@ -1,0 +1,58 @@
+"""Type stubs of the native extension (rust/spikard-tasks-py)."""
+
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+__version__: Final[str]
+FEATURES: Final[list[str]]
+
+def redact_url(url: str) -> str:
+    """Masks the password of a URL."""
+
+def backend_kind(url: str) -> str:
+    """The backend a URL selects; raises ConfigError for a malformed URL or a backend
+    not compiled in."""
+
+def to_json(obj: object) -> str:
+    """JSON text of ``obj`` under the strict argument rules (SerializationError)."""
+
+def default_config_json() -> str:
+    """The engine's default configuration as JSON."""
+
+class NativeQueue:
+    """A connection to one task queue."""
+
+    def __init__(self, config_json: str) -> None: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    def enqueue(
+        self, jobs: Sequence[tuple[str, Any, Any, dict[str, Any] | None]]
+    ) -> list[tuple[str, bool]]: ...
+    def get(self, job_id: str) -> dict[str, Any] | None: ...
+    def cancel(self, job_id: str) -> bool: ...
+    def wait(self, job_id: str, timeout: float | None = None) -> dict[str, Any] | None: ...
+    def counts(self, queue: str | None = None) -> dict[str, int]: ...
+    def start_worker(
+        self,
+        handlers: dict[str, tuple[Callable[..., Any], bool]],
+        options: dict[str, Any],
+        async_loop: tuple[Callable[..., Any], Any] | None = None,
+    ) -> NativeWorker: ...
+
+class NativeWorker:
+    """A worker running on the native runtime."""
+
+    @property
+    def name(self) -> str: ...
+    def request_stop(self) -> None: ...
+    def join(self, timeout: float | None = None) -> dict[str, int] | None: ...
+    def is_running(self) -> bool: ...
+    def stats(self) -> dict[str, int]: ...
+
+class Completion:
+    """Reports the outcome of an async handler (used by spikard_tasks._bridge)."""
+
+    def ok(self, value: object) -> None: ...
+    def error(self, exc: BaseException) -> None: ...

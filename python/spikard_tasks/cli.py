@@ -1,0 +1,177 @@
+"""The ``spikard-tasks`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .exceptions import ConfigError, SpikardTasksError
+from .queue import TaskQueue
+
+__all__ = ["load_queue", "main"]
+
+
+def load_queue(target: str) -> TaskQueue:
+    """Imports ``module:attribute`` (attribute may be dotted) and returns the TaskQueue."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"expected MODULE:QUEUE (e.g. myapp.tasks:queue), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(obj, TaskQueue):
+        raise ConfigError(f"{target} is a {type(obj).__name__}, not a TaskQueue")
+    return obj
+
+
+def _queue_from(args: argparse.Namespace) -> TaskQueue:
+    if getattr(args, "url", None):
+        return TaskQueue(args.url, **({"queue": args.queue} if args.queue else {}))
+    if getattr(args, "target", None):
+        return load_queue(args.target)
+    raise ConfigError("give MODULE:QUEUE or --url URL")
+
+
+def _add_queue_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--app", dest="target", metavar="MODULE:QUEUE", help="the TaskQueue to use")
+    p.add_argument("--url", help="backend URL (instead of --app)")
+    p.add_argument("--queue", help="queue name with --url (default: 'default')")
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    queue = load_queue(args.target)
+    queues = [q for q in (args.queues or "").split(",") if q]
+    report = queue.run_worker(
+        concurrency=args.concurrency,
+        queues=queues,
+        name=args.name,
+        drain_timeout=args.drain_timeout,
+    )
+    print(json.dumps({"worker": "stopped", **report}), flush=True)
+    return 0
+
+
+def _cmd_enqueue(args: argparse.Namespace) -> int:
+    queue = _queue_from(args)
+    options: dict[str, Any] = {}
+    for key in ("priority", "delay", "max_attempts", "unique_key", "timeout"):
+        value = getattr(args, key)
+        if value is not None:
+            options[key] = value
+    try:
+        call_args = json.loads(args.args)
+        call_kwargs = json.loads(args.kwargs)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--args/--kwargs must be JSON: {exc}") from None
+    job = queue.enqueue(args.task, call_args, call_kwargs, strict=False, **options)
+    print(job.id)
+    return 0
+
+
+def _info_dict(queue: TaskQueue, job_id: str) -> dict[str, Any] | None:
+    rec = queue.native.get(job_id)
+    return None if rec is None else dict(rec)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    queue = _queue_from(args)
+    info = _info_dict(queue, args.job_id)
+    if info is None:
+        print(f"no job with id {args.job_id}", file=sys.stderr)
+        return 1
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    queue = _queue_from(args)
+    cancelled = queue.cancel(args.job_id)
+    print(json.dumps({"task_id": args.job_id, "cancelled": cancelled}))
+    return 0 if cancelled else 1
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.url:
+        os.environ["SPIKARD_TASKS_DEMO_URL"] = args.url
+    from .demo import run_demo
+
+    return run_demo(jobs=args.jobs, concurrency=args.concurrency)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="spikard-tasks", description="Durable task queue with a Rust core."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("worker", help="run a worker until SIGINT/SIGTERM, then drain")
+    p.add_argument("target", metavar="MODULE:QUEUE")
+    p.add_argument("-c", "--concurrency", type=int, default=None)
+    p.add_argument("--queues", help="extra queues to consume, comma separated")
+    p.add_argument("--name", help="worker name (unique by default)")
+    p.add_argument("--drain-timeout", type=float, default=None)
+    p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("enqueue", help="enqueue a job by task name; prints its id")
+    _add_queue_args(p)
+    p.add_argument("task")
+    p.add_argument("--args", default="[]", help="JSON array of positional arguments")
+    p.add_argument("--kwargs", default="{}", help="JSON object of keyword arguments")
+    p.add_argument("--priority", type=int)
+    p.add_argument("--delay", type=float)
+    p.add_argument("--max-attempts", type=int)
+    p.add_argument("--unique-key")
+    p.add_argument("--timeout", type=float)
+    p.set_defaults(func=_cmd_enqueue)
+
+    p = sub.add_parser("status", help="show a job as JSON")
+    _add_queue_args(p)
+    p.add_argument("job_id")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("cancel", help="cancel a job")
+    _add_queue_args(p)
+    p.add_argument("job_id")
+    p.set_defaults(func=_cmd_cancel)
+
+    p = sub.add_parser("demo", help="run the demo on the embedded default (SQLite)")
+    p.add_argument("--jobs", type=int, default=300)
+    p.add_argument("-c", "--concurrency", type=int, default=8)
+    p.add_argument("--url", help="backend URL (default sqlite:///spikard_tasks_demo.db)")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spikard-tasks`` command."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code: int = args.func(args)
+    except SpikardTasksError as exc:
+        print(f"spikard-tasks: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
