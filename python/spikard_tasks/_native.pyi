@@ -1,7 +1,19 @@
 """Type stubs of the native extension (rust/spikard-tasks-py)."""
 
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, final
+
+__all__ = [
+    "FEATURES",
+    "Completion",
+    "NativeQueue",
+    "NativeWorker",
+    "__version__",
+    "backend_kind",
+    "default_config_json",
+    "redact_url",
+    "to_json",
+]
 
 __version__: Final[str]
 FEATURES: Final[list[str]]
@@ -19,10 +31,11 @@ def to_json(obj: object) -> str:
 def default_config_json() -> str:
     """The engine's default configuration as JSON."""
 
+@final
 class NativeQueue:
     """A connection to one task queue."""
 
-    def __init__(self, config_json: str) -> None: ...
+    def __new__(cls, config_json: str) -> NativeQueue: ...
     @property
     def url(self) -> str: ...
     @property
@@ -41,6 +54,7 @@ class NativeQueue:
         async_loop: tuple[Callable[..., Any], Any] | None = None,
     ) -> NativeWorker: ...
 
+@final
 class NativeWorker:
     """A worker running on the native runtime."""
 
@@ -51,6 +65,7 @@ class NativeWorker:
     def is_running(self) -> bool: ...
     def stats(self) -> dict[str, int]: ...
 
+@final
 class Completion:
     """Reports the outcome of an async handler (used by spikard_tasks._bridge)."""
 

@@ -85,7 +85,11 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
         let mut out = Map::with_capacity(dict.len());
         for (k, v) in dict.iter() {
             let Ok(key) = k.cast::<PyString>() else {
-                return Err(type_error(&k, &format!("{path} key"), " (dict keys must be str)"));
+                return Err(type_error(
+                    &k,
+                    &format!("{path} key"),
+                    " (dict keys must be str)",
+                ));
             };
             let key = key.to_str()?.to_owned();
             let value = to_json(&v, &format!("{path}[{key:?}]"), depth + 1)?;

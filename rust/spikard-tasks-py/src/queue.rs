@@ -6,9 +6,7 @@ use std::sync::Arc;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use serde_json::Value;
-use spikard_tasks::{
-    JobOptions, NewJob, TaskQueueClient, TaskQueueConfig, WorkerOptions,
-};
+use spikard_tasks::{JobOptions, NewJob, TaskQueueClient, TaskQueueConfig, WorkerOptions};
 
 use crate::bridge::{AsyncLoop, BridgeState, HandlerEntry, PyTaskHandler, PythonThreads};
 use crate::convert::{json_to_py, py_to_json};
@@ -33,7 +31,9 @@ fn job_options(options: Option<&Bound<'_, PyAny>>) -> Result<JobOptions> {
     };
     let json = py_to_json(options, "options")?;
     serde_json::from_value(json).map_err(|e| {
-        Error::Core(spikard_tasks::CoreError::config(format!("invalid job options: {e}")))
+        Error::Core(spikard_tasks::CoreError::config(format!(
+            "invalid job options: {e}"
+        )))
     })
 }
 
@@ -71,7 +71,11 @@ impl NativeQueue {
                 Bound<'_, PyAny>,
                 Option<Bound<'_, PyAny>>,
             ) = item.extract()?;
-            let args = if args.is_none() { Value::Array(vec![]) } else { py_to_json(&args, "args")? };
+            let args = if args.is_none() {
+                Value::Array(vec![])
+            } else {
+                py_to_json(&args, "args")?
+            };
             let kwargs = if kwargs.is_none() {
                 Value::Object(Default::default())
             } else {
@@ -104,7 +108,12 @@ impl NativeQueue {
 
     /// Waits for the job to finish; returns it as a dict, or `None` on timeout.
     #[pyo3(signature = (job_id, timeout=None))]
-    fn wait(&self, py: Python<'_>, job_id: &str, timeout: Option<f64>) -> Result<Option<Py<PyAny>>> {
+    fn wait(
+        &self,
+        py: Python<'_>,
+        job_id: &str,
+        timeout: Option<f64>,
+    ) -> Result<Option<Py<PyAny>>> {
         let client = self.client.clone();
         let limit = timeout.map(spikard_tasks::time::secs);
         let rec = block_on_interruptible(py, async move { client.wait(job_id, limit).await })??;
@@ -154,8 +163,13 @@ impl NativeQueue {
         };
         let state = Arc::new(BridgeState::default());
         let threads = Arc::new(
-            PythonThreads::start(opts.concurrency, state.clone(), async_loop)
-                .map_err(|e| raise(py, "SpikardTasksError", format!("cannot start threads: {e}")))?,
+            PythonThreads::start(opts.concurrency, state.clone(), async_loop).map_err(|e| {
+                raise(
+                    py,
+                    "SpikardTasksError",
+                    format!("cannot start threads: {e}"),
+                )
+            })?,
         );
         let handler = Arc::new(PyTaskHandler::new(entries, threads.clone(), state));
         let client = self.client.clone();

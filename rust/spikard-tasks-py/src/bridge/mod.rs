@@ -72,7 +72,10 @@ impl BridgeState {
     }
 
     fn forget_async(&self, id: &str) -> Option<Py<PyAny>> {
-        self.running_async.lock().ok().and_then(|mut m| m.remove(id))
+        self.running_async
+            .lock()
+            .ok()
+            .and_then(|mut m| m.remove(id))
     }
 }
 

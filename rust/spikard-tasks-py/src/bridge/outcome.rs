@@ -34,7 +34,11 @@ pub fn error_outcome(py: Python<'_>, err: PyErr, cancel_requested: bool) -> Task
                 .getattr("after")
                 .and_then(|a| a.extract())
                 .unwrap_or(0.0);
-            let reason: Option<String> = exc.getattr("reason").and_then(|r| r.extract()).ok().flatten();
+            let reason: Option<String> = exc
+                .getattr("reason")
+                .and_then(|r| r.extract())
+                .ok()
+                .flatten();
             return TaskOutcome::Retry {
                 after: Duration::from_secs_f64(after.max(0.0)),
                 reason,
@@ -43,7 +47,11 @@ pub fn error_outcome(py: Python<'_>, err: PyErr, cancel_requested: bool) -> Task
     }
     if let Ok(cancel) = exception_class(py, "Cancel") {
         if exc.is_instance(&cancel).unwrap_or(false) {
-            let reason: Option<String> = exc.getattr("reason").and_then(|r| r.extract()).ok().flatten();
+            let reason: Option<String> = exc
+                .getattr("reason")
+                .and_then(|r| r.extract())
+                .ok()
+                .flatten();
             return TaskOutcome::Cancel { reason };
         }
     }
@@ -73,7 +81,11 @@ pub fn error_outcome(py: Python<'_>, err: PyErr, cancel_requested: bool) -> Task
 fn format_traceback(py: Python<'_>, err: &PyErr) -> Option<String> {
     let format = FORMAT_EXCEPTION
         .get_or_try_init(py, || {
-            Ok::<_, PyErr>(py.import("traceback")?.getattr("format_exception")?.unbind())
+            Ok::<_, PyErr>(
+                py.import("traceback")?
+                    .getattr("format_exception")?
+                    .unbind(),
+            )
         })
         .ok()?;
     let lines = format

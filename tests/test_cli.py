@@ -1,0 +1,59 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .procs import REPO
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spikard_tasks.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+
+
+def test_demo_runs_on_sqlite(tmp_path: Path) -> None:
+    result = run("demo", "--jobs", "60", "--concurrency", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "enqueued 60 jobs" in result.stdout
+    assert "total" in result.stdout
+    assert (tmp_path / "spikard_tasks_demo.db").exists()
+
+
+def test_enqueue_status_cancel(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    enq = run("enqueue", "--url", url, "report", "--args", "[1, 2]", "--delay", "60")
+    assert enq.returncode == 0, enq.stderr
+    job_id = enq.stdout.strip()
+    status = run("status", "--url", url, job_id)
+    assert status.returncode == 0, status.stderr
+    info = json.loads(status.stdout)
+    assert info["status"] == "scheduled"
+    assert info["args"] == [1, 2]
+    cancel = run("cancel", "--url", url, job_id)
+    assert json.loads(cancel.stdout) == {"task_id": job_id, "cancelled": True}
+    assert run("cancel", "--url", url, job_id).returncode == 1
+    assert run("status", "--url", url, "missing").returncode == 1
+
+
+def test_bad_target_and_url_are_clear_errors(tmp_path: Path) -> None:
+    bad = run("worker", "no_such_module:queue")
+    assert bad.returncode == 2
+    assert "ConfigError" in bad.stderr and "no_such_module" in bad.stderr
+    bad_url = run("enqueue", "--url", "mysql://root:topsecret@/x", "t")
+    assert bad_url.returncode == 2
+    assert "topsecret" not in bad_url.stderr
+    bad_args = run("enqueue", "--url", f"sqlite:///{tmp_path / 'x.db'}", "t", "--args", "{oops")
+    assert bad_args.returncode == 2
