@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -74,6 +75,8 @@ const INSERT_CHUNK: usize = 400;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Keeps an in-memory database alive; never used for queries.
+    _anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
 }
 
 impl SqliteStore {
@@ -108,25 +111,36 @@ impl SqliteStore {
         Self::setup(pool).await
     }
 
-    /// Opens a private in-memory database (one connection kept for the process' life).
+    /// Opens a private in-memory database that lives as long as this store.
+    ///
+    /// It is a named shared-cache database held open by an anchor connection, so it
+    /// survives the pool replacing its connection (e.g. after a cancelled query).
     pub async fn open_memory() -> CoreResult<Self> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let name = format!(
+            "file:spikard-tasks-{}?mode=memory&cache=shared",
+            uuid::Uuid::now_v7().simple()
+        );
+        let options = SqliteConnectOptions::from_str(&name)?.busy_timeout(Duration::from_secs(30));
+        let anchor = sqlx::ConnectOptions::connect(&options).await?;
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(1)
-            .idle_timeout(None)
-            .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
-        Self::setup(pool).await
+        let mut store = Self::setup(pool).await?;
+        store._anchor = Some(Arc::new(tokio::sync::Mutex::new(anchor)));
+        Ok(store)
     }
 
     async fn setup(pool: SqlitePool) -> CoreResult<Self> {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            _anchor: None,
+        })
     }
 }
 

@@ -3,6 +3,7 @@
 //! graceful drain.
 
 mod backend;
+mod completer;
 mod service;
 mod stats;
 
@@ -24,6 +25,7 @@ use crate::queue::TaskQueueClient;
 use crate::store::Store;
 use crate::time::{now_ms, secs, secs_to_ms};
 use backend::{BackendParts, StoreBackend};
+use completer::Completer;
 use service::JobService;
 
 /// How a worker runs. Build it with [`WorkerOptions::from_config`] and adjust.
@@ -199,11 +201,11 @@ async fn run(
         wake: client.enqueued.clone(),
         inflight: inflight.clone(),
     });
+    let (completer, completer_task) = Completer::spawn(store.clone(), worker_name.clone());
     let service = JobService {
-        store: store.clone(),
+        completer,
         handler: handler.clone(),
         backoff: options.backoff.clone(),
-        worker: worker_name.clone(),
         inflight,
         finished: client.finished.clone(),
         stats: stats.clone(),
@@ -213,22 +215,23 @@ async fn run(
         .concurrency(options.concurrency)
         .build(service);
 
+    let (maintenance_stop, maintenance_stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(maintain(
         store.clone(),
         handler,
         worker_name.clone(),
         options.clone(),
+        maintenance_stop_rx,
     ));
 
     let stop_for_worker = stop_rx.clone();
-    let running = worker.run_with_ctx(move |ctx| {
+    let mut running = Box::pin(worker.run_with_ctx(move |ctx| {
         let mut rx = stop_for_worker.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
             ctx.stop()
         }
-    });
-    tokio::pin!(running);
+    }));
 
     let outcome = tokio::select! {
         res = &mut running => Some(res),
@@ -244,7 +247,13 @@ async fn run(
             }
         },
     };
-    maintenance.abort();
+    // The worker (and with it every sender to the completer) goes; the completer then
+    // flushes what it holds and ends.
+    drop(running);
+    let _ = completer_task.await;
+    // Let the maintenance loop finish its current round (never cut a query short).
+    let _ = maintenance_stop.send(true);
+    let _ = maintenance.await;
     // Whatever this worker still holds (jobs cut off by the drain timeout) goes back.
     let released = store.release(&worker_name, None).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "releasing unfinished jobs failed; their leases will expire");
@@ -262,12 +271,16 @@ async fn maintain(
     handler: Arc<dyn TaskHandler>,
     worker: Arc<str>,
     options: WorkerOptions,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = 0i64;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         match store.heartbeat(&worker, options.lease).await {
             Ok(cancel_ids) => {
                 for id in cancel_ids {

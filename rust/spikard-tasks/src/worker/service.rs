@@ -2,7 +2,7 @@
 //!
 //! It runs the [`TaskHandler`] (with the job's timeout, catching panics), turns the
 //! handler's [`TaskOutcome`] into a [`Completion`] (retry with backoff, fail, cancel)
-//! and writes it back while this worker still holds the job's lease.
+//! and hands it to the completer, which writes it while this worker holds the lease.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -10,31 +10,25 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use apalis_core::error::BoxDynError;
 use apalis_core::task::Task;
 use futures_util::FutureExt;
 use tokio::sync::Notify;
 
+use super::completer::Completer;
 use super::stats::WorkerStats;
 use crate::config::Backoff;
 use crate::handler::{TaskHandler, TaskOutcome};
 use crate::job::{AttemptError, ClaimedJob, Completion};
-use crate::store::Store;
 use crate::time::{now_ms, secs, secs_to_ms};
-
-/// Attempts to write one outcome before giving up (the lease then expires and the job
-/// is rescued: at-least-once).
-const WRITE_ATTEMPTS: u32 = 8;
 
 /// Runs one claimed job per call.
 #[derive(Clone)]
 pub(crate) struct JobService {
-    pub store: Arc<dyn Store>,
+    pub completer: Completer,
     pub handler: Arc<dyn TaskHandler>,
     pub backoff: Backoff,
-    pub worker: Arc<str>,
     pub inflight: Arc<AtomicUsize>,
     pub finished: Arc<Notify>,
     pub stats: Arc<WorkerStats>,
@@ -68,7 +62,7 @@ impl tower::Service<Task<ClaimedJob>> for JobService {
             let outcome = this.run(&job).await;
             let completion = decide(&job, outcome, &this.backoff);
             this.stats.record(&completion);
-            this.write(job, completion).await;
+            this.completer.complete(job, completion).await;
             this.finished.notify_waiters();
             Ok(())
         })
@@ -100,33 +94,6 @@ impl JobService {
                 .unwrap_or_else(|| "unknown panic".into());
             TaskOutcome::fail(format!("PanicException: handler panicked: {text}"))
         })
-    }
-
-    async fn write(&self, job: ClaimedJob, completion: Completion) {
-        let mut pause = Duration::from_millis(50);
-        for attempt in 1..=WRITE_ATTEMPTS {
-            match self
-                .store
-                .complete(&self.worker, vec![(job.clone(), completion.clone())])
-                .await
-            {
-                Ok(0) => {
-                    tracing::warn!(job_id = %job.id, attempt = job.attempt,
-                        "outcome not written: this worker no longer holds the job's lease");
-                    return;
-                }
-                Ok(_) => return,
-                Err(err) if attempt < WRITE_ATTEMPTS => {
-                    tracing::warn!(job_id = %job.id, error = %err, "writing outcome failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
-                }
-                Err(err) => {
-                    tracing::error!(job_id = %job.id, error = %err,
-                        "giving up writing outcome; the job will run again when its lease expires");
-                }
-            }
-        }
     }
 }
 

@@ -1,0 +1,86 @@
+//! The completer: writes attempt outcomes in batches, one transaction per batch.
+//!
+//! Each job's service future hands its outcome to the completer and waits for the
+//! acknowledgement, so a concurrency slot frees only once the outcome is stored; under
+//! load many outcomes share one transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::job::{ClaimedJob, Completion};
+use crate::store::Store;
+
+/// Most outcomes written in one transaction.
+const MAX_BATCH: usize = 512;
+/// Attempts to write a batch before giving up (the leases then expire and the jobs are
+/// rescued: at-least-once).
+const WRITE_ATTEMPTS: u32 = 8;
+
+type Item = (ClaimedJob, Completion, oneshot::Sender<()>);
+
+/// Sends outcomes to the completer task.
+#[derive(Clone)]
+pub(crate) struct Completer {
+    tx: mpsc::UnboundedSender<Item>,
+}
+
+impl Completer {
+    /// Starts the completer task for `worker`.
+    pub(crate) fn spawn(store: Arc<dyn Store>, worker: Arc<str>) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(store, worker, rx));
+        (Self { tx }, task)
+    }
+
+    /// Stores an outcome; returns once it is written (or given up on).
+    pub(crate) async fn complete(&self, job: ClaimedJob, completion: Completion) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send((job, completion, ack)).is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Store>, worker: Arc<str>, mut rx: mpsc::UnboundedReceiver<Item>) {
+    let mut batch: Vec<Item> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let outcomes: Vec<(ClaimedJob, Completion)> = batch
+            .iter()
+            .map(|(job, completion, _)| (job.clone(), completion.clone()))
+            .collect();
+        write(&*store, &worker, outcomes).await;
+        for (_, _, ack) in batch.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+async fn write(store: &dyn Store, worker: &str, outcomes: Vec<(ClaimedJob, Completion)>) {
+    let mut pause = Duration::from_millis(50);
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match store.complete(worker, outcomes.clone()).await {
+            Ok(written) => {
+                if written < outcomes.len() {
+                    tracing::warn!(
+                        lost = outcomes.len() - written,
+                        "outcomes not written: this worker no longer held those jobs' leases"
+                    );
+                }
+                return;
+            }
+            Err(err) if attempt < WRITE_ATTEMPTS => {
+                tracing::warn!(error = %err, retry_in = ?pause, "writing outcomes failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => tracing::error!(
+                error = %err,
+                jobs = outcomes.len(),
+                "giving up writing outcomes; those jobs run again when their leases expire"
+            ),
+        }
+    }
+}
