@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,10 +12,46 @@ from typing import Any
 
 import pytest
 
-from spikard_tasks import Backoff, TaskQueue
+from spikard_tasks import Backoff, TaskQueue, _native
 
 #: Backends every conformance test runs on. A new backend is added here.
-BACKENDS = ["sqlite", "memory"]
+BACKENDS = ["sqlite", "memory", "postgres", "mysql", "redis"]
+
+#: Server backends: (environment variable overriding the URL, default URL on this machine).
+SERVERS = {
+    "postgres": ("SPIKARD_TASKS_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/test"),
+    "mysql": ("SPIKARD_TASKS_TEST_MYSQL", "mysql://root@127.0.0.1:3306/test"),
+    "redis": ("SPIKARD_TASKS_TEST_REDIS", "redis://127.0.0.1:6379/0"),
+}
+
+REQUIRE_BACKENDS = os.environ.get("SPIKARD_TASKS_REQUIRE_BACKENDS") == "1"
+
+
+def _reachable(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url)
+    port = parsed.port or {"postgres": 5432, "mysql": 3306, "redis": 6379}.get(parsed.scheme, 0)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def server_url(backend: str) -> str:
+    """The URL of a server backend, or skip (fail with SPIKARD_TASKS_REQUIRE_BACKENDS=1)
+    when it is not compiled in or its server does not answer."""
+    var, default = SERVERS[backend]
+    url = os.environ.get(var, default)
+    problem = None
+    if backend not in _native.FEATURES:
+        problem = f"{backend} backend not compiled into this build"
+    elif not _reachable(url):
+        problem = f"no {backend} server at {_native.redact_url(url)} (set {var})"
+    if problem:
+        if REQUIRE_BACKENDS:
+            pytest.fail(f"{problem}, and SPIKARD_TASKS_REQUIRE_BACKENDS=1")
+        pytest.skip(problem)
+    return url
 
 
 def _url(backend: str, tmp_path: Path) -> str:
@@ -21,12 +59,18 @@ def _url(backend: str, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'jobs.db'}"
     if backend == "memory":
         return "memory://"
-    raise AssertionError(backend)
+    return server_url(backend)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh backend URL (one per conformance backend)."""
+    return _url(request.param, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "mysql", "redis"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A backend URL several processes can share (every backend but memory://)."""
     return _url(request.param, tmp_path)
 
 

@@ -140,7 +140,7 @@ impl TaskQueueClient {
             return Ok(Vec::new());
         }
         let out = self.store.enqueue(rows).await?;
-        self.enqueued.notify_waiters();
+        self.enqueued.notify_one();
         Ok(out)
     }
 

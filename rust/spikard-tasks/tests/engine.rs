@@ -13,6 +13,7 @@ use spikard_tasks::{
 fn config(url: String) -> TaskQueueConfig {
     TaskQueueConfig {
         url,
+        queue: unique_queue(),
         concurrency: 4,
         poll_interval: 0.01,
         lease: 2.0,
@@ -28,12 +29,68 @@ fn config(url: String) -> TaskQueueConfig {
     }
 }
 
-/// Every backend URL the suite runs against.
+/// Every backend URL the suite runs against: the embedded ones always, each server
+/// backend compiled in when its server answers (with `SPIKARD_TASKS_REQUIRE_BACKENDS=1`
+/// an unreachable server fails the suite instead of being skipped).
+#[allow(clippy::vec_init_then_push)]
 fn urls(dir: &tempfile::TempDir) -> Vec<String> {
-    vec![
+    let mut urls = vec![
         format!("sqlite:///{}", dir.path().join("jobs.db").display()),
         "memory://".to_owned(),
-    ]
+    ];
+    #[allow(unused_mut)]
+    let mut servers: Vec<(&str, &str, &str)> = Vec::new();
+    #[cfg(feature = "postgres")]
+    servers.push((
+        "postgres",
+        "SPIKARD_TASKS_TEST_POSTGRES",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ));
+    #[cfg(feature = "mysql")]
+    servers.push((
+        "mysql",
+        "SPIKARD_TASKS_TEST_MYSQL",
+        "mysql://root@127.0.0.1:3306/test",
+    ));
+    #[cfg(feature = "redis")]
+    servers.push((
+        "redis",
+        "SPIKARD_TASKS_TEST_REDIS",
+        "redis://127.0.0.1:6379/0",
+    ));
+    for (name, var, default) in servers {
+        let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+        if reachable(&url) {
+            urls.push(url);
+        } else if std::env::var("SPIKARD_TASKS_REQUIRE_BACKENDS").as_deref() == Ok("1") {
+            panic!("{name} server at {url} is unreachable and SPIKARD_TASKS_REQUIRE_BACKENDS=1");
+        } else {
+            eprintln!("skipping {name}: no server at {url}");
+        }
+    }
+    urls
+}
+
+fn reachable(url: &str) -> bool {
+    let parsed = url::Url::parse(url).expect("test URL");
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = parsed
+        .port_or_known_default()
+        .unwrap_or(match parsed.scheme() {
+            "postgres" | "postgresql" => 5432,
+            "mysql" | "mariadb" => 3306,
+            _ => 6379,
+        });
+    std::net::TcpStream::connect_timeout(
+        &format!("{host}:{port}").parse().expect("socket address"),
+        Duration::from_secs(1),
+    )
+    .is_ok()
+}
+
+/// A queue name no other test (or earlier run on a shared server) uses.
+fn unique_queue() -> String {
+    format!("test-{}", uuid::Uuid::now_v7().simple())
 }
 
 async fn clients() -> (tempfile::TempDir, Vec<TaskQueueClient>) {
@@ -341,4 +398,59 @@ async fn expired_lease_is_rescued_and_late_ack_ignored() {
             JobStatus::Succeeded
         );
     }
+}
+
+/// Schema set-up is idempotent and safe when several workers start at the same moment
+/// against a database that has never been set up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_setup_on_a_fresh_database() {
+    let dir = tempfile::tempdir().unwrap();
+    for base in urls(&dir) {
+        let url = match fresh_database(&base, &dir).await {
+            Some(url) => url,
+            None => continue,
+        };
+        let connects = (0..4).map(|_| TaskQueueClient::connect(config(url.clone())));
+        let clients = futures_util::future::join_all(connects).await;
+        let clients: Vec<_> = clients.into_iter().map(|c| c.unwrap()).collect();
+        let ids = clients[0].enqueue(vec![job("x", json!([]))]).await.unwrap();
+        let again = TaskQueueClient::connect(config(url.clone())).await.unwrap();
+        assert!(again.get(&ids[0].id).await.unwrap().is_some(), "{url}");
+    }
+}
+
+/// A database nobody has set up yet, on the same server as `base`.
+async fn fresh_database(base: &str, dir: &tempfile::TempDir) -> Option<String> {
+    let name = format!("spikard_setup_{}", uuid::Uuid::now_v7().simple());
+    if base.starts_with("sqlite:") {
+        return Some(format!(
+            "sqlite:///{}",
+            dir.path().join(format!("{name}.db")).display()
+        ));
+    }
+    #[cfg(feature = "postgres")]
+    if base.starts_with("postgres") {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(base).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(base).unwrap();
+        url.set_path(&name);
+        return Some(url.to_string());
+    }
+    #[cfg(feature = "mysql")]
+    if base.starts_with("mysql") {
+        use sqlx::Connection;
+        let mut conn = sqlx::MySqlConnection::connect(base).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(base).unwrap();
+        url.set_path(&name);
+        return Some(url.to_string());
+    }
+    None
 }

@@ -13,6 +13,12 @@ use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
 use crate::url::BackendUrl;
 
+#[cfg(feature = "mysql")]
+pub mod mysql;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -68,6 +74,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished jobs that finished before `before_ms`; returns how many.
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64>;
+
+    /// Starts a task that calls `wake.notify_one()` whenever another process enqueues
+    /// into one of `queues` (e.g. PostgreSQL LISTEN/NOTIFY), so idle workers start new
+    /// jobs at once instead of at the next poll. `None` when the backend cannot push.
+    fn spawn_listener(
+        &self,
+        _queues: Vec<String>,
+        _wake: Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
+    }
 }
 
 /// Opens (and sets up, idempotently) the store a URL names.
@@ -82,6 +99,10 @@ pub async fn open(url: &str) -> CoreResult<Arc<dyn Store>> {
         )),
         #[cfg(feature = "sqlite")]
         BackendUrl::Memory => Ok(Arc::new(sqlite::SqliteStore::open_memory().await?)),
+        #[cfg(feature = "postgres")]
+        BackendUrl::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::connect(&url).await?)),
+        #[cfg(feature = "mysql")]
+        BackendUrl::MySql(url) => Ok(Arc::new(mysql::MySqlStore::connect(&url).await?)),
         BackendUrl::InProcess => Err(CoreError::config(
             "inprocess:// is the pure-Python fast path; the durable engine cannot open it",
         )),

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde_json::Value;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
 
+use super::rows::{placeholders, CompletionColumns};
 use super::Store;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -144,72 +144,7 @@ impl SqliteStore {
     }
 }
 
-fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            CoreError::Backend(format!("corrupt job row {id}: {what} is not JSON ({e})"))
-        })
-    })
-    .transpose()
-}
-
-fn record_from_row(row: &SqliteRow) -> CoreResult<JobRecord> {
-    let id: String = row.try_get("id")?;
-    let stored = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
-    let run_at_ms: i64 = row.try_get("run_at")?;
-    let status = if stored == JobStatus::Pending && run_at_ms > now_ms() {
-        JobStatus::Scheduled
-    } else {
-        stored
-    };
-    let errors = match decode_json(row.try_get("errors")?, "errors", &id)? {
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| CoreError::Backend(format!("corrupt job row {id}: errors ({e})")))?,
-        None => Vec::new(),
-    };
-    Ok(JobRecord {
-        queue: row.try_get("queue")?,
-        task: row.try_get("task")?,
-        status,
-        attempts: row.try_get::<i64, _>("attempts")? as u32,
-        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        priority: row.try_get::<i64, _>("priority")? as i32,
-        run_at_ms,
-        args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or(Value::Null),
-        kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or(Value::Null),
-        result: decode_json(row.try_get("result")?, "result", &id)?,
-        errors,
-        cancel_reason: row.try_get("cancel_reason")?,
-        unique_key: row.try_get("unique_key")?,
-        enqueued_at_ms: row.try_get("enqueued_at")?,
-        started_at_ms: row.try_get("started_at")?,
-        finished_at_ms: row.try_get("finished_at")?,
-        id,
-    })
-}
-
-fn claimed_from_row(row: &SqliteRow) -> CoreResult<ClaimedJob> {
-    let id: String = row.try_get("id")?;
-    let args = decode_json(row.try_get("args")?, "args", &id)?.unwrap_or(Value::Null);
-    let kwargs = decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or(Value::Null);
-    Ok(ClaimedJob {
-        queue: row.try_get("queue")?,
-        task: row.try_get("task")?,
-        args,
-        kwargs,
-        attempt: row.try_get::<i64, _>("attempts")? as u32,
-        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
-        timeout: row
-            .try_get::<Option<i64>, _>("timeout_ms")?
-            .map(|ms| ms as f64 / 1000.0),
-        priority: row.try_get::<i64, _>("priority")? as i32,
-        id,
-    })
-}
-
-fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
-}
+super::rows::row_decoders!(SqliteRow, i64);
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -386,27 +321,7 @@ impl Store for SqliteStore {
         let mut written = 0;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (job, outcome) in &done {
-            let status = outcome.status().as_str();
-            let (result, run_at, error, reason, finished) = match outcome {
-                Completion::Succeeded(v) => {
-                    (Some(serde_json::to_string(v)?), None, None, None, Some(now))
-                }
-                Completion::Retry { run_at_ms, error } => (
-                    None,
-                    Some(*run_at_ms),
-                    Some(serde_json::to_string(error)?),
-                    None,
-                    None,
-                ),
-                Completion::Failed(error) => (
-                    None,
-                    None,
-                    Some(serde_json::to_string(error)?),
-                    None,
-                    Some(now),
-                ),
-                Completion::Cancelled { reason } => (None, None, None, reason.clone(), Some(now)),
-            };
+            let c = CompletionColumns::new(outcome, now)?;
             let res = sqlx::query(
                 "UPDATE spikard_jobs SET status = ?1, result = ?2, run_at = COALESCE(?3, run_at), \
                  errors = CASE WHEN ?4 IS NULL THEN errors \
@@ -415,12 +330,12 @@ impl Store for SqliteStore {
                  locked_by = NULL, lease_until = NULL \
                  WHERE id = ?7 AND locked_by = ?8 AND attempts = ?9 AND status = 'running'",
             )
-            .bind(status)
-            .bind(result)
-            .bind(run_at)
-            .bind(error)
-            .bind(reason)
-            .bind(finished)
+            .bind(c.status)
+            .bind(c.result)
+            .bind(c.run_at_ms)
+            .bind(c.error)
+            .bind(c.cancel_reason)
+            .bind(c.finished_at_ms)
             .bind(&job.id)
             .bind(worker)
             .bind(job.attempt as i64)

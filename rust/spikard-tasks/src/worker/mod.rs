@@ -215,6 +215,7 @@ async fn run(
         .concurrency(options.concurrency)
         .build(service);
 
+    let listener = store.spawn_listener(options.queues.clone(), client.enqueued.clone());
     let (maintenance_stop, maintenance_stop_rx) = watch::channel(false);
     let maintenance = tokio::spawn(maintain(
         store.clone(),
@@ -254,6 +255,9 @@ async fn run(
     // Let the maintenance loop finish its current round (never cut a query short).
     let _ = maintenance_stop.send(true);
     let _ = maintenance.await;
+    if let Some(listener) = listener {
+        listener.abort();
+    }
     // Whatever this worker still holds (jobs cut off by the drain timeout) goes back.
     let released = store.release(&worker_name, None).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "releasing unfinished jobs failed; their leases will expire");

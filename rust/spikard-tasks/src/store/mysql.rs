@@ -1,0 +1,430 @@
+//! MySQL 8 / MariaDB (10.6+) store, on sqlx.
+//!
+//! Tables are prefixed `spikard_`. Claims use `SELECT … FOR UPDATE SKIP LOCKED` inside a
+//! transaction (neither server has `UPDATE … RETURNING`). JSON columns are `LONGTEXT`, so
+//! results and arguments are never truncated, and the error history is appended as text
+//! (the two servers' JSON functions differ).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
+
+use super::rows::{placeholders, CompletionColumns};
+use super::Store;
+use crate::error::{CoreError, CoreResult};
+use crate::job::{
+    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
+};
+use crate::time::now_ms;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS spikard_jobs (
+    id VARCHAR(36) NOT NULL PRIMARY KEY,
+    queue VARCHAR(200) NOT NULL,
+    task VARCHAR(255) NOT NULL,
+    args LONGTEXT NOT NULL,
+    kwargs LONGTEXT NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    priority INT NOT NULL DEFAULT 0,
+    attempts INT NOT NULL DEFAULT 0,
+    max_attempts INT NOT NULL,
+    run_at BIGINT NOT NULL,
+    timeout_ms BIGINT NULL,
+    unique_key VARCHAR(512) NULL,
+    unique_active VARCHAR(512) AS (CASE WHEN status IN ('pending', 'running', 'retrying')
+        THEN unique_key END) STORED,
+    result LONGTEXT NULL,
+    errors LONGTEXT NULL,
+    cancel_reason TEXT NULL,
+    cancel_requested TINYINT NOT NULL DEFAULT 0,
+    enqueued_at BIGINT NOT NULL,
+    started_at BIGINT NULL,
+    finished_at BIGINT NULL,
+    locked_by VARCHAR(255) NULL,
+    lease_until BIGINT NULL,
+    INDEX spikard_jobs_ready (queue, status, priority, run_at),
+    INDEX spikard_jobs_lease (status, lease_until),
+    INDEX spikard_jobs_locked (locked_by),
+    INDEX spikard_jobs_finished (finished_at),
+    UNIQUE INDEX spikard_jobs_unique (queue, unique_active)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"#;
+
+const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, \
+     run_at, timeout_ms, unique_key, result, errors, cancel_reason, enqueued_at, started_at, \
+     finished_at";
+
+/// Appends the JSON text in the bound parameter to the `errors` array text.
+const APPEND_ERROR: &str = "CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
+     THEN CONCAT('[', ?, ']') ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', ?, ']') END";
+
+/// Rows per multi-row INSERT.
+const INSERT_CHUNK: usize = 500;
+
+/// MySQL error number of a duplicate key.
+const ER_DUP_ENTRY: &str = "1062";
+
+/// A job store in a MySQL or MariaDB database.
+#[derive(Clone, Debug)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+impl MySqlStore {
+    /// Connects and creates the table if needed (idempotent, safe concurrently:
+    /// `CREATE TABLE IF NOT EXISTS` is atomic in InnoDB).
+    pub async fn connect(url: &str) -> CoreResult<Self> {
+        let pool = MySqlPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(|e| {
+                CoreError::Backend(format!(
+                    "cannot connect to {}: {e}",
+                    crate::url::redact(url)
+                ))
+            })?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    async fn insert_batch(
+        tx: &mut Transaction<'static, MySql>,
+        rows: &[&JobRow],
+    ) -> Result<(), sqlx::Error> {
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "INSERT INTO spikard_jobs (id, queue, task, args, kwargs, status, priority, \
+                 max_attempts, run_at, timeout_ms, unique_key, enqueued_at) VALUES {}",
+                vec!["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(&r.id)
+                    .bind(&r.queue)
+                    .bind(&r.task)
+                    .bind(&r.args)
+                    .bind(&r.kwargs)
+                    .bind(r.priority)
+                    .bind(r.max_attempts as i32)
+                    .bind(r.run_at_ms)
+                    .bind(r.timeout_ms)
+                    .bind(&r.unique_key)
+                    .bind(r.enqueued_at_ms);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, sqlx::Error> {
+        let mut out: Vec<Enqueued> = rows
+            .iter()
+            .map(|r| Enqueued {
+                id: r.id.clone(),
+                created: true,
+            })
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let Some(key) = &row.unique_key else {
+                plain.push(row);
+                continue;
+            };
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM spikard_jobs WHERE queue = ? AND unique_active = ? FOR UPDATE",
+            )
+            .bind(&row.queue)
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let earlier = rows[..i]
+                .iter()
+                .zip(out.iter())
+                .find(|(r, e)| {
+                    e.created && r.queue == row.queue && r.unique_key.as_ref() == Some(key)
+                })
+                .map(|(_, e)| e.id.clone());
+            match existing.or(earlier) {
+                Some(id) => out[i] = Enqueued { id, created: false },
+                None => plain.push(row),
+            }
+        }
+        Self::insert_batch(&mut tx, &plain).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
+
+fn is_duplicate(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| c == ER_DUP_ENTRY || c == "23000")
+}
+
+super::rows::row_decoders!(MySqlRow, i32);
+
+#[async_trait]
+impl Store for MySqlStore {
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        // A concurrent producer may insert the same unique key between our check and our
+        // insert; the unique index refuses it and one retry then finds that job.
+        match self.try_enqueue(&rows).await {
+            Err(e) if is_duplicate(&e) => Ok(self.try_enqueue(&rows).await?),
+            other => Ok(other?),
+        }
+    }
+
+    async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM spikard_jobs WHERE id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
+             cancel_reason = 'cancelled by request' \
+             WHERE id = ? AND status IN ('pending', 'retrying')",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        let asked = sqlx::query(
+            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(asked.rows_affected() > 0)
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> CoreResult<Vec<ClaimedJob>> {
+        if limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let sql = format!(
+            "SELECT id FROM spikard_jobs WHERE queue IN ({}) \
+             AND status IN ('pending', 'retrying') AND run_at <= ? \
+             ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+            placeholders(queues.len())
+        );
+        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        for queue in queues {
+            q = q.bind(queue);
+        }
+        let ids: Vec<String> = q.bind(now).bind(limit as i64).fetch_all(&mut *tx).await?;
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
+             locked_by = ?, lease_until = ?, started_at = ? WHERE id IN ({})",
+            placeholders(ids.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(now + lease.as_millis() as i64)
+            .bind(now);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        q.execute(&mut *tx).await?;
+        let sql = format!(
+            "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, priority, \
+             run_at FROM spikard_jobs WHERE id IN ({}) ORDER BY priority DESC, run_at, id",
+            placeholders(ids.len())
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for id in &ids {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match claimed_from_row(row) {
+                Ok(job) => claimed.push(job),
+                Err(err) => {
+                    let id: String = row.try_get("id")?;
+                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+                    let entry = serde_json::to_string(&AttemptError {
+                        attempt: row.try_get::<i32, _>("attempts")? as u32,
+                        error: err.to_string(),
+                        traceback: None,
+                        at_ms: now,
+                    })?;
+                    let sql = format!(
+                        "UPDATE spikard_jobs SET status = 'failed', finished_at = ?, \
+                         locked_by = NULL, lease_until = NULL, errors = {APPEND_ERROR} WHERE id = ?"
+                    );
+                    sqlx::query(AssertSqlSafe(sql))
+                        .bind(now)
+                        .bind(&entry)
+                        .bind(&entry)
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    async fn complete(
+        &self,
+        worker: &str,
+        done: Vec<(ClaimedJob, Completion)>,
+    ) -> CoreResult<usize> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let sql = format!(
+            "UPDATE spikard_jobs SET status = ?, result = ?, run_at = COALESCE(?, run_at), \
+             errors = CASE WHEN ? IS NULL THEN errors ELSE {APPEND_ERROR} END, \
+             cancel_reason = COALESCE(?, cancel_reason), finished_at = ?, \
+             locked_by = NULL, lease_until = NULL \
+             WHERE id = ? AND locked_by = ? AND attempts = ? AND status = 'running'"
+        );
+        let mut written = 0usize;
+        let mut tx = self.pool.begin().await?;
+        for (job, outcome) in &done {
+            let c = CompletionColumns::new(outcome, now)?;
+            let res = sqlx::query(AssertSqlSafe(sql.clone()))
+                .bind(c.status)
+                .bind(c.result)
+                .bind(c.run_at_ms)
+                .bind(&c.error)
+                .bind(&c.error)
+                .bind(&c.error)
+                .bind(c.cancel_reason)
+                .bind(c.finished_at_ms)
+                .bind(&job.id)
+                .bind(worker)
+                .bind(job.attempt as i32)
+                .execute(&mut *tx)
+                .await?;
+            written += res.rows_affected() as usize;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
+        sqlx::query(
+            "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? AND status = 'running'",
+        )
+        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM spikard_jobs WHERE locked_by = ? AND status = 'running' \
+             AND cancel_requested = 1",
+        )
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn rescue_expired(&self) -> CoreResult<u64> {
+        let now = now_ms();
+        let res = sqlx::query(
+            "UPDATE spikard_jobs SET \
+                 errors = CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
+                     THEN CONCAT('[', JSON_OBJECT('attempt', attempts, 'error', \
+                         'WorkerLost: the worker running this attempt stopped renewing its lease', \
+                         'traceback', NULL, 'at_ms', ?), ']') \
+                     ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', JSON_OBJECT( \
+                         'attempt', attempts, 'error', \
+                         'WorkerLost: the worker running this attempt stopped renewing its lease', \
+                         'traceback', NULL, 'at_ms', ?), ']') END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END, \
+                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
+                 run_at = ?, locked_by = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
+        // MySQL evaluates SET left to right: compute status before decrementing attempts.
+        let base = "UPDATE spikard_jobs SET \
+                 status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
+                 attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
+             WHERE locked_by = ? AND status = 'running'";
+        let res = match ids {
+            None => sqlx::query(base).bind(worker).execute(&self.pool).await?,
+            Some([]) => return Ok(0),
+            Some(ids) => {
+                let sql = format!("{base} AND id IN ({})", placeholders(ids.len()));
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(worker);
+                for id in ids {
+                    q = q.bind(id);
+                }
+                q.execute(&self.pool).await?
+            }
+        };
+        Ok(res.rows_affected())
+    }
+
+    async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT status, CAST(status = 'pending' AND run_at > ? AS SIGNED) AS later, \
+             CAST(COUNT(*) AS SIGNED) FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
+        )
+        .bind(now_ms())
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = QueueCounts::default();
+        for (status, later, n) in rows {
+            let status = if later != 0 {
+                JobStatus::Scheduled
+            } else {
+                JobStatus::parse(&status)?
+            };
+            counts.add(status, n as u64);
+        }
+        Ok(counts)
+    }
+
+    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+        let res = sqlx::query(
+            "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+}

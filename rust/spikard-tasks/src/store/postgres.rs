@@ -1,0 +1,476 @@
+//! PostgreSQL store, on sqlx.
+//!
+//! Tables live in their own schema (`spikard_tasks`). Workers claim with
+//! `FOR UPDATE SKIP LOCKED`, so any number of workers on any number of hosts share one
+//! queue without blocking each other. Enqueues `NOTIFY` inside their transaction and
+//! idle workers `LISTEN`, so a new job starts within milliseconds, not a poll interval.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::Row;
+use tokio::sync::Notify;
+
+use super::rows::CompletionColumns;
+use super::Store;
+use crate::error::{CoreError, CoreResult};
+use crate::job::{
+    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
+};
+use crate::time::now_ms;
+
+const CHANNEL: &str = "spikard_tasks_enqueued";
+
+const SCHEMA: &str = r#"
+CREATE SCHEMA IF NOT EXISTS spikard_tasks;
+CREATE TABLE IF NOT EXISTS spikard_tasks.jobs (
+    id TEXT PRIMARY KEY,
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    args TEXT NOT NULL,
+    kwargs TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    run_at BIGINT NOT NULL,
+    timeout_ms BIGINT,
+    unique_key TEXT,
+    result TEXT,
+    errors JSONB,
+    cancel_reason TEXT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    enqueued_at BIGINT NOT NULL,
+    started_at BIGINT,
+    finished_at BIGINT,
+    locked_by TEXT,
+    lease_until BIGINT
+);
+CREATE INDEX IF NOT EXISTS jobs_ready
+    ON spikard_tasks.jobs (queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_lease
+    ON spikard_tasks.jobs (lease_until) WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_locked
+    ON spikard_tasks.jobs (locked_by) WHERE locked_by IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
+    ON spikard_tasks.jobs (queue, unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_finished
+    ON spikard_tasks.jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS spikard_tasks.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO spikard_tasks.meta (key, value) VALUES ('schema_version', '1') ON CONFLICT DO NOTHING;
+"#;
+
+const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, \
+     run_at, timeout_ms, unique_key, result, errors::text AS errors, cancel_reason, enqueued_at, \
+     started_at, finished_at";
+
+/// A job store in a PostgreSQL database.
+#[derive(Clone, Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and sets up the schema (idempotent; safe when several workers start at
+    /// once: setup runs under a transaction-scoped advisory lock).
+    pub async fn connect(url: &str) -> CoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await
+            .map_err(|e| connect_error(url, e))?;
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('spikard_tasks.schema'))")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Self { pool })
+    }
+}
+
+pub(crate) fn connect_error(url: &str, err: sqlx::Error) -> CoreError {
+    CoreError::Backend(format!(
+        "cannot connect to {}: {err}",
+        crate::url::redact(url)
+    ))
+}
+
+super::rows::row_decoders!(PgRow, i32);
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        let mut out: Vec<Enqueued> = rows
+            .iter()
+            .map(|r| Enqueued {
+                id: r.id.clone(),
+                created: true,
+            })
+            .collect();
+        let mut tx = self.pool.begin().await?;
+        let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            let Some(key) = &row.unique_key else {
+                plain.push(row);
+                continue;
+            };
+            // Insert-or-find, safe against concurrent producers of the same key.
+            let inserted: Option<String> = sqlx::query_scalar(
+                "INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, status, priority, \
+                 max_attempts, run_at, timeout_ms, unique_key, enqueued_at) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (queue, unique_key) \
+                 WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying') \
+                 DO NOTHING RETURNING id",
+            )
+            .bind(&row.id)
+            .bind(&row.queue)
+            .bind(&row.task)
+            .bind(&row.args)
+            .bind(&row.kwargs)
+            .bind(row.priority)
+            .bind(row.max_attempts as i32)
+            .bind(row.run_at_ms)
+            .bind(row.timeout_ms)
+            .bind(key)
+            .bind(row.enqueued_at_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if inserted.is_none() {
+                let existing: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM spikard_tasks.jobs WHERE queue = $1 AND unique_key = $2 \
+                     AND status IN ('pending', 'running', 'retrying')",
+                )
+                .bind(&row.queue)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let id = existing.ok_or_else(|| {
+                    CoreError::Backend(format!(
+                        "unique key {key:?} conflicted but its job finished meanwhile; retry"
+                    ))
+                })?;
+                out[i] = Enqueued { id, created: false };
+            }
+        }
+        if !plain.is_empty() {
+            // One statement for the whole batch, whatever its size.
+            let col = |f: fn(&JobRow) -> String| plain.iter().map(|r| f(r)).collect::<Vec<_>>();
+            sqlx::query(
+                "INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, status, priority, \
+                 max_attempts, run_at, timeout_ms, enqueued_at) \
+                 SELECT id, queue, task, args, kwargs, 'pending', priority, max_attempts, run_at, \
+                 timeout_ms, enqueued_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
+                 $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], \
+                 $10::bigint[]) AS t(id, queue, task, args, kwargs, priority, max_attempts, \
+                 run_at, timeout_ms, enqueued_at)",
+            )
+            .bind(col(|r| r.id.clone()))
+            .bind(col(|r| r.queue.clone()))
+            .bind(col(|r| r.task.clone()))
+            .bind(col(|r| r.args.clone()))
+            .bind(col(|r| r.kwargs.clone()))
+            .bind(plain.iter().map(|r| r.priority).collect::<Vec<i32>>())
+            .bind(
+                plain
+                    .iter()
+                    .map(|r| r.max_attempts as i32)
+                    .collect::<Vec<i32>>(),
+            )
+            .bind(plain.iter().map(|r| r.run_at_ms).collect::<Vec<i64>>())
+            .bind(
+                plain
+                    .iter()
+                    .map(|r| r.timeout_ms)
+                    .collect::<Vec<Option<i64>>>(),
+            )
+            .bind(plain.iter().map(|r| r.enqueued_at_ms).collect::<Vec<i64>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let mut queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
+        queues.sort_unstable();
+        queues.dedup();
+        for queue in queues {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(queue)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM spikard_tasks.jobs WHERE id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE spikard_tasks.jobs SET status = 'cancelled', finished_at = $1, \
+             cancel_reason = 'cancelled by request' \
+             WHERE id = $2 AND status IN ('pending', 'retrying')",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        let asked = sqlx::query(
+            "UPDATE spikard_tasks.jobs SET cancel_requested = TRUE \
+             WHERE id = $1 AND status = 'running'",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(asked.rows_affected() > 0)
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> CoreResult<Vec<ClaimedJob>> {
+        if limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let rows = sqlx::query(
+            "WITH picked AS ( \
+                 SELECT id FROM spikard_tasks.jobs \
+                 WHERE queue = ANY($1) AND status IN ('pending', 'retrying') AND run_at <= $2 \
+                 ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE spikard_tasks.jobs j SET status = 'running', attempts = j.attempts + 1, \
+                 locked_by = $4, lease_until = $5, started_at = $2 \
+             FROM picked WHERE j.id = picked.id \
+             RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
+                 j.timeout_ms, j.priority, j.run_at",
+        )
+        .bind(queues)
+        .bind(now)
+        .bind(limit as i64)
+        .bind(worker)
+        .bind(now + lease.as_millis() as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keyed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let run_at: i64 = row.try_get("run_at")?;
+            match claimed_from_row(row) {
+                Ok(job) => keyed.push((job, run_at)),
+                Err(err) => {
+                    let id: String = row.try_get("id")?;
+                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+                    let entry = AttemptError {
+                        attempt: row.try_get::<i32, _>("attempts")? as u32,
+                        error: err.to_string(),
+                        traceback: None,
+                        at_ms: now,
+                    };
+                    sqlx::query(
+                        "UPDATE spikard_tasks.jobs SET status = 'failed', finished_at = $1, \
+                         locked_by = NULL, lease_until = NULL, \
+                         errors = COALESCE(errors, '[]'::jsonb) || jsonb_build_array($2::jsonb) \
+                         WHERE id = $3",
+                    )
+                    .bind(now)
+                    .bind(serde_json::to_string(&entry)?)
+                    .bind(&id)
+                    .execute(&self.pool)
+                    .await?;
+                }
+            }
+        }
+        keyed.sort_by(|(a, ra), (b, rb)| {
+            b.priority
+                .cmp(&a.priority)
+                .then(ra.cmp(rb))
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(keyed.into_iter().map(|(j, _)| j).collect())
+    }
+
+    async fn complete(
+        &self,
+        worker: &str,
+        done: Vec<(ClaimedJob, Completion)>,
+    ) -> CoreResult<usize> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let n = done.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut attempts = Vec::with_capacity(n);
+        let mut statuses = Vec::with_capacity(n);
+        let mut results: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut run_ats: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut reasons: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut finished: Vec<Option<i64>> = Vec::with_capacity(n);
+        for (job, outcome) in &done {
+            ids.push(job.id.clone());
+            attempts.push(job.attempt as i32);
+            let c = CompletionColumns::new(outcome, now)?;
+            statuses.push(c.status.to_owned());
+            results.push(c.result);
+            run_ats.push(c.run_at_ms);
+            errors.push(c.error);
+            reasons.push(c.cancel_reason);
+            finished.push(c.finished_at_ms);
+        }
+        // One statement for the whole batch.
+        let res = sqlx::query(
+            "UPDATE spikard_tasks.jobs j SET status = u.status, result = u.result, \
+                 run_at = COALESCE(u.run_at, j.run_at), \
+                 errors = CASE WHEN u.error IS NULL THEN j.errors \
+                     ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(u.error::jsonb) END, \
+                 cancel_reason = COALESCE(u.reason, j.cancel_reason), finished_at = u.finished, \
+                 locked_by = NULL, lease_until = NULL \
+             FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], \
+                 $6::text[], $7::text[], $8::bigint[]) \
+                 AS u(id, attempt, status, result, run_at, error, reason, finished) \
+             WHERE j.id = u.id AND j.locked_by = $9 AND j.attempts = u.attempt \
+                 AND j.status = 'running'",
+        )
+        .bind(ids)
+        .bind(attempts)
+        .bind(statuses)
+        .bind(results)
+        .bind(run_ats)
+        .bind(errors)
+        .bind(reasons)
+        .bind(finished)
+        .bind(worker)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected() as usize)
+    }
+
+    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
+        let rows: Vec<(String, bool)> = sqlx::query_as(
+            "UPDATE spikard_tasks.jobs SET lease_until = $1 \
+             WHERE locked_by = $2 AND status = 'running' RETURNING id, cancel_requested",
+        )
+        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, c)| *c)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    async fn rescue_expired(&self) -> CoreResult<u64> {
+        let res = sqlx::query(
+            "UPDATE spikard_tasks.jobs SET \
+                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END, \
+                 errors = COALESCE(errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object( \
+                     'attempt', attempts, \
+                     'error', 'WorkerLost: the worker running this attempt stopped renewing its lease', \
+                     'traceback', NULL, 'at_ms', $1)), \
+                 run_at = $1, locked_by = NULL, lease_until = NULL \
+             WHERE status = 'running' AND lease_until < $1",
+        )
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
+        let res = sqlx::query(
+            "UPDATE spikard_tasks.jobs SET \
+                 status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
+                 attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
+             WHERE locked_by = $1 AND status = 'running' AND ($2::text[] IS NULL OR id = ANY($2))",
+        )
+        .bind(worker)
+        .bind(ids.map(|ids| ids.to_vec()))
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
+        let rows: Vec<(String, bool, i64)> = sqlx::query_as(
+            "SELECT status, (status = 'pending' AND run_at > $1) AS later, COUNT(*) \
+             FROM spikard_tasks.jobs WHERE queue = $2 GROUP BY 1, 2",
+        )
+        .bind(now_ms())
+        .bind(queue)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = QueueCounts::default();
+        for (status, later, n) in rows {
+            let status = if later {
+                JobStatus::Scheduled
+            } else {
+                JobStatus::parse(&status)?
+            };
+            counts.add(status, n as u64);
+        }
+        Ok(counts)
+    }
+
+    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+        let res = sqlx::query(
+            "DELETE FROM spikard_tasks.jobs WHERE finished_at IS NOT NULL AND finished_at < $1",
+        )
+        .bind(before_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(res.rows_affected())
+    }
+
+    fn spawn_listener(
+        &self,
+        queues: Vec<String>,
+        wake: Arc<Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let pool = self.pool.clone();
+        Some(tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if let Err(e) = listener.listen(CHANNEL).await {
+                            tracing::warn!(error = %e, "LISTEN failed; retrying");
+                        } else {
+                            pause = Duration::from_millis(100);
+                            // A job may have arrived while we were not listening.
+                            wake.notify_one();
+                            while let Ok(note) = listener.recv().await {
+                                if queues.iter().any(|q| q == note.payload()) {
+                                    wake.notify_one();
+                                }
+                            }
+                            tracing::warn!("LISTEN connection lost; reconnecting");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "LISTEN connection failed; retrying"),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }))
+    }
+}

@@ -1,0 +1,121 @@
+//! Row decoding and outcome columns shared by the SQL stores.
+
+use serde_json::Value;
+
+use crate::error::{CoreError, CoreResult};
+use crate::job::Completion;
+
+/// Parses a JSON column; a value that is not JSON marks the row corrupt.
+pub(crate) fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| {
+            CoreError::Backend(format!("corrupt job row {id}: {what} is not JSON ({e})"))
+        })
+    })
+    .transpose()
+}
+
+/// `?, ?, …` with `n` placeholders.
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// The column values a [`Completion`] writes.
+pub(crate) struct CompletionColumns {
+    pub status: &'static str,
+    pub result: Option<String>,
+    pub run_at_ms: Option<i64>,
+    pub error: Option<String>,
+    pub cancel_reason: Option<String>,
+    pub finished_at_ms: Option<i64>,
+}
+
+impl CompletionColumns {
+    pub(crate) fn new(outcome: &Completion, now: i64) -> CoreResult<Self> {
+        let mut cols = Self {
+            status: outcome.status().as_str(),
+            result: None,
+            run_at_ms: None,
+            error: None,
+            cancel_reason: None,
+            finished_at_ms: Some(now),
+        };
+        match outcome {
+            Completion::Succeeded(v) => cols.result = Some(serde_json::to_string(v)?),
+            Completion::Retry { run_at_ms, error } => {
+                cols.run_at_ms = Some(*run_at_ms);
+                cols.error = Some(serde_json::to_string(error)?);
+                cols.finished_at_ms = None;
+            }
+            Completion::Failed(error) => cols.error = Some(serde_json::to_string(error)?),
+            Completion::Cancelled { reason } => cols.cancel_reason.clone_from(reason),
+        }
+        Ok(cols)
+    }
+}
+
+/// Generates `record_from_row` and `claimed_from_row` for one sqlx row type; `$int` is
+/// the type the backend decodes `INTEGER` columns as.
+macro_rules! row_decoders {
+    ($row:ty, $int:ty) => {
+        fn record_from_row(row: &$row) -> $crate::error::CoreResult<$crate::job::JobRecord> {
+            use sqlx::Row;
+            use $crate::job::JobStatus;
+            use $crate::store::rows::decode_json;
+            let id: String = row.try_get("id")?;
+            let stored = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
+            let run_at_ms: i64 = row.try_get("run_at")?;
+            let status = if stored == JobStatus::Pending && run_at_ms > $crate::time::now_ms() {
+                JobStatus::Scheduled
+            } else {
+                stored
+            };
+            let errors = match decode_json(row.try_get("errors")?, "errors", &id)? {
+                Some(v) => serde_json::from_value(v).map_err(|e| {
+                    $crate::error::CoreError::Backend(format!("corrupt job row {id}: errors ({e})"))
+                })?,
+                None => Vec::new(),
+            };
+            Ok($crate::job::JobRecord {
+                queue: row.try_get("queue")?,
+                task: row.try_get("task")?,
+                status,
+                attempts: row.try_get::<$int, _>("attempts")? as u32,
+                max_attempts: row.try_get::<$int, _>("max_attempts")? as u32,
+                priority: row.try_get::<$int, _>("priority")? as i32,
+                run_at_ms,
+                args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
+                kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
+                result: decode_json(row.try_get("result")?, "result", &id)?,
+                errors,
+                cancel_reason: row.try_get("cancel_reason")?,
+                unique_key: row.try_get("unique_key")?,
+                enqueued_at_ms: row.try_get("enqueued_at")?,
+                started_at_ms: row.try_get("started_at")?,
+                finished_at_ms: row.try_get("finished_at")?,
+                id,
+            })
+        }
+
+        fn claimed_from_row(row: &$row) -> $crate::error::CoreResult<$crate::job::ClaimedJob> {
+            use sqlx::Row;
+            use $crate::store::rows::decode_json;
+            let id: String = row.try_get("id")?;
+            Ok($crate::job::ClaimedJob {
+                queue: row.try_get("queue")?,
+                task: row.try_get("task")?,
+                args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
+                kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
+                attempt: row.try_get::<$int, _>("attempts")? as u32,
+                max_attempts: row.try_get::<$int, _>("max_attempts")? as u32,
+                timeout: row
+                    .try_get::<Option<i64>, _>("timeout_ms")?
+                    .map(|ms| ms as f64 / 1000.0),
+                priority: row.try_get::<$int, _>("priority")? as i32,
+                id,
+            })
+        }
+    };
+}
+
+pub(crate) use row_decoders;
