@@ -13,6 +13,8 @@ use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
 use crate::url::BackendUrl;
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod connect;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]

@@ -13,7 +13,7 @@ use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
 
 use super::rows::{placeholders, CompletionColumns};
 use super::Store;
-use crate::error::{CoreError, CoreResult};
+use crate::error::CoreResult;
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
@@ -76,17 +76,13 @@ impl MySqlStore {
     /// Connects and creates the table if needed (idempotent, safe concurrently:
     /// `CREATE TABLE IF NOT EXISTS` is atomic in InnoDB).
     pub async fn connect(url: &str) -> CoreResult<Self> {
+        super::connect::probe::<sqlx::MySqlConnection>(url).await?;
         let pool = MySqlPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await
-            .map_err(|e| {
-                CoreError::Backend(format!(
-                    "cannot connect to {}: {e}",
-                    crate::url::redact(url)
-                ))
-            })?;
+            .map_err(|e| super::connect::connect_error(url, e))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         Ok(Self { pool })
     }

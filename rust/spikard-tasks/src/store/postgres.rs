@@ -77,12 +77,13 @@ impl PostgresStore {
     /// Connects and sets up the schema (idempotent; safe when several workers start at
     /// once: setup runs under a transaction-scoped advisory lock).
     pub async fn connect(url: &str) -> CoreResult<Self> {
+        super::connect::probe::<sqlx::PgConnection>(url).await?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await
-            .map_err(|e| connect_error(url, e))?;
+            .map_err(|e| super::connect::connect_error(url, e))?;
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('spikard_tasks.schema'))")
             .execute(&mut *tx)
@@ -91,13 +92,6 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(Self { pool })
     }
-}
-
-pub(crate) fn connect_error(url: &str, err: sqlx::Error) -> CoreError {
-    CoreError::Backend(format!(
-        "cannot connect to {}: {err}",
-        crate::url::redact(url)
-    ))
 }
 
 super::rows::row_decoders!(PgRow, i32);
