@@ -8,6 +8,8 @@ mod convert;
 mod errors;
 mod queue;
 mod runtime;
+#[cfg(feature = "cron")]
+mod schedule;
 mod worker;
 
 use pyo3::prelude::*;
@@ -75,5 +77,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backend_kind, m)?)?;
     m.add_function(wrap_pyfunction!(to_json, m)?)?;
     m.add_function(wrap_pyfunction!(default_config_json, m)?)?;
+    #[cfg(feature = "cron")]
+    {
+        m.add_class::<schedule::NativeScheduler>()?;
+        m.add_function(wrap_pyfunction!(schedule::validate_schedule, m)?)?;
+    }
     Ok(())
 }

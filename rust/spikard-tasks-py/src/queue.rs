@@ -153,6 +153,14 @@ impl NativeQueue {
             );
         }
         let mut opts = WorkerOptions::from_config(self.client.config());
+        let with_scheduler = match options.get_item("scheduler")? {
+            Some(v) => {
+                let on: bool = v.extract()?;
+                options.del_item("scheduler")?;
+                on
+            }
+            None => false,
+        };
         apply_worker_options(&mut opts, options)?;
         let async_loop = match async_loop {
             Some(t) => Some(Arc::new(AsyncLoop {
@@ -177,7 +185,42 @@ impl NativeQueue {
             let _guard = runtime().enter();
             spikard_tasks::spawn_worker(&client, handler, opts)?
         };
-        Ok(NativeWorker::new(handle, threads))
+        #[cfg(feature = "cron")]
+        let scheduler = with_scheduler.then(|| crate::schedule::start(&client));
+        #[cfg(not(feature = "cron"))]
+        let scheduler = {
+            if with_scheduler {
+                return Err(Error::Core(spikard_tasks::CoreError::config(
+                    "this build has no cron support (feature `cron`)",
+                )));
+            }
+            None
+        };
+        Ok(NativeWorker::new(handle, threads, scheduler))
+    }
+
+    /// Validates and stores a schedule given as JSON (replaces one of the same name).
+    #[cfg(feature = "cron")]
+    fn save_schedule(&self, py: Python<'_>, definition: &str) -> Result<()> {
+        crate::schedule::save(py, &self.client, definition)
+    }
+
+    /// Every stored schedule with `last_tick_ms`, `next_run_ms` and its definition.
+    #[cfg(feature = "cron")]
+    fn schedules(&self, py: Python<'_>) -> Result<Py<PyAny>> {
+        crate::schedule::list(py, &self.client)
+    }
+
+    /// Removes a schedule; false if there was none.
+    #[cfg(feature = "cron")]
+    fn remove_schedule(&self, py: Python<'_>, name: &str) -> Result<bool> {
+        crate::schedule::remove(py, &self.client, name)
+    }
+
+    /// Starts a cron scheduler for this backend's schedules.
+    #[cfg(feature = "cron")]
+    fn start_scheduler(&self) -> crate::schedule::NativeScheduler {
+        crate::schedule::start(&self.client)
     }
 
     fn __repr__(&self) -> String {

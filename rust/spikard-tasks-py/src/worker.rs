@@ -18,11 +18,22 @@ pub struct NativeWorker {
     stopper: WorkerStopper,
     threads: Arc<PythonThreads>,
     name: String,
+    scheduler: Option<Scheduler>,
 }
 
+#[cfg(feature = "cron")]
+type Scheduler = crate::schedule::NativeScheduler;
+#[cfg(not(feature = "cron"))]
+type Scheduler = std::convert::Infallible;
+
 impl NativeWorker {
-    pub(crate) fn new(handle: WorkerHandle, threads: Arc<PythonThreads>) -> Self {
+    pub(crate) fn new(
+        handle: WorkerHandle,
+        threads: Arc<PythonThreads>,
+        scheduler: Option<Scheduler>,
+    ) -> Self {
         Self {
+            scheduler,
             name: handle.name().to_owned(),
             stopper: handle.stopper(),
             handle: Arc::new(Mutex::new(handle)),
@@ -62,6 +73,12 @@ impl NativeWorker {
                 None => Some(h.join().await),
             }
         })?;
+        #[cfg(feature = "cron")]
+        if outcome.is_some() {
+            if let Some(scheduler) = &self.scheduler {
+                crate::runtime::block_on(py, scheduler.shutdown());
+            }
+        }
         match outcome {
             None => Ok(None),
             Some(report) => {
@@ -71,6 +88,11 @@ impl NativeWorker {
                 Ok(Some(report_to_py(py, &report)?))
             }
         }
+    }
+
+    /// True if this worker also runs the cron scheduler.
+    fn runs_scheduler(&self) -> bool {
+        self.scheduler.is_some()
     }
 
     /// True while the worker runs.

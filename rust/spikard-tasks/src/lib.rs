@@ -9,10 +9,14 @@
 #![deny(missing_docs)]
 
 pub mod config;
+#[cfg(feature = "cron")]
+pub mod cron;
 pub mod error;
 pub mod handler;
 pub mod job;
 pub mod queue;
+#[cfg(feature = "cron")]
+pub mod scheduler;
 pub mod store;
 pub mod time;
 pub mod url;

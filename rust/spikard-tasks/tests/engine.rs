@@ -454,3 +454,596 @@ async fn fresh_database(base: &str, dir: &tempfile::TempDir) -> Option<String> {
     }
     None
 }
+
+// Added with the Redis store: semantics every backend shares that the tests above
+// leave open (full-range priority, unique keys after finish, counts, leases, purge),
+// then Redis-only checks.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_spans_the_i32_range_across_queues() {
+    let (_dir, clients) = clients().await;
+    for client in clients {
+        let other = unique_queue();
+        let now = spikard_tasks::time::now_ms();
+        let order = Arc::new(Mutex::new(Vec::<String>::new()));
+        let o = order.clone();
+        let handler = Arc::new(FnHandler(move |job: ClaimedJob| {
+            let label = job.args[0].as_str().unwrap().to_owned();
+            o.lock().unwrap().push(label);
+            std::future::ready(TaskOutcome::Success(Value::Null))
+        }));
+        let spec: [(&str, i32, bool, Option<i64>); 8] = [
+            ("min", i32::MIN, false, None),
+            ("zero-new", 0, false, Some(now - 1_000)),
+            ("max-1", i32::MAX - 1, false, None),
+            ("neg", -1, true, None),
+            ("min+1", i32::MIN + 1, true, None),
+            ("max", i32::MAX, true, None),
+            ("zero-old", 0, true, Some(now - 2_000)),
+            ("pos", 1, false, None),
+        ];
+        let jobs = spec
+            .iter()
+            .map(|(label, priority, in_other, run_at_ms)| {
+                job("p", json!([label])).options(JobOptions {
+                    priority: Some(*priority),
+                    run_at_ms: *run_at_ms,
+                    queue: in_other.then(|| other.clone()),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let ids = client.enqueue(jobs).await.unwrap();
+        let mut opts = WorkerOptions::from_config(client.config());
+        opts.concurrency = 1;
+        opts.queues.push(other);
+        let mut worker = spawn_worker(&client, handler, opts).unwrap();
+        for e in &ids {
+            client
+                .wait(&e.id, Some(Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        worker.stop().await.unwrap();
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["max", "max-1", "pos", "zero-old", "zero-new", "neg", "min+1", "min"],
+            "{}",
+            client.config().url
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_key_is_per_queue_and_free_again_once_finished() {
+    let (_dir, clients) = clients().await;
+    for client in clients {
+        let url = client.config().url.clone();
+        let keyed = |queue: Option<String>| {
+            job("u", json!([])).options(JobOptions {
+                unique_key: Some("k".into()),
+                queue,
+                ..Default::default()
+            })
+        };
+        let a = client.enqueue(vec![keyed(None)]).await.unwrap().remove(0);
+        assert!(a.created, "{url}");
+        let elsewhere = client
+            .enqueue(vec![keyed(Some(unique_queue()))])
+            .await
+            .unwrap()
+            .remove(0);
+        assert!(elsewhere.created && elsewhere.id != a.id, "{url}");
+        let mut worker = spawn_worker(
+            &client,
+            echo_handler(),
+            WorkerOptions::from_config(client.config()),
+        )
+        .unwrap();
+        let done = client
+            .wait(&a.id, Some(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.status, JobStatus::Succeeded, "{url}");
+        worker.stop().await.unwrap();
+
+        let b = client.enqueue(vec![keyed(None)]).await.unwrap().remove(0);
+        assert!(b.created && b.id != a.id, "{url}: key freed by success");
+        assert!(client.cancel(&b.id).await.unwrap());
+        let c = client.enqueue(vec![keyed(None)]).await.unwrap().remove(0);
+        assert!(c.created && c.id != b.id, "{url}: key freed by cancel");
+        let d = client.enqueue(vec![keyed(None)]).await.unwrap().remove(0);
+        assert!(
+            !d.created && d.id == c.id,
+            "{url}: key held by a pending job"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_track_every_state() {
+    let (_dir, clients) = clients().await;
+    for client in clients {
+        let url = client.config().url.clone();
+        let later = || JobOptions {
+            delay: Some(60.0),
+            ..Default::default()
+        };
+        let attempts = |n| JobOptions {
+            max_attempts: Some(n),
+            ..Default::default()
+        };
+        let ids = client
+            .enqueue(vec![
+                job("ok", json!([])),
+                job("ok", json!([])),
+                job("bad", json!([])).options(attempts(1)),
+                job("again", json!([])).options(attempts(3)),
+                job("ok", json!([])).options(later()),
+                job("ok", json!([])).options(later()),
+            ])
+            .await
+            .unwrap();
+        let counts = client.counts(None).await.unwrap();
+        assert_eq!((counts.pending, counts.scheduled), (4, 2), "{url}");
+        assert!(client.cancel(&ids[5].id).await.unwrap());
+        let handler = Arc::new(FnHandler(|job: ClaimedJob| {
+            std::future::ready(match job.task.as_str() {
+                "ok" => TaskOutcome::Success(Value::Null),
+                "bad" => TaskOutcome::fail("RuntimeError: bad"),
+                _ => TaskOutcome::Retry {
+                    after: Duration::from_secs(60),
+                    reason: None,
+                },
+            })
+        }));
+        let mut worker = spawn_worker(
+            &client,
+            handler,
+            WorkerOptions::from_config(client.config()),
+        )
+        .unwrap();
+        for e in &ids[..3] {
+            client
+                .wait(&e.id, Some(Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while client.get(&ids[3].id).await.unwrap().unwrap().status != JobStatus::Retrying {
+            assert!(Instant::now() < deadline, "{url}: retry never written");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        worker.stop().await.unwrap();
+        assert_eq!(
+            client.counts(None).await.unwrap(),
+            spikard_tasks::QueueCounts {
+                pending: 0,
+                scheduled: 1,
+                running: 0,
+                retrying: 1,
+                succeeded: 2,
+                failed: 1,
+                cancelled: 1,
+            },
+            "{url}"
+        );
+    }
+}
+
+/// Store-level lease rules (a second handle on the same database, so not `memory://`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_cancel_heartbeat_release_and_rescue() {
+    use spikard_tasks::Completion;
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(&dir).into_iter().filter(|u| u != "memory://") {
+        let client = TaskQueueClient::connect(config(url.clone())).await.unwrap();
+        let store = spikard_tasks::store::open(&url).await.unwrap();
+        let queues = [client.config().queue.clone()];
+        let now = spikard_tasks::time::now_ms();
+        let one = JobOptions {
+            max_attempts: Some(1),
+            ..Default::default()
+        };
+        let rows = vec![
+            client.resolve(job("a", json!([])), now).unwrap(),
+            client.resolve(job("b", json!([])), now).unwrap(),
+            client
+                .resolve(job("c", json!([])).options(one), now)
+                .unwrap(),
+        ];
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        store.enqueue(rows).await.unwrap();
+        let worker = format!("w-{}", unique_queue());
+        let lease = Duration::from_secs(60);
+        let claimed = store.claim(&queues, &worker, 10, lease).await.unwrap();
+        let mut got: Vec<String> = claimed.iter().map(|j| j.id.clone()).collect();
+        got.sort();
+        assert_eq!(got, ids, "{url}");
+        assert!(store
+            .claim(&queues, &worker, 10, lease)
+            .await
+            .unwrap()
+            .is_empty());
+        let c = claimed.iter().find(|j| j.id == ids[2]).unwrap().clone();
+
+        // Cancelling a running job only asks; the heartbeat reports it.
+        assert!(store.cancel(&ids[0]).await.unwrap(), "{url}");
+        assert_eq!(
+            store.heartbeat(&worker, lease).await.unwrap(),
+            [ids[0].clone()]
+        );
+        // Release gives a job back without counting the attempt; others' jobs are untouched.
+        assert_eq!(store.release("someone-else", None).await.unwrap(), 0);
+        let b_only = [ids[1].clone()];
+        assert_eq!(store.release(&worker, Some(&b_only)).await.unwrap(), 1);
+        let b = store.get(&ids[1]).await.unwrap().unwrap();
+        assert_eq!(
+            (b.status, b.attempts, b.started_at_ms),
+            (JobStatus::Pending, 0, None)
+        );
+        let again = store.claim(&queues, &worker, 10, lease).await.unwrap();
+        assert_eq!((again.len(), again[0].attempt), (1, 1), "{url}");
+        // Outcomes of another worker or attempt are not written.
+        let ok = || Completion::Succeeded(json!(1));
+        assert_eq!(
+            store
+                .complete("someone-else", vec![(c.clone(), ok())])
+                .await
+                .unwrap(),
+            0
+        );
+        let mut wrong = c.clone();
+        wrong.attempt = 2;
+        assert_eq!(
+            store.complete(&worker, vec![(wrong, ok())]).await.unwrap(),
+            0
+        );
+
+        // The lease lapses: a and b retry, c has no attempts left and fails.
+        store.heartbeat(&worker, Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(store.rescue_expired().await.unwrap() >= 3, "{url}");
+        let a = store.get(&ids[0]).await.unwrap().unwrap();
+        assert_eq!((a.status, a.attempts), (JobStatus::Retrying, 1), "{url}");
+        assert!(
+            a.errors[0].error.starts_with("WorkerLost"),
+            "{:?}",
+            a.errors
+        );
+        let failed = store.get(&ids[2]).await.unwrap().unwrap();
+        assert_eq!(failed.status, JobStatus::Failed, "{url}");
+        assert!(failed.finished_at_ms.is_some() && failed.errors.len() == 1);
+        let counts = store.counts(&queues[0]).await.unwrap();
+        assert_eq!(
+            (counts.retrying, counts.failed, counts.running),
+            (2, 1, 0),
+            "{url}"
+        );
+        // A late outcome after the rescue is ignored, and the worker holds nothing now.
+        assert_eq!(store.complete(&worker, vec![(c, ok())]).await.unwrap(), 0);
+        assert!(store.heartbeat(&worker, lease).await.unwrap().is_empty());
+    }
+}
+
+/// `purge_finished` is global, so it runs only where this test owns the database: a
+/// private SQLite file and a Redis database index no other test uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_deletes_only_finished_jobs() {
+    use spikard_tasks::Completion;
+    let dir = tempfile::tempdir().unwrap();
+    #[allow(unused_mut)]
+    let mut targets = vec![format!(
+        "sqlite:///{}",
+        dir.path().join("purge.db").display()
+    )];
+    #[cfg(feature = "redis")]
+    if let Some(base) = urls(&dir).into_iter().find(|u| u.starts_with("redis")) {
+        let mut own = url::Url::parse(&base).unwrap();
+        own.set_path("/15");
+        targets.push(own.to_string());
+    }
+    for url in targets {
+        let client = TaskQueueClient::connect(config(url.clone())).await.unwrap();
+        let store = spikard_tasks::store::open(&url).await.unwrap();
+        let queues = [client.config().queue.clone()];
+        let now = spikard_tasks::time::now_ms();
+        let rows: Vec<_> = (0..3)
+            .map(|i| client.resolve(job("x", json!([i])), now).unwrap())
+            .collect();
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        store.enqueue(rows).await.unwrap();
+        let worker = format!("w-{}", unique_queue());
+        let claimed = store
+            .claim(&queues, &worker, 10, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let done: Vec<_> = claimed
+            .into_iter()
+            .filter(|j| j.id != ids[2])
+            .map(|j| (j, Completion::Succeeded(json!("r"))))
+            .collect();
+        assert_eq!(store.complete(&worker, done).await.unwrap(), 2);
+        assert_eq!(
+            store.purge_finished(now - 60_000).await.unwrap(),
+            0,
+            "{url}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let cutoff = spikard_tasks::time::now_ms();
+        assert!(store.purge_finished(cutoff).await.unwrap() >= 2, "{url}");
+        assert!(store.get(&ids[0]).await.unwrap().is_none(), "{url}");
+        assert!(store.get(&ids[1]).await.unwrap().is_none(), "{url}");
+        assert_eq!(
+            store.get(&ids[2]).await.unwrap().unwrap().status,
+            JobStatus::Running
+        );
+        let counts = store.counts(&queues[0]).await.unwrap();
+        assert_eq!((counts.succeeded, counts.running), (0, 1), "{url}");
+        store.release(&worker, None).await.unwrap();
+    }
+}
+
+#[cfg(feature = "redis")]
+fn redis_url(dir: &tempfile::TempDir) -> Option<String> {
+    urls(dir).into_iter().find(|u| u.starts_with("redis"))
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_corrupt_job_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = redis_url(&dir) else { return };
+    let client = TaskQueueClient::connect(config(url.clone())).await.unwrap();
+    let first = JobOptions {
+        priority: Some(10),
+        ..Default::default()
+    };
+    let ids = client
+        .enqueue(vec![
+            job("bad", json!([1])).options(first),
+            job("good", json!([2])),
+        ])
+        .await
+        .unwrap();
+    let raw = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = raw.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("spikard:job:{}", ids[0].id);
+    let () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("args")
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        client.get(&ids[0].id).await.is_err(),
+        "corruption is reported"
+    );
+    let mut worker = spawn_worker(
+        &client,
+        echo_handler(),
+        WorkerOptions::from_config(client.config()),
+    )
+    .unwrap();
+    let good = client
+        .wait(&ids[1].id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(good.status, JobStatus::Succeeded);
+    worker.stop().await.unwrap();
+    let (status, errors): (String, String) = redis::cmd("HMGET")
+        .arg(&key)
+        .arg("status")
+        .arg("errors")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(status, "failed");
+    assert!(errors.contains("args is not JSON"), "{errors}");
+    let counts = client.counts(None).await.unwrap();
+    assert_eq!((counts.failed, counts.succeeded, counts.running), (1, 1, 0));
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_pubsub_wakes_an_idle_worker_of_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(url) = redis_url(&dir) else { return };
+    let mut cfg = config(url);
+    cfg.poll_interval = 30.0;
+    // Two clients share no in-process wake-up: only Redis pub/sub can start the job.
+    let consumer = TaskQueueClient::connect(cfg.clone()).await.unwrap();
+    let producer = TaskQueueClient::connect(cfg).await.unwrap();
+    let mut worker = spawn_worker(
+        &consumer,
+        echo_handler(),
+        WorkerOptions::from_config(consumer.config()),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids = producer.enqueue(vec![job("x", json!([]))]).await.unwrap();
+    let rec = producer
+        .wait(&ids[0].id, Some(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("an idle worker was not woken");
+    let latency = rec.started_at_ms.unwrap() - rec.enqueued_at_ms;
+    assert!(latency < 1_000, "started {latency} ms after enqueue");
+    worker.stop().await.unwrap();
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_errors_never_echo_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(base) = redis_url(&dir) else { return };
+    let host = url::Url::parse(&base).unwrap();
+    let addr = format!(
+        "{}:{}",
+        host.host_str().unwrap(),
+        host.port().unwrap_or(6379)
+    );
+    // The server needs no password (AUTH fails) and speaks no TLS (the handshake fails).
+    for url in [
+        format!("redis://:s3cr%23et@{addr}/0"),
+        format!("rediss://user:s3cr%23et@{addr}/0"),
+    ] {
+        let Err(err) = spikard_tasks::store::open(&url).await else {
+            continue;
+        };
+        let text = err.to_string();
+        assert!(!text.contains("s3cr"), "{text}");
+    }
+}
+
+/// A private `redis-server` (skipped when none is installed) is killed and restarted
+/// under a running worker: the store reconnects, the wake-up listener resubscribes,
+/// and jobs from before (kept by the append-only file) and after both finish.
+#[cfg(feature = "redis")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_worker_survives_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = || {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+    };
+    let Ok(mut server) = start() else {
+        eprintln!("skipping: no redis-server binary");
+        return;
+    };
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let up = |url: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reachable(url) {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    up(&url);
+    let mut cfg = config(url.clone());
+    cfg.poll_interval = 30.0;
+    let consumer = TaskQueueClient::connect(cfg.clone()).await.unwrap();
+    let producer = TaskQueueClient::connect(cfg).await.unwrap();
+    let mut worker = spawn_worker(
+        &consumer,
+        echo_handler(),
+        WorkerOptions::from_config(consumer.config()),
+    )
+    .unwrap();
+    let before = producer.enqueue(vec![job("x", json!([1]))]).await.unwrap();
+    let rec = producer
+        .wait(&before[0].id, Some(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status, JobStatus::Succeeded);
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    server = start().unwrap();
+    up(&url);
+    // The first command on a dropped connection may fail; the manager then reconnects.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        match producer.enqueue(vec![job("x", json!([2]))]).await {
+            Ok(ids) => break ids,
+            Err(e) => assert!(Instant::now() < deadline, "never reconnected: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let rec = producer
+        .wait(&after[0].id, Some(Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.status, JobStatus::Succeeded);
+    let kept = producer.get(&before[0].id).await.unwrap().unwrap();
+    assert_eq!(kept.status, JobStatus::Succeeded);
+    worker.stop().await.unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
+
+/// Three schedulers on one backend enqueue exactly one job per tick.
+#[cfg(feature = "cron")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_schedulers_fire_each_tick_once() {
+    use spikard_tasks::cron::CronSchedule;
+    use spikard_tasks::scheduler::spawn_scheduler;
+
+    let dir = tempfile::tempdir().unwrap();
+    for url in urls(&dir) {
+        if url == "memory://" {
+            continue; // one process only; covered by the file backends
+        }
+        let cfg = config(url.clone());
+        let queue = cfg.queue.clone();
+        let clients = [
+            TaskQueueClient::connect(cfg.clone()).await.unwrap(),
+            TaskQueueClient::connect(cfg.clone()).await.unwrap(),
+            TaskQueueClient::connect(cfg.clone()).await.unwrap(),
+        ];
+        let name = format!("every-second-{queue}");
+        let schedule = CronSchedule {
+            name: name.clone(),
+            expression: "* * * * * *".into(),
+            task: "tick".into(),
+            args: json!([]),
+            kwargs: json!({}),
+            timezone: "UTC".into(),
+            enabled: true,
+            missed: Default::default(),
+            options: JobOptions {
+                queue: Some(queue.clone()),
+                ..Default::default()
+            },
+        };
+        for c in &clients {
+            c.save_schedule(&schedule).await.unwrap(); // idempotent
+        }
+        let start = spikard_tasks::time::now_ms();
+        let mut schedulers: Vec<_> = clients
+            .iter()
+            .map(|c| spawn_scheduler(c, Duration::from_millis(200)))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(4200)).await;
+        for s in &mut schedulers {
+            s.stop().await;
+        }
+        let end = spikard_tasks::time::now_ms();
+        let counts = clients[0].counts(None).await.unwrap();
+        let jobs = counts.pending;
+        // Ticks are whole seconds in (start, end]; allow the one that may straddle stop.
+        let ticks = (end / 1000 - start / 1000) as u64;
+        assert!(
+            jobs >= ticks.saturating_sub(1) && jobs <= ticks,
+            "{url}: {jobs} jobs for {ticks} ticks"
+        );
+        let info = clients[0].schedules().await.unwrap();
+        let mine = info.iter().find(|s| s.schedule.name == name).unwrap();
+        assert!(mine.next_run_ms.is_some());
+        assert!(clients[0].remove_schedule(&name).await.unwrap());
+    }
+}

@@ -24,6 +24,25 @@ mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+/// A stored cron schedule: its definition (JSON of `CronSchedule`) and firing state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSchedule {
+    /// Unique name.
+    pub name: String,
+    /// The definition as JSON.
+    pub definition: String,
+    /// The last tick that fired or was passed over, ms since epoch.
+    pub last_tick_ms: i64,
+    /// When the definition was last written, ms since epoch.
+    pub updated_at_ms: i64,
+}
+
+fn no_schedules<T>() -> CoreResult<T> {
+    Err(CoreError::config(
+        "cron schedules are not supported by this backend",
+    ))
+}
+
 /// Persistence of jobs. Implementations must be safe to share between tasks and
 /// processes (several workers may claim from one store at once).
 #[async_trait]
@@ -76,6 +95,35 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished jobs that finished before `before_ms`; returns how many.
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64>;
+
+    /// Creates or replaces the schedule `name`. A new schedule's last tick is `now_ms`
+    /// (ticks before its creation never fire); a replaced one keeps its last tick.
+    async fn save_schedule(&self, _name: &str, _definition: &str, _now_ms: i64) -> CoreResult<()> {
+        no_schedules()
+    }
+
+    /// Every stored schedule, by name.
+    async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>> {
+        no_schedules()
+    }
+
+    /// Removes a schedule; false if there was none.
+    async fn remove_schedule(&self, _name: &str) -> CoreResult<bool> {
+        no_schedules()
+    }
+
+    /// Atomically claims tick `tick_ms` of schedule `name` (only if its last tick is
+    /// older) and enqueues `job` with it. Returns the job when this call won the tick,
+    /// `None` when another scheduler already had it (or `job` was `None`). This is what
+    /// makes any number of schedulers enqueue exactly one job per tick.
+    async fn fire_schedule(
+        &self,
+        _name: &str,
+        _tick_ms: i64,
+        _job: Option<JobRow>,
+    ) -> CoreResult<Option<Enqueued>> {
+        no_schedules()
+    }
 
     /// Starts a task that calls `wake.notify_one()` whenever another process enqueues
     /// into one of `queues` (e.g. PostgreSQL LISTEN/NOTIFY), so idle workers start new

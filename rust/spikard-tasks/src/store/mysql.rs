@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
 
-use super::rows::{placeholders, CompletionColumns};
+use super::rows::{earlier_in_batch, placeholders, CompletionColumns};
 use super::Store;
 use crate::error::CoreResult;
 use crate::job::{
@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 "#;
 
+const SCHEDULES: &str = r#"
+CREATE TABLE IF NOT EXISTS spikard_schedules (
+    name VARCHAR(200) NOT NULL PRIMARY KEY,
+    definition LONGTEXT NOT NULL,
+    last_tick BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"#;
+
 const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, \
      run_at, timeout_ms, unique_key, result, errors, cancel_reason, enqueued_at, started_at, \
      finished_at";
@@ -84,6 +93,7 @@ impl MySqlStore {
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+        sqlx::raw_sql(SCHEDULES).execute(&pool).await?;
         Ok(Self { pool })
     }
 
@@ -118,6 +128,17 @@ impl MySqlStore {
     }
 
     async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let out = Self::insert_jobs(&mut tx, rows).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs).
+    async fn insert_jobs(
+        tx: &mut Transaction<'static, MySql>,
+        rows: &[JobRow],
+    ) -> Result<Vec<Enqueued>, sqlx::Error> {
         let mut out: Vec<Enqueued> = rows
             .iter()
             .map(|r| Enqueued {
@@ -125,7 +146,6 @@ impl MySqlStore {
                 created: true,
             })
             .collect();
-        let mut tx = self.pool.begin().await?;
         let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let Some(key) = &row.unique_key else {
@@ -137,22 +157,14 @@ impl MySqlStore {
             )
             .bind(&row.queue)
             .bind(key)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
-            let earlier = rows[..i]
-                .iter()
-                .zip(out.iter())
-                .find(|(r, e)| {
-                    e.created && r.queue == row.queue && r.unique_key.as_ref() == Some(key)
-                })
-                .map(|(_, e)| e.id.clone());
-            match existing.or(earlier) {
+            match existing.or_else(|| earlier_in_batch(rows, &out, i)) {
                 Some(id) => out[i] = Enqueued { id, created: false },
                 None => plain.push(row),
             }
         }
-        Self::insert_batch(&mut tx, &plain).await?;
-        tx.commit().await?;
+        Self::insert_batch(tx, &plain).await?;
         Ok(out)
     }
 }
@@ -412,6 +424,72 @@ impl Store for MySqlStore {
             counts.add(status, n as u64);
         }
         Ok(counts)
+    }
+
+    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
+        sqlx::query("INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE definition = VALUES(definition), updated_at = VALUES(updated_at)")
+            .bind(name)
+            .bind(definition)
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn schedules(&self) -> CoreResult<Vec<super::StoredSchedule>> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, definition, last_tick_ms, updated_at_ms)| super::StoredSchedule {
+                    name,
+                    definition,
+                    last_tick_ms,
+                    updated_at_ms,
+                },
+            )
+            .collect())
+    }
+
+    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
+        let res = sqlx::query("DELETE FROM spikard_schedules WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        tick_ms: i64,
+        job: Option<JobRow>,
+    ) -> CoreResult<Option<Enqueued>> {
+        let mut tx = self.pool.begin().await?;
+        let won = sqlx::query(
+            "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?",
+        )
+        .bind(tick_ms)
+        .bind(name)
+        .bind(tick_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let out = match (won, job) {
+            (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(&job))
+                .await?
+                .pop(),
+            _ => None,
+        };
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {

@@ -59,6 +59,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_finished
     ON spikard_tasks.jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS spikard_tasks.schedules (
+    name TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    last_tick BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS spikard_tasks.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO spikard_tasks.meta (key, value) VALUES ('schema_version', '1') ON CONFLICT DO NOTHING;
 "#;
@@ -92,13 +98,13 @@ impl PostgresStore {
         tx.commit().await?;
         Ok(Self { pool })
     }
-}
 
-super::rows::row_decoders!(PgRow, i32);
-
-#[async_trait]
-impl Store for PostgresStore {
-    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+    /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs) and notifies
+    /// listeners of their queues on commit.
+    async fn insert_jobs(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        rows: &[JobRow],
+    ) -> CoreResult<Vec<Enqueued>> {
         let mut out: Vec<Enqueued> = rows
             .iter()
             .map(|r| Enqueued {
@@ -106,7 +112,6 @@ impl Store for PostgresStore {
                 created: true,
             })
             .collect();
-        let mut tx = self.pool.begin().await?;
         let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let Some(key) = &row.unique_key else {
@@ -133,7 +138,7 @@ impl Store for PostgresStore {
             .bind(row.timeout_ms)
             .bind(key)
             .bind(row.enqueued_at_ms)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
             if inserted.is_none() {
                 let existing: Option<String> = sqlx::query_scalar(
@@ -142,7 +147,7 @@ impl Store for PostgresStore {
                 )
                 .bind(&row.queue)
                 .bind(key)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
                 let id = existing.ok_or_else(|| {
                     CoreError::Backend(format!(
@@ -184,7 +189,7 @@ impl Store for PostgresStore {
                     .collect::<Vec<Option<i64>>>(),
             )
             .bind(plain.iter().map(|r| r.enqueued_at_ms).collect::<Vec<i64>>())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         let mut queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
@@ -194,9 +199,20 @@ impl Store for PostgresStore {
             sqlx::query("SELECT pg_notify($1, $2)")
                 .bind(CHANNEL)
                 .bind(queue)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
+        Ok(out)
+    }
+}
+
+super::rows::row_decoders!(PgRow, i32);
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        let mut tx = self.pool.begin().await?;
+        let out = Self::insert_jobs(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -423,6 +439,75 @@ impl Store for PostgresStore {
             counts.add(status, n as u64);
         }
         Ok(counts)
+    }
+
+    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
+        sqlx::query(
+            "INSERT INTO spikard_tasks.schedules (name, definition, last_tick, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+             definition = excluded.definition, updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(definition)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn schedules(&self) -> CoreResult<Vec<super::StoredSchedule>> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT name, definition, last_tick, updated_at FROM spikard_tasks.schedules ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, definition, last_tick_ms, updated_at_ms)| super::StoredSchedule {
+                    name,
+                    definition,
+                    last_tick_ms,
+                    updated_at_ms,
+                },
+            )
+            .collect())
+    }
+
+    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
+        let res = sqlx::query("DELETE FROM spikard_tasks.schedules WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        tick_ms: i64,
+        job: Option<JobRow>,
+    ) -> CoreResult<Option<Enqueued>> {
+        let mut tx = self.pool.begin().await?;
+        let won = sqlx::query(
+            "UPDATE spikard_tasks.schedules SET last_tick = $1 WHERE name = $2 AND last_tick < $3",
+        )
+        .bind(tick_ms)
+        .bind(name)
+        .bind(tick_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let out = match (won, job) {
+            (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(&job))
+                .await?
+                .pop(),
+            _ => None,
+        };
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {

@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::error::{CoreError, CoreResult};
-use crate::job::Completion;
+use crate::job::{Completion, Enqueued, JobRow};
 
 /// Parses a JSON column; a value that is not JSON marks the row corrupt.
 pub(crate) fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
@@ -13,6 +13,17 @@ pub(crate) fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreRes
         })
     })
     .transpose()
+}
+
+/// The id of a job created earlier in the same batch with row `i`'s queue and unique key.
+pub(crate) fn earlier_in_batch(rows: &[JobRow], out: &[Enqueued], i: usize) -> Option<String> {
+    let row = &rows[i];
+    let key = row.unique_key.as_ref()?;
+    rows[..i]
+        .iter()
+        .zip(out)
+        .find(|(r, e)| e.created && r.queue == row.queue && r.unique_key.as_ref() == Some(key))
+        .map(|(_, e)| e.id.clone())
 }
 
 /// `?, ?, …` with `n` placeholders.

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use super::rows::{placeholders, CompletionColumns};
+use super::rows::{earlier_in_batch, placeholders, CompletionColumns};
 use super::Store;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -60,6 +60,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS spikard_jobs_unique
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
 CREATE INDEX IF NOT EXISTS spikard_jobs_finished
     ON spikard_jobs(finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS spikard_schedules (
+    name TEXT PRIMARY KEY NOT NULL,
+    definition TEXT NOT NULL,
+    last_tick INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS spikard_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 INSERT OR IGNORE INTO spikard_meta (key, value) VALUES ('schema_version', '1');
 "#;
@@ -133,22 +139,11 @@ impl SqliteStore {
         Ok(store)
     }
 
-    async fn setup(pool: SqlitePool) -> CoreResult<Self> {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Self {
-            pool,
-            _anchor: None,
-        })
-    }
-}
-
-super::rows::row_decoders!(SqliteRow, i64);
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+    /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs).
+    async fn insert_jobs(
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        rows: &[JobRow],
+    ) -> CoreResult<Vec<Enqueued>> {
         let mut out: Vec<Enqueued> = rows
             .iter()
             .map(|r| Enqueued {
@@ -156,7 +151,6 @@ impl Store for SqliteStore {
                 created: true,
             })
             .collect();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let Some(key) = &row.unique_key else {
@@ -169,17 +163,9 @@ impl Store for SqliteStore {
             )
             .bind(&row.queue)
             .bind(key)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
-            // A key seen earlier in this same batch also counts.
-            let earlier = rows[..i]
-                .iter()
-                .zip(out.iter())
-                .find(|(r, e)| {
-                    e.created && r.queue == row.queue && r.unique_key.as_ref() == Some(key)
-                })
-                .map(|(_, e)| e.id.clone());
-            match existing.or(earlier) {
+            match existing.or_else(|| earlier_in_batch(rows, &out, i)) {
                 Some(id) => out[i] = Enqueued { id, created: false },
                 None => plain.push(row),
             }
@@ -205,8 +191,29 @@ impl Store for SqliteStore {
                     .bind(&r.unique_key)
                     .bind(r.enqueued_at_ms);
             }
-            q.execute(&mut *tx).await?;
+            q.execute(&mut **tx).await?;
         }
+        Ok(out)
+    }
+
+    async fn setup(pool: SqlitePool) -> CoreResult<Self> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Self {
+            pool,
+            _anchor: None,
+        })
+    }
+}
+
+super::rows::row_decoders!(SqliteRow, i64);
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let out = Self::insert_jobs(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -422,6 +429,73 @@ impl Store for SqliteStore {
             counts.add(status, row.try_get::<i64, _>("n")? as u64);
         }
         Ok(counts)
+    }
+
+    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
+        sqlx::query("INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
+             updated_at = excluded.updated_at")
+            .bind(name)
+            .bind(definition)
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn schedules(&self) -> CoreResult<Vec<super::StoredSchedule>> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(name, definition, last_tick_ms, updated_at_ms)| super::StoredSchedule {
+                    name,
+                    definition,
+                    last_tick_ms,
+                    updated_at_ms,
+                },
+            )
+            .collect())
+    }
+
+    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
+        let res = sqlx::query("DELETE FROM spikard_schedules WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        tick_ms: i64,
+        job: Option<JobRow>,
+    ) -> CoreResult<Option<Enqueued>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let won = sqlx::query(
+            "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?",
+        )
+        .bind(tick_ms)
+        .bind(name)
+        .bind(tick_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        let out = match (won, job) {
+            (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(&job))
+                .await?
+                .pop(),
+            _ => None,
+        };
+        tx.commit().await?;
+        Ok(out)
     }
 
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
