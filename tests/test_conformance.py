@@ -322,3 +322,23 @@ def test_many_jobs_concurrently(make_queue: Callable[..., TaskQueue]) -> None:
         assert [j.result(timeout=30) for j in jobs] == list(range(500))
     assert sorted(seen) == list(range(500)), "each job ran exactly once"
     assert queue.counts()["succeeded"] == 500
+
+
+def test_sync_handler_past_its_timeout_frees_its_slot(queue: TaskQueue) -> None:
+    release = threading.Event()
+
+    @queue.task(name="stuck", timeout=0.3, max_attempts=1)
+    def stuck() -> None:
+        release.wait(20)
+
+    @queue.task(name="quick")
+    def quick() -> str:
+        return "ok"
+
+    blocked = stuck.delay()
+    with queue.worker(concurrency=1):
+        with pytest.raises(JobFailed, match="TimeoutError"):
+            blocked.result(timeout=10)
+        # One slot, one thread stuck in `stuck`: a replacement thread runs the next job.
+        assert quick.delay().result(timeout=10) == "ok"
+        release.set()

@@ -307,10 +307,16 @@ async fn cancel_unique_and_bad_input() {
 async fn graceful_drain_finishes_in_flight_and_timeout_releases() {
     let (_dir, clients) = clients().await;
     for client in clients {
-        let handler = Arc::new(FnHandler(|job: ClaimedJob| async move {
-            let ms = job.args[0].as_u64().unwrap();
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            TaskOutcome::Success(json!(ms))
+        // Counts handler starts: "claimed" (status running) is not yet "started".
+        let started = Arc::new(AtomicU32::new(0));
+        let seen = started.clone();
+        let handler = Arc::new(FnHandler(move |job: ClaimedJob| {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let ms = job.args[0].as_u64().unwrap();
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                TaskOutcome::Success(json!(ms))
+            }
         }));
         // In-flight job shorter than the drain timeout finishes.
         let ids = client
@@ -323,7 +329,7 @@ async fn graceful_drain_finishes_in_flight_and_timeout_releases() {
             WorkerOptions::from_config(client.config()),
         )
         .unwrap();
-        while client.get(&ids[0].id).await.unwrap().unwrap().status != JobStatus::Running {
+        while started.load(Ordering::SeqCst) < 1 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let report = worker.stop().await.unwrap();
@@ -341,7 +347,7 @@ async fn graceful_drain_finishes_in_flight_and_timeout_releases() {
         let mut opts = WorkerOptions::from_config(client.config());
         opts.drain_timeout = Duration::from_millis(200);
         let mut worker = spawn_worker(&client, handler.clone(), opts).unwrap();
-        while client.get(&ids[0].id).await.unwrap().unwrap().status != JobStatus::Running {
+        while started.load(Ordering::SeqCst) < 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let report = worker.stop().await.unwrap();
@@ -644,6 +650,8 @@ async fn store_cancel_heartbeat_release_and_rescue() {
         let store = spikard_tasks::store::open(&url).await.unwrap();
         let queues = [client.config().queue.clone()];
         let now = spikard_tasks::time::now_ms();
+        // Purge is global: clear what earlier runs left behind first.
+        store.purge_finished(now - 60_000).await.unwrap();
         let one = JobOptions {
             max_attempts: Some(1),
             ..Default::default()
@@ -751,6 +759,8 @@ async fn purge_deletes_only_finished_jobs() {
         let store = spikard_tasks::store::open(&url).await.unwrap();
         let queues = [client.config().queue.clone()];
         let now = spikard_tasks::time::now_ms();
+        // Purge is global: clear what earlier runs left behind first.
+        store.purge_finished(now - 60_000).await.unwrap();
         let rows: Vec<_> = (0..3)
             .map(|i| client.resolve(job("x", json!([i])), now).unwrap())
             .collect();
@@ -783,7 +793,9 @@ async fn purge_deletes_only_finished_jobs() {
         );
         let counts = store.counts(&queues[0]).await.unwrap();
         assert_eq!((counts.succeeded, counts.running), (0, 1), "{url}");
+        // Leave nothing unfinished behind (a later run purges it).
         store.release(&worker, None).await.unwrap();
+        assert!(store.cancel(&ids[2]).await.unwrap());
     }
 }
 

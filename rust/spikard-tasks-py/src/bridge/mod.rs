@@ -48,6 +48,8 @@ pub struct BridgeState {
     cancel_requested: Mutex<HashSet<String>>,
     /// `concurrent.futures.Future`s of running `async def` attempts, by job id.
     running_async: Mutex<HashMap<String, Py<PyAny>>>,
+    /// Jobs whose sync handler is running right now.
+    running_sync: Mutex<HashSet<String>>,
 }
 
 impl BridgeState {
@@ -62,6 +64,23 @@ impl BridgeState {
         self.cancel_requested
             .lock()
             .map(|mut s| s.remove(id))
+            .unwrap_or(false)
+    }
+
+    fn track_sync(&self, id: &str, running: bool) {
+        if let Ok(mut s) = self.running_sync.lock() {
+            if running {
+                s.insert(id.to_owned());
+            } else {
+                s.remove(id);
+            }
+        }
+    }
+
+    fn is_sync_running(&self, id: &str) -> bool {
+        self.running_sync
+            .lock()
+            .map(|s| s.contains(id))
             .unwrap_or(false)
     }
 
@@ -133,6 +152,10 @@ impl TaskHandler for PyTaskHandler {
     }
 
     fn timed_out(&self, job_id: &str) {
+        if self.state.is_sync_running(job_id) {
+            // A sync handler cannot be interrupted: abandon its thread, keep the pool size.
+            self.threads.replace_abandoned();
+        }
         self.threads.send(Work::Cancel {
             job_id: job_id.to_owned(),
         });

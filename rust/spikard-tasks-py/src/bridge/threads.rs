@@ -1,7 +1,9 @@
 //! The dedicated Python threads that run handlers.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use pyo3::prelude::*;
@@ -21,10 +23,22 @@ pub struct AsyncLoop {
 }
 
 /// A pool of Python threads fed by one channel.
+///
+/// A sync handler that runs past its timeout cannot be interrupted: its thread is
+/// abandoned to finish on its own and a replacement thread is started, so the pool keeps
+/// its size; the next thread to finish a job while there is a surplus retires.
 pub struct PythonThreads {
     tx: Mutex<Option<Sender<Work>>>,
+    rx: Receiver<Work>,
+    state: Arc<BridgeState>,
+    async_loop: Option<Arc<AsyncLoop>>,
+    surplus: Arc<AtomicUsize>,
+    spawned: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// How long shutdown waits for threads still running a handler before leaving them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 impl PythonThreads {
     /// Starts `n` threads.
@@ -34,21 +48,45 @@ impl PythonThreads {
         async_loop: Option<Arc<AsyncLoop>>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::unbounded::<Work>();
-        let mut threads = Vec::with_capacity(n);
-        for i in 0..n.max(1) {
-            let rx = rx.clone();
-            let state = state.clone();
-            let async_loop = async_loop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("spikard-py-{i}"))
-                    .spawn(move || thread_main(rx, state, async_loop))?,
-            );
-        }
-        Ok(Self {
+        let pool = Self {
             tx: Mutex::new(Some(tx)),
-            threads: Mutex::new(threads),
-        })
+            rx,
+            state,
+            async_loop,
+            surplus: Arc::new(AtomicUsize::new(0)),
+            spawned: AtomicUsize::new(0),
+            threads: Mutex::new(Vec::with_capacity(n)),
+        };
+        for _ in 0..n.max(1) {
+            pool.spawn_one()?;
+        }
+        Ok(pool)
+    }
+
+    fn spawn_one(&self) -> std::io::Result<()> {
+        let i = self.spawned.fetch_add(1, Ordering::Relaxed);
+        let ctx = ThreadContext {
+            rx: self.rx.clone(),
+            state: self.state.clone(),
+            async_loop: self.async_loop.clone(),
+            surplus: self.surplus.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("spikard-py-{i}"))
+            .spawn(move || thread_main(ctx))?;
+        if let Ok(mut threads) = self.threads.lock() {
+            threads.retain(|t| !t.is_finished());
+            threads.push(handle);
+        }
+        Ok(())
+    }
+
+    /// Replaces the thread stuck in a timed-out sync handler.
+    pub(crate) fn replace_abandoned(&self) {
+        self.surplus.fetch_add(1, Ordering::AcqRel);
+        if let Err(e) = self.spawn_one() {
+            tracing::error!(error = %e, "cannot start a replacement handler thread");
+        }
     }
 
     /// Queues work; false once the pool is shut down.
@@ -59,7 +97,9 @@ impl PythonThreads {
         }
     }
 
-    /// Closes the channel and waits for the threads (call with the interpreter released).
+    /// Closes the channel and waits for the threads (call with the interpreter
+    /// released). Threads still stuck in a handler after a short grace are left to
+    /// finish on their own.
     pub fn shutdown(&self) {
         if let Ok(mut tx) = self.tx.lock() {
             tx.take();
@@ -69,24 +109,52 @@ impl PythonThreads {
             .lock()
             .map(|mut t| t.drain(..).collect())
             .unwrap_or_default();
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
         for t in threads {
-            let _ = t.join();
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }
 
-fn thread_main(rx: Receiver<Work>, state: Arc<BridgeState>, async_loop: Option<Arc<AsyncLoop>>) {
+struct ThreadContext {
+    rx: Receiver<Work>,
+    state: Arc<BridgeState>,
+    async_loop: Option<Arc<AsyncLoop>>,
+    surplus: Arc<AtomicUsize>,
+}
+
+impl ThreadContext {
+    /// True if this thread should retire because a replacement took its place.
+    fn retire(&self) -> bool {
+        self.surplus
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+fn thread_main(ctx: ThreadContext) {
     Python::attach(|py| loop {
-        let Ok(work) = py.detach(|| rx.recv()) else {
+        let Ok(work) = py.detach(|| ctx.rx.recv()) else {
             break;
         };
+        let ran_job = matches!(work, Work::Run { .. });
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(py, work, &state, async_loop.as_deref())
+            run(py, work, &ctx.state, ctx.async_loop.as_deref())
         }));
         if caught.is_err() {
             // The reply sender was dropped with the panic: the awaiting task records a
             // failed attempt. The thread itself keeps serving.
             eprintln!("spikard-tasks: a panic in the handler bridge was caught");
+        }
+        // Retire only after finishing a job: the thread that was stuck (or any other)
+        // gives its place back once a replacement exists.
+        if ran_job && ctx.retire() {
+            break;
         }
     });
 }
@@ -110,10 +178,12 @@ fn run(py: Python<'_>, work: Work, state: &Arc<BridgeState>, async_loop: Option<
                 }
             };
             if !entry.is_async {
+                state.track_sync(&job.id, true);
                 let outcome = match entry.func.bind(py).call(args, Some(&kwargs)) {
                     Ok(value) => value_outcome(&value),
                     Err(err) => error_outcome(py, err, false),
                 };
+                state.track_sync(&job.id, false);
                 let _ = reply.send(outcome);
                 return;
             }

@@ -19,6 +19,8 @@ mod connect;
 pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod rows;
 #[cfg(feature = "sqlite")]
@@ -153,9 +155,12 @@ pub async fn open(url: &str) -> CoreResult<Arc<dyn Store>> {
         BackendUrl::Postgres(url) => Ok(Arc::new(postgres::PostgresStore::connect(&url).await?)),
         #[cfg(feature = "mysql")]
         BackendUrl::MySql(url) => Ok(Arc::new(mysql::MySqlStore::connect(&url).await?)),
+        #[cfg(feature = "redis")]
+        BackendUrl::Redis(url) => Ok(Arc::new(redis::RedisStore::connect(&url).await?)),
         BackendUrl::InProcess => Err(CoreError::config(
             "inprocess:// is the pure-Python fast path; the durable engine cannot open it",
         )),
+        #[allow(unreachable_patterns)]
         other => Err(CoreError::config(format!(
             "the {} backend is not available in this build",
             other.kind()

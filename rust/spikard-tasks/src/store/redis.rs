@@ -1,0 +1,683 @@
+//! Redis store (`redis://`, `rediss://` over rustls), on a [`ConnectionManager`] that
+//! reconnects with backoff after a server restart.
+//!
+//! Same semantics as the SQLite store; every multi-key change is one Lua script
+//! (`redis_scripts/*.lua`, each behind a shared prelude, run with EVALSHA and reloaded
+//! on NOSCRIPT), so it is atomic. Key layout, all under [`PREFIX`]:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `job:{id}` | hash | the job: the SQLite columns, times in ms, JSON as text |
+//! | `q:{queue}:ready` | zset, all scores 0 | ready jobs; members `(i32::MAX - priority)` as 10 digits, `run_at + 1e15` as 16 digits, then the id, so `ZRANGE BYLEX` yields priority DESC, run_at ASC, id ASC over the full `i32` range |
+//! | `q:{queue}:scheduled` | zset by run_at | pending jobs enqueued with a future run_at |
+//! | `q:{queue}:retry` | zset by run_at | retrying jobs waiting for their next attempt |
+//! | `q:{queue}:unique` | hash | unique_key → id of the unfinished job holding it |
+//! | `q:{queue}:counts` | hash | stored state → number of jobs (kept by the scripts) |
+//! | `running` | zset by lease_until | running jobs of every queue |
+//! | `worker:{name}` | set | ids a worker holds (heartbeat, release) |
+//! | `finished` | zset by finished_at | finished jobs (result expiry) |
+//!
+//! The claim script first moves due scheduled/retrying jobs (at most [`PROMOTE_BATCH`]
+//! per set per call, oldest first) into the ready set, comparing with the caller's
+//! clock like every backend. Enqueues (and retries, rescues and releases that make a
+//! job ready) `PUBLISH` on `wake:{queue}`; [`Store::spawn_listener`] subscribes there.
+//! Scripts build key names themselves, so this targets a standalone (or replicated)
+//! Redis, not Redis Cluster.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Script, ScriptInvocation};
+use serde_json::Value;
+
+use super::{Store, StoredSchedule};
+use crate::error::{CoreError, CoreResult};
+use crate::job::{
+    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
+};
+use crate::time::now_ms;
+use crate::url::redact;
+
+/// Prefix of every key and channel this store uses.
+pub const PREFIX: &str = "spikard:";
+/// Timeout of one connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most due scheduled (or retrying) jobs one claim moves to the ready set, per set.
+const PROMOTE_BATCH: usize = 1000;
+/// Most jobs one rescue or purge script touches; the client loops over batches so the
+/// server is never blocked for long.
+const SCAN_BATCH: usize = 1000;
+/// Pause before the wake-up listener reconnects, doubled up to [`LISTEN_MAX_PAUSE`].
+const LISTEN_PAUSE: Duration = Duration::from_millis(100);
+const LISTEN_MAX_PAUSE: Duration = Duration::from_secs(5);
+/// How often the listener pings its subscription connection to notice a dead peer.
+const LISTEN_PING: Duration = Duration::from_secs(15);
+
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            include_str!("redis_scripts/prelude.lua"),
+            include_str!(concat!("redis_scripts/", $file))
+        ))
+    };
+}
+
+struct Scripts {
+    enqueue: Script,
+    fire: Script,
+    schedules: Script,
+    claim: Script,
+    complete: Script,
+    cancel: Script,
+    heartbeat: Script,
+    rescue: Script,
+    release: Script,
+    counts: Script,
+    purge: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: script!("enqueue.lua"),
+    // The tick claim, then the same insert as `enqueue`, in one script.
+    fire: Script::new(concat!(
+        include_str!("redis_scripts/prelude.lua"),
+        include_str!("redis_scripts/fire.lua"),
+        include_str!("redis_scripts/enqueue.lua")
+    )),
+    schedules: script!("schedules.lua"),
+    claim: script!("claim.lua"),
+    complete: script!("complete.lua"),
+    cancel: script!("cancel.lua"),
+    heartbeat: script!("heartbeat.lua"),
+    rescue: script!("rescue.lua"),
+    release: script!("release.lua"),
+    counts: script!("counts.lua"),
+    purge: script!("purge.lua"),
+});
+
+impl Scripts {
+    fn all(&self) -> [&Script; 11] {
+        [
+            &self.enqueue,
+            &self.fire,
+            &self.schedules,
+            &self.claim,
+            &self.complete,
+            &self.cancel,
+            &self.heartbeat,
+            &self.rescue,
+            &self.release,
+            &self.counts,
+            &self.purge,
+        ]
+    }
+}
+
+/// A job store in Redis.
+#[derive(Clone)]
+pub struct RedisStore {
+    /// Workers' calls: claim, complete, heartbeat, rescue, release.
+    work: ConnectionManager,
+    /// Producers' and readers' calls, on their own connection so that big batches and
+    /// status polls never queue ahead of claims and outcomes (or behind them).
+    calls: ConnectionManager,
+    client: redis::Client,
+    /// The URL's password (raw and percent-decoded), scrubbed from every error text.
+    secrets: Arc<[String]>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to the server a `redis://` or `rediss://` URL names and loads the scripts.
+    pub async fn connect(url: &str) -> CoreResult<Self> {
+        let secrets: Arc<[String]> = secrets_of(url).into();
+        let client = redis::Client::open(url).map_err(|e| {
+            CoreError::config(format!(
+                "malformed Redis URL {:?}: {}",
+                redact(url),
+                scrub(&e.to_string(), &secrets)
+            ))
+        })?;
+        let failed = |e: RedisError| {
+            CoreError::Backend(format!(
+                "cannot connect to Redis at {}: {}",
+                redact(url),
+                scrub(&e.to_string(), &secrets)
+            ))
+        };
+        // One plain attempt first, so a wrong address, password or TLS setting fails
+        // within the timeout instead of after the manager's reconnect backoff.
+        let probe = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(CONNECT_TIMEOUT));
+        let mut first = client
+            .get_multiplexed_async_connection_with_config(&probe)
+            .await
+            .map_err(failed)?;
+        for script in SCRIPTS.all() {
+            script.load_async(&mut first).await.map_err(failed)?;
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            // Scripts over large batches take a while; a timed-out script still runs.
+            .set_response_timeout(Some(Duration::from_secs(30)))
+            .set_max_delay(Duration::from_secs(5));
+        let work = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(failed)?;
+        let calls =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(failed)?;
+        Ok(Self {
+            work,
+            calls,
+            client,
+            secrets,
+        })
+    }
+
+    fn error(&self, err: RedisError) -> CoreError {
+        CoreError::Backend(format!("redis: {}", scrub(&err.to_string(), &self.secrets)))
+    }
+
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        conn: &ConnectionManager,
+        inv: &ScriptInvocation<'_>,
+    ) -> CoreResult<T> {
+        inv.invoke_async(&mut conn.clone())
+            .await
+            .map_err(|e| self.error(e))
+    }
+}
+
+/// The password of `url` as written and percent-decoded (empty when there is none).
+fn secrets_of(url: &str) -> Vec<String> {
+    let Some(raw) = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+        .filter(|p| !p.is_empty())
+    else {
+        return Vec::new();
+    };
+    let decoded = percent_decode(&raw);
+    if decoded == raw {
+        vec![raw]
+    } else {
+        vec![raw, decoded]
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn scrub(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "***"))
+}
+
+/// An optional script argument: `""` for none, else the value behind a marker.
+fn opt(value: Option<&str>) -> String {
+    value.map_or_else(String::new, |v| format!("={v}"))
+}
+
+fn corrupt(id: &str, what: &str) -> CoreError {
+    CoreError::Backend(format!("corrupt job row {id}: {what}"))
+}
+
+fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| corrupt(id, &format!("{what} is not JSON ({e})")))
+    })
+    .transpose()
+}
+
+fn required(h: &mut HashMap<String, String>, field: &str, id: &str) -> CoreResult<String> {
+    h.remove(field)
+        .ok_or_else(|| corrupt(id, &format!("no {field}")))
+}
+
+fn number<T: std::str::FromStr>(
+    text: Option<String>,
+    field: &str,
+    id: &str,
+) -> CoreResult<Option<T>> {
+    text.map(|t| {
+        t.parse()
+            .map_err(|_| corrupt(id, &format!("{field} is not a number: {t:?}")))
+    })
+    .transpose()
+}
+
+fn required_number<T: std::str::FromStr>(
+    h: &mut HashMap<String, String>,
+    field: &str,
+    id: &str,
+) -> CoreResult<T> {
+    number(Some(required(h, field, id)?), field, id)?.ok_or_else(|| corrupt(id, field))
+}
+
+fn record_from_hash(id: &str, mut h: HashMap<String, String>) -> CoreResult<JobRecord> {
+    let stored = JobStatus::parse(&required(&mut h, "status", id)?)?;
+    let run_at_ms: i64 = required_number(&mut h, "run_at", id)?;
+    let status = if stored == JobStatus::Pending && run_at_ms > now_ms() {
+        JobStatus::Scheduled
+    } else {
+        stored
+    };
+    let errors = match h.remove("errors") {
+        Some(t) => serde_json::from_str(&t).map_err(|e| corrupt(id, &format!("errors ({e})")))?,
+        None => Vec::new(),
+    };
+    Ok(JobRecord {
+        queue: required(&mut h, "queue", id)?,
+        task: required(&mut h, "task", id)?,
+        status,
+        attempts: required_number(&mut h, "attempts", id)?,
+        max_attempts: required_number(&mut h, "max_attempts", id)?,
+        priority: required_number(&mut h, "priority", id)?,
+        run_at_ms,
+        args: decode_json(h.remove("args"), "args", id)?.unwrap_or(Value::Null),
+        kwargs: decode_json(h.remove("kwargs"), "kwargs", id)?.unwrap_or(Value::Null),
+        result: decode_json(h.remove("result"), "result", id)?,
+        errors,
+        cancel_reason: h.remove("cancel_reason"),
+        unique_key: h.remove("unique_key"),
+        enqueued_at_ms: required_number(&mut h, "enqueued_at", id)?,
+        started_at_ms: number(h.remove("started_at"), "started_at", id)?,
+        finished_at_ms: number(h.remove("finished_at"), "finished_at", id)?,
+        id: id.to_owned(),
+    })
+}
+
+/// Arguments of `enqueue.lua` (and of `fire.lua`, which runs it).
+fn push_rows(inv: &mut ScriptInvocation<'_>, rows: &[JobRow]) {
+    inv.arg(PREFIX).arg(now_ms()).arg(rows.len());
+    for r in rows {
+        inv.arg(&r.id)
+            .arg(&r.queue)
+            .arg(&r.task)
+            .arg(&r.args)
+            .arg(&r.kwargs)
+            .arg(r.priority)
+            .arg(r.max_attempts)
+            .arg(r.run_at_ms)
+            .arg(opt(r.timeout_ms.map(|t| t.to_string()).as_deref()))
+            .arg(opt(r.unique_key.as_deref()))
+            .arg(r.enqueued_at_ms);
+    }
+}
+
+/// Fields of a claimed job, in the claim script's order.
+type ClaimRow = Vec<Option<String>>;
+
+fn claimed_from_row(row: &ClaimRow) -> CoreResult<ClaimedJob> {
+    let field = |i: usize| row.get(i).cloned().flatten();
+    let id = field(0).unwrap_or_default();
+    let need = |i: usize, name: &str| field(i).ok_or_else(|| corrupt(&id, &format!("no {name}")));
+    let num = |i: usize, name: &str| -> CoreResult<i64> {
+        number(Some(need(i, name)?), name, &id)?.ok_or_else(|| corrupt(&id, name))
+    };
+    Ok(ClaimedJob {
+        queue: need(1, "queue")?,
+        task: need(2, "task")?,
+        args: decode_json(field(3), "args", &id)?.unwrap_or(Value::Null),
+        kwargs: decode_json(field(4), "kwargs", &id)?.unwrap_or(Value::Null),
+        attempt: num(5, "attempts")? as u32,
+        max_attempts: num(6, "max_attempts")? as u32,
+        timeout: number::<i64>(field(7), "timeout_ms", &id)?.map(|ms| ms as f64 / 1000.0),
+        priority: num(8, "priority")? as i32,
+        id,
+    })
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = SCRIPTS.enqueue.prepare_invoke();
+        push_rows(&mut inv, &rows);
+        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
+        Ok(flat
+            .chunks_exact(2)
+            .map(|pair| Enqueued {
+                id: pair[0].clone(),
+                created: pair[1] == "1",
+            })
+            .collect())
+    }
+
+    async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        let h: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(format!("{PREFIX}job:{id}"))
+            .query_async(&mut self.calls.clone())
+            .await
+            .map_err(|e| self.error(e))?;
+        if h.is_empty() {
+            return Ok(None);
+        }
+        record_from_hash(id, h).map(Some)
+    }
+
+    async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        let mut inv = SCRIPTS.cancel.prepare_invoke();
+        inv.arg(PREFIX).arg(now_ms()).arg(id);
+        Ok(self.invoke::<i64>(&self.calls, &inv).await? == 1)
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> CoreResult<Vec<ClaimedJob>> {
+        if limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut inv = SCRIPTS.claim.prepare_invoke();
+        inv.arg(PREFIX)
+            .arg(now)
+            .arg(now + lease.as_millis() as i64)
+            .arg(worker)
+            .arg(limit)
+            .arg(PROMOTE_BATCH);
+        for queue in queues {
+            inv.arg(queue);
+        }
+        let rows: Vec<ClaimRow> = self.invoke(&self.work, &inv).await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut broken = Vec::new();
+        for row in &rows {
+            match claimed_from_row(row) {
+                Ok(job) => jobs.push(job),
+                Err(err) => {
+                    // A corrupt job must not block the queue: fail it with the reason.
+                    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+                    let id = field(0);
+                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+                    let attempt = field(5).parse().unwrap_or(0);
+                    let job = ClaimedJob {
+                        id,
+                        queue: field(1),
+                        task: field(2),
+                        args: Value::Null,
+                        kwargs: Value::Null,
+                        attempt,
+                        max_attempts: 0,
+                        timeout: None,
+                        priority: 0,
+                    };
+                    let error = AttemptError {
+                        attempt,
+                        error: err.to_string(),
+                        traceback: None,
+                        at_ms: now,
+                    };
+                    broken.push((job, Completion::Failed(error)));
+                }
+            }
+        }
+        if !broken.is_empty() {
+            // Never lose the good jobs of this claim over it: if this write fails, the
+            // corrupt jobs' leases expire and they are failed on a later attempt.
+            if let Err(err) = self.complete(worker, broken).await {
+                tracing::warn!(error = %err, "failing corrupt jobs failed");
+            }
+        }
+        Ok(jobs)
+    }
+
+    async fn complete(
+        &self,
+        worker: &str,
+        done: Vec<(ClaimedJob, Completion)>,
+    ) -> CoreResult<usize> {
+        if done.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = SCRIPTS.complete.prepare_invoke();
+        inv.arg(PREFIX).arg(now_ms()).arg(worker).arg(done.len());
+        for (job, outcome) in &done {
+            let (result, run_at, error, reason) = match outcome {
+                Completion::Succeeded(v) => (Some(serde_json::to_string(v)?), None, None, None),
+                Completion::Retry { run_at_ms, error } => (
+                    None,
+                    Some(run_at_ms.to_string()),
+                    Some(serde_json::to_string(error)?),
+                    None,
+                ),
+                Completion::Failed(error) => {
+                    (None, None, Some(serde_json::to_string(error)?), None)
+                }
+                Completion::Cancelled { reason } => (None, None, None, reason.clone()),
+            };
+            inv.arg(&job.id)
+                .arg(job.attempt)
+                .arg(outcome.status().as_str())
+                .arg(opt(result.as_deref()))
+                .arg(opt(run_at.as_deref()))
+                .arg(opt(error.as_deref()))
+                .arg(opt(reason.as_deref()));
+        }
+        Ok(self.invoke::<usize>(&self.work, &inv).await?)
+    }
+
+    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
+        let mut inv = SCRIPTS.heartbeat.prepare_invoke();
+        inv.arg(PREFIX)
+            .arg(worker)
+            .arg(now_ms() + lease.as_millis() as i64);
+        self.invoke(&self.work, &inv).await
+    }
+
+    async fn rescue_expired(&self) -> CoreResult<u64> {
+        let now = now_ms();
+        let mut total = 0;
+        loop {
+            let mut inv = SCRIPTS.rescue.prepare_invoke();
+            inv.arg(PREFIX).arg(now).arg(SCAN_BATCH);
+            let (rescued, scanned): (u64, usize) = self.invoke(&self.work, &inv).await?;
+            total += rescued;
+            if scanned < SCAN_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
+        let mut inv = SCRIPTS.release.prepare_invoke();
+        inv.arg(PREFIX).arg(worker);
+        match ids {
+            None => {
+                inv.arg("1");
+            }
+            Some([]) => return Ok(0),
+            Some(ids) => {
+                inv.arg("0");
+                for id in ids {
+                    inv.arg(id);
+                }
+            }
+        }
+        self.invoke(&self.work, &inv).await
+    }
+
+    async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
+        let mut inv = SCRIPTS.counts.prepare_invoke();
+        inv.arg(PREFIX).arg(queue).arg(now_ms());
+        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
+        let parse = |s: &str| s.parse::<i64>().unwrap_or(0).max(0) as u64;
+        let scheduled = flat.first().map_or(0, |s| parse(s));
+        let mut counts = QueueCounts::default();
+        for pair in flat.get(1..).unwrap_or_default().chunks_exact(2) {
+            let Ok(status) = JobStatus::parse(&pair[0]) else {
+                continue;
+            };
+            counts.add(status, parse(&pair[1]));
+        }
+        // Scheduled jobs are stored as pending; split them out.
+        counts.scheduled = scheduled.min(counts.pending);
+        counts.pending -= counts.scheduled;
+        Ok(counts)
+    }
+
+    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+        let mut total = 0;
+        loop {
+            let mut inv = SCRIPTS.purge.prepare_invoke();
+            inv.arg(PREFIX).arg(before_ms).arg(SCAN_BATCH);
+            let (deleted, scanned): (u64, usize) = self.invoke(&self.calls, &inv).await?;
+            total += deleted;
+            if scanned < SCAN_BATCH {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
+        let mut inv = SCRIPTS.schedules.prepare_invoke();
+        inv.arg(PREFIX)
+            .arg("save")
+            .arg(name)
+            .arg(definition)
+            .arg(now_ms);
+        self.invoke::<i64>(&self.calls, &inv).await.map(|_| ())
+    }
+
+    async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>> {
+        let mut inv = SCRIPTS.schedules.prepare_invoke();
+        inv.arg(PREFIX).arg("list");
+        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
+        flat.chunks_exact(4)
+            .map(|f| {
+                let time = |s: &str| {
+                    s.parse().map_err(|_| {
+                        CoreError::Backend(format!("corrupt schedule {:?}: time {s:?}", f[0]))
+                    })
+                };
+                Ok(StoredSchedule {
+                    name: f[0].clone(),
+                    definition: f[1].clone(),
+                    last_tick_ms: time(&f[2])?,
+                    updated_at_ms: time(&f[3])?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
+        let mut inv = SCRIPTS.schedules.prepare_invoke();
+        inv.arg(PREFIX).arg("remove").arg(name);
+        Ok(self.invoke::<i64>(&self.calls, &inv).await? > 0)
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        tick_ms: i64,
+        job: Option<JobRow>,
+    ) -> CoreResult<Option<Enqueued>> {
+        let mut inv = SCRIPTS.fire.prepare_invoke();
+        push_rows(&mut inv, job.as_slice());
+        inv.arg(name).arg(tick_ms);
+        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
+        Ok(match flat.as_slice() {
+            [id, created] => Some(Enqueued {
+                id: id.clone(),
+                created: created == "1",
+            }),
+            _ => None,
+        })
+    }
+
+    fn spawn_listener(
+        &self,
+        queues: Vec<String>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let client = self.client.clone();
+        let secrets = self.secrets.clone();
+        let channels: Vec<String> = queues.iter().map(|q| format!("{PREFIX}wake:{q}")).collect();
+        Some(tokio::spawn(async move {
+            let mut pause = LISTEN_PAUSE;
+            loop {
+                match listen(&client, &channels, &wake).await {
+                    Ok(()) => {
+                        pause = LISTEN_PAUSE;
+                        tracing::warn!("Redis wake-up subscription lost; reconnecting");
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %scrub(&e.to_string(), &secrets),
+                        retry_in = ?pause,
+                        "Redis wake-up subscription failed"
+                    ),
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(LISTEN_MAX_PAUSE);
+            }
+        }))
+    }
+}
+
+/// Subscribes to the wake-up channels and wakes a worker per message until the
+/// connection drops (`Ok`) or fails to open (`Err`).
+async fn listen(
+    client: &redis::Client,
+    channels: &[String],
+    wake: &tokio::sync::Notify,
+) -> Result<(), RedisError> {
+    let timeout = |what| RedisError::from((redis::ErrorKind::Io, what));
+    let pubsub = tokio::time::timeout(Duration::from_secs(5), client.get_async_pubsub())
+        .await
+        .map_err(|_| timeout("connecting timed out"))??;
+    let (mut sink, mut stream) = pubsub.split();
+    sink.subscribe(channels).await?;
+    // Jobs may have arrived while nobody listened.
+    wake.notify_one();
+    let mut ping = tokio::time::interval(LISTEN_PING);
+    ping.reset();
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(_) => wake.notify_one(),
+                None => return Ok(()),
+            },
+            _ = ping.tick() => {
+                match tokio::time::timeout(Duration::from_secs(5), sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => return Err(timeout("ping timed out")),
+                }
+            }
+        }
+    }
+}

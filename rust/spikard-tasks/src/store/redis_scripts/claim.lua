@@ -1,0 +1,69 @@
+-- Claims up to `limit` ready jobs of the given queues for a worker.
+-- ARGV: prefix, now, lease_until, worker, limit, promote_cap, queues...
+-- Returns one array per job: id, queue, task, args, kwargs, attempts, max_attempts,
+-- timeout_ms, priority (missing fields are nil).
+local now, lease_until, worker = ARGV[2], ARGV[3], ARGV[4]
+local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+local queues = {}
+for i = 7, #ARGV do queues[#queues + 1] = ARGV[i] end
+
+-- Scheduled and retrying jobs whose run_at has come join the ready set.
+for _, queue in ipairs(queues) do
+  for _, set in ipairs({ 'scheduled', 'retry' }) do
+    local key = qkey(queue, set)
+    local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, cap)
+    for _, id in ipairs(due) do
+      local h = redis.call('HMGET', jkey(id), 'status', 'priority', 'run_at')
+      if h[1] == 'pending' or h[1] == 'retrying' then make_ready(queue, h[2], h[3], id) end
+      redis.call('ZREM', key, id)
+    end
+  end
+end
+
+-- Byte-wise order (Lua's `<` on strings follows the server's locale).
+local function before(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local claimed = {}
+for _ = 1, 8 do
+  local want = limit - #claimed
+  if want <= 0 then break end
+  local candidates = {}
+  for _, queue in ipairs(queues) do
+    local members = redis.call('ZRANGE', qkey(queue, 'ready'), '-', '+', 'BYLEX', 'LIMIT', 0, want)
+    for _, m in ipairs(members) do candidates[#candidates + 1] = { m, queue } end
+  end
+  if #candidates == 0 then break end
+  if #queues > 1 then table.sort(candidates, function(a, b) return before(a[1], b[1]) end) end
+  local stale = false
+  for i = 1, math.min(want, #candidates) do
+    local m, queue = candidates[i][1], candidates[i][2]
+    redis.call('ZREM', qkey(queue, 'ready'), m)
+    local id = string.sub(m, MEMBER_PREFIX + 1)
+    local k = jkey(id)
+    local h = redis.call('HMGET', k, 'status', 'attempts')
+    if h[1] == 'pending' or h[1] == 'retrying' then
+      local attempts = int((tonumber(h[2]) or 0) + 1)
+      redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'locked_by', worker,
+        'lease_until', lease_until, 'started_at', now)
+      redis.call('ZADD', RUNNING, lease_until, id)
+      redis.call('SADD', wkey(worker), id)
+      count(queue, h[1], -1)
+      count(queue, 'running', 1)
+      local job = redis.call('HMGET', k, 'queue', 'task', 'args', 'kwargs', 'attempts',
+        'max_attempts', 'timeout_ms', 'priority')
+      table.insert(job, 1, id)
+      claimed[#claimed + 1] = job
+    else
+      stale = true
+    end
+  end
+  if not stale then break end
+end
+return claimed

@@ -1,0 +1,66 @@
+-- Inserts a batch of jobs, all or nothing.
+-- ARGV: prefix, now, n, then 11 per job: id, queue, task, args, kwargs, priority,
+-- max_attempts, run_at, timeout_ms (opt), unique_key (opt), enqueued_at.
+-- Returns id, created (1|0) per job.
+local now = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local F = 11
+
+-- Validate everything before the first write.
+local seen = {}
+for i = 0, n - 1 do
+  local id = ARGV[4 + i * F]
+  if seen[id] or redis.call('EXISTS', jkey(id)) == 1 then
+    return redis.error_reply('duplicate job id ' .. id)
+  end
+  seen[id] = true
+end
+
+local out = {}
+local woken = {}
+for i = 0, n - 1 do
+  local b = 4 + i * F
+  local id, queue, run_at = ARGV[b], ARGV[b + 1], ARGV[b + 7]
+  local unique_key = opt(ARGV[b + 9])
+  local existing = nil
+  if unique_key then
+    local uid = redis.call('HGET', qkey(queue, 'unique'), unique_key)
+    if uid then
+      local st = redis.call('HGET', jkey(uid), 'status')
+      if st == 'pending' or st == 'running' or st == 'retrying' then existing = uid end
+    end
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = 0
+  else
+    local fields = {
+      'id', id, 'queue', queue, 'task', ARGV[b + 2], 'args', ARGV[b + 3],
+      'kwargs', ARGV[b + 4], 'status', 'pending', 'priority', ARGV[b + 5], 'attempts', '0',
+      'max_attempts', ARGV[b + 6], 'run_at', run_at, 'enqueued_at', ARGV[b + 10],
+      'cancel_requested', '0',
+    }
+    local timeout_ms = opt(ARGV[b + 8])
+    if timeout_ms then
+      fields[#fields + 1] = 'timeout_ms'
+      fields[#fields + 1] = timeout_ms
+    end
+    if unique_key then
+      fields[#fields + 1] = 'unique_key'
+      fields[#fields + 1] = unique_key
+      redis.call('HSET', qkey(queue, 'unique'), unique_key, id)
+    end
+    redis.call('HSET', jkey(id), unpack(fields))
+    if tonumber(run_at) > now then
+      redis.call('ZADD', qkey(queue, 'scheduled'), run_at, id)
+    else
+      make_ready(queue, ARGV[b + 5], run_at, id)
+      woken[queue] = true
+    end
+    count(queue, 'pending', 1)
+    out[#out + 1] = id
+    out[#out + 1] = 1
+  end
+end
+for queue in pairs(woken) do wake(queue) end
+return out

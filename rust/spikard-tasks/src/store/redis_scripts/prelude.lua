@@ -1,0 +1,68 @@
+-- Shared helpers, prepended to every script. ARGV[1] is the key prefix (`spikard:`).
+-- Numbers that are times or ids travel as strings from the client and are stored as
+-- given: Lua numbers are doubles and would print large values in exponent form.
+local P = ARGV[1]
+local RUNNING = P .. 'running'
+local FINISHED = P .. 'finished'
+
+local function jkey(id) return P .. 'job:' .. id end
+-- `queue or ''`: a corrupt hash without a queue must not abort a script half-way.
+local function qkey(queue, what) return P .. 'q:' .. (queue or '') .. ':' .. what end
+local function wkey(worker) return P .. 'worker:' .. worker end
+local function int(n) return string.format('%d', n) end
+
+-- Ready-set member: every score is 0, so ZRANGE BYLEX orders by this string:
+-- (i32::MAX - priority) as 10 digits, run_at + 1e15 as 16 digits, then the id.
+local MEMBER_PREFIX = 26
+local function member(priority, run_at, id)
+  local p = tonumber(priority) or 0
+  if p > 2147483647 then p = 2147483647 elseif p < -2147483648 then p = -2147483648 end
+  local r = (tonumber(run_at) or 0) + 1e15
+  if r < 0 then r = 0 elseif r > 9e15 then r = 9e15 end
+  return string.format('%010d%016d', 2147483647 - p, r) .. id
+end
+
+local function make_ready(queue, priority, run_at, id)
+  redis.call('ZADD', qkey(queue, 'ready'), 0, member(priority, run_at, id))
+end
+
+local function wake(queue) redis.call('PUBLISH', P .. 'wake:' .. queue, '1') end
+
+-- Per-queue counters of stored states.
+local function count(queue, status, n) redis.call('HINCRBY', qkey(queue, 'counts'), status, n) end
+
+-- Optional arguments: '' is none, otherwise the value behind a one-character marker.
+local function opt(s)
+  if s == nil or s == '' then return nil end
+  return string.sub(s, 2)
+end
+
+local function is_finished(status)
+  return status == 'succeeded' or status == 'failed' or status == 'cancelled'
+end
+
+-- Appends one JSON object to a JSON array kept as text.
+local function append_error(errors, e)
+  if not errors or errors == '' or errors == '[]' then return '[' .. e .. ']' end
+  return string.sub(errors, 1, -2) .. ',' .. e .. ']'
+end
+
+local function release_unique(queue, key, id)
+  if key then
+    local u = qkey(queue, 'unique')
+    if redis.call('HGET', u, key) == id then redis.call('HDEL', u, key) end
+  end
+end
+
+-- A job leaves `running`: drop its lease and the lease indexes.
+local function unlock(k, id, worker)
+  redis.call('HDEL', k, 'locked_by', 'lease_until')
+  redis.call('ZREM', RUNNING, id)
+  if worker then redis.call('SREM', wkey(worker), id) end
+end
+
+-- A job reaches a finished state.
+local function finish(queue, id, unique_key, now)
+  redis.call('ZADD', FINISHED, now, id)
+  release_unique(queue, unique_key, id)
+end
