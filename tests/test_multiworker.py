@@ -24,13 +24,9 @@ def test_three_workers_run_each_job_exactly_once(shared_url: str, tmp_path: Path
     queue_name = f"multi-{uuid.uuid4().hex[:8]}"
     env = {"SPIKARD_TASKS_QUEUE": queue_name}
     producer = TaskQueue(shared_url, queue=queue_name)
-    workers = [
-        start_worker(shared_url, log, "--concurrency", "8", env=env) for _ in range(WORKERS)
-    ]
+    workers = [start_worker(shared_url, log, "--concurrency", "8", env=env) for _ in range(WORKERS)]
     try:
-        jobs = producer.enqueue_many(
-            [("add", [i, 0], {}) for i in range(JOBS)], strict=False
-        )
+        jobs = producer.enqueue_many([("add", [i, 0], {}) for i in range(JOBS)], strict=False)
 
         def all_done() -> bool:
             return producer.counts().get("succeeded", 0) >= JOBS

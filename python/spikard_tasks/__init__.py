@@ -2,7 +2,8 @@
 
 Define tasks with ``@queue.task``, enqueue them with ``.delay()``, run workers with
 ``queue.run_worker()`` or ``spikard-tasks worker module:queue``. Jobs persist in the
-backend (SQLite by default) and run at least once.
+backend (SQLite by default) and run at least once. ``TaskQueue("inprocess://")`` runs the
+same tasks on the in-process fast path (a ``BackgroundRuntime``; no persistence).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .exceptions import (
 )
 from .job import AttemptError, Job, JobInfo
 from .queue import TaskQueue
+from .runtime import BackgroundRuntime, DrainReport, RuntimeJob, RuntimeStats
 from .status import JobStatus
 from .task import Task, TaskHandler
 from .worker import Worker
@@ -31,9 +33,11 @@ from .worker import Worker
 __all__ = [
     "AttemptError",
     "BackendError",
+    "BackgroundRuntime",
     "Backoff",
     "Cancel",
     "ConfigError",
+    "DrainReport",
     "Job",
     "JobCancelled",
     "JobFailed",
@@ -41,7 +45,9 @@ __all__ = [
     "JobStatus",
     "QueueFull",
     "Retry",
+    "RuntimeJob",
     "RuntimeShutDown",
+    "RuntimeStats",
     "SerializationError",
     "SpikardTasksError",
     "Task",

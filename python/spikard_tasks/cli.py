@@ -112,6 +112,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(jobs=args.jobs, concurrency=args.concurrency)
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._serve import serve
+
+    serve(
+        args.target,
+        host=args.host,
+        port=args.port,
+        prefix=args.prefix,
+        max_body_bytes=args.max_body_bytes,
+        root_path=args.root_path,
+        log_level=args.log_level,
+        access_log=not args.no_access_log,
+    )
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -155,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--concurrency", type=int, default=8)
     p.add_argument("--url", help="backend URL (default sqlite:///spikard_tasks_demo.db)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("serve", help="serve the HTTP enqueue API (needs uvicorn)")
+    p.add_argument("target", metavar="MODULE:QUEUE", help="a TaskQueue or a create_app() app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--prefix", help="route prefix (default /tasks)")
+    p.add_argument("--max-body-bytes", type=int, help="request body limit (default 1 MiB)")
+    p.add_argument("--root-path", default="", help="path prefix added by a reverse proxy")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--no-access-log", action="store_true")
+    p.set_defaults(func=_cmd_serve)
+
+    from .bench import add_arguments as add_bench_arguments
+
+    p = sub.add_parser("bench", help="throughput and latency: the fast path against durable URLs")
+    add_bench_arguments(p)
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

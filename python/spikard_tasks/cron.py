@@ -60,7 +60,7 @@ class CronSchedule:
     queue: str | None = None
 
     def __post_init__(self) -> None:
-        task = self.task
+        task: object = self.task
         if not isinstance(task, str):
             task = getattr(task, "name", None)
             if not isinstance(task, str):

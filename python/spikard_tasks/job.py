@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 from typing import TYPE_CHECKING, Any
@@ -97,25 +96,31 @@ class JobInfo:
 
 
 class Job:
-    """A handle on one job. Cheap: it holds the queue and the id, and asks the backend
-    whenever a method is called."""
+    """A handle on one job. Cheap: it holds the queue, the id and (for an
+    ``inprocess://`` queue) the in-process job, and asks the queue's backend whenever a
+    method is called.
 
-    __slots__ = ("_queue", "id")
+    The API is the same on every backend. On ``inprocess://`` the job lives in this
+    process only: its handle keeps it findable, and it is gone when the process ends.
+    """
 
-    def __init__(self, queue: TaskQueue, job_id: str) -> None:
+    __slots__ = ("_handle", "_queue", "id")
+
+    def __init__(self, queue: TaskQueue, job_id: str, handle: Any = None) -> None:
         self._queue = queue
         self.id = job_id
+        self._handle = handle
 
     def info(self) -> JobInfo:
         """A fresh snapshot of the job (raises ``LookupError`` if it no longer exists)."""
-        info = self._queue._job_info(self.id)
+        info = self._queue._backend.info(self)
         if info is None:
             raise LookupError(f"job {self.id} does not exist (expired or never enqueued)")
         return info
 
     def status(self) -> JobStatus:
         """The job's current state (asks the backend)."""
-        return self.info().status
+        return self._queue._backend.status(self)
 
     def result(self, timeout: float | None = None) -> Any:
         """Waits up to ``timeout`` seconds (forever with ``None``) for the job to finish.
@@ -123,22 +128,15 @@ class Job:
         Returns the handler's return value; raises ``JobFailed`` (with ``error`` and
         ``traceback``), ``JobCancelled``, or ``TimeoutError``.
         """
-        info = self._queue._wait(self.id, timeout)
-        if info is None:
-            raise TimeoutError(f"job {self.id} did not finish within {timeout}s")
-        return info.outcome()
+        return self._queue._backend.result(self, timeout)
 
     async def wait(self, timeout: float | None = None) -> Any:
         """Awaitable twin of :meth:`result`."""
-        loop = asyncio.get_running_loop()
-        info = await loop.run_in_executor(None, self._queue._wait, self.id, timeout)
-        if info is None:
-            raise TimeoutError(f"job {self.id} did not finish within {timeout}s")
-        return info.outcome()
+        return await self._queue._backend.wait(self, timeout)
 
     def cancel(self) -> bool:
         """Cancels the job (see ``TaskQueue.cancel``)."""
-        return self._queue.cancel(self.id)
+        return self._queue._backend.cancel(self.id)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _native
+from ._backend import Backend, NativeBackend
 from .config import DEFAULT_URL, TaskQueueConfig
-from .exceptions import ConfigError, UnknownTask
+from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
 from .job import Job, JobInfo
 from .task import Task, TaskHandler, build_options
 
@@ -57,12 +57,15 @@ class TaskQueue:
                 f"not {type(url_or_config).__name__}"
             )
         self.backend = _native.backend_kind(config.url)
-        if self.backend == "inprocess":
-            raise ConfigError("inprocess:// is not available in this build yet")
         self.config = config
         self._tasks: dict[str, Task[Any, Any]] = {}
-        self._native: _native.NativeQueue | None = None
-        self._lock = threading.Lock()
+        self._backend: Backend
+        if self.backend == "inprocess":
+            from .inprocess import InProcessBackend
+
+            self._backend = InProcessBackend(self)
+        else:
+            self._backend = NativeBackend(self, self.backend)
         if config.url == DEFAULT_URL and url_or_config is None:
             self._default_note = " (embedded default)"
         else:
@@ -72,14 +75,27 @@ class TaskQueue:
 
     @property
     def native(self) -> _native.NativeQueue:
-        """The native queue, opened (and its schema set up) on first use."""
-        native = self._native
-        if native is None:
-            with self._lock:
-                if self._native is None:
-                    self._native = _native.NativeQueue(self.config.to_json())
-                native = self._native
-        return native
+        """The native queue of a durable backend, opened (and its schema set up) on
+        first use. An ``inprocess://`` queue has none (``ConfigError``)."""
+        backend = self._backend
+        if not isinstance(backend, NativeBackend):
+            raise ConfigError(
+                "an inprocess:// queue has no durable engine: its jobs live in the process "
+                "that enqueued them"
+            )
+        return backend.native
+
+    def open(self) -> None:
+        """Opens the backend now rather than on first use: a durable queue connects
+        (``ConfigError``/``BackendError`` surface here); ``inprocess://`` has nothing
+        to open (its runtime starts on the first enqueue)."""
+        if isinstance(self._backend, NativeBackend):
+            _ = self._backend.native
+
+    @property
+    def is_durable(self) -> bool:
+        """``False`` for ``inprocess://`` (the fast path), ``True`` for every other URL."""
+        return isinstance(self._backend, NativeBackend)
 
     @property
     def name(self) -> str:
@@ -166,8 +182,7 @@ class TaskQueue:
     def _enqueue_one(
         self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> Job:
-        [(job_id, _created)] = self.native.enqueue([(name, args, kwargs, options)])
-        return Job(self, job_id)
+        return self._backend.enqueue([(name, args, kwargs, options)])[0]
 
     def enqueue(
         self,
@@ -185,7 +200,7 @@ class TaskQueue:
         returns that job.
         """
         name, defaults = self._resolve_task(task, strict)
-        merged = {**defaults, **build_options(options)}
+        merged = _merge(defaults, options)
         return self._enqueue_one(name, _as_args(args), _as_kwargs(kwargs), merged)
 
     def enqueue_many(
@@ -215,12 +230,10 @@ class TaskQueue:
                     "or (task, args, kwargs) tuples"
                 )
             name, defaults = self._resolve_task(task, strict)
-            batch.append(
-                (name, _as_args(args), _as_kwargs(kwargs), {**defaults, **build_options(options)})
-            )
+            batch.append((name, _as_args(args), _as_kwargs(kwargs), _merge(defaults, options)))
         if not batch:
             return []
-        return [Job(self, job_id) for job_id, _ in self.native.enqueue(batch)]
+        return self._backend.enqueue(batch)
 
     async def aenqueue(
         self,
@@ -257,16 +270,32 @@ class TaskQueue:
     # -- lookup ------------------------------------------------------------------------
 
     def _job_info(self, job_id: str) -> JobInfo | None:
-        rec = self.native.get(job_id)
-        return None if rec is None else JobInfo.from_record(rec)
+        backend = self._backend
+        if isinstance(backend, NativeBackend):
+            return backend.info_by_id(job_id)
+        job = backend.get_job(job_id)
+        return None if job is None else backend.info(job)
 
     def _wait(self, job_id: str, timeout: float | None) -> JobInfo | None:
-        rec = self.native.wait(job_id, timeout)
-        return None if rec is None else JobInfo.from_record(rec)
+        """Waits for a job to finish; its snapshot, or ``None`` on timeout."""
+        backend = self._backend
+        if isinstance(backend, NativeBackend):
+            return backend.wait_info(job_id, timeout)
+        job = backend.get_job(job_id)
+        if job is None:
+            return None
+        try:
+            job.result(timeout)
+        except (JobFailed, JobCancelled):
+            pass
+        except TimeoutError:
+            return None
+        return backend.info(job)
 
     def get_job(self, job_id: str) -> Job | None:
-        """The job with this id, or ``None`` if there is none."""
-        return None if self.native.get(job_id) is None else Job(self, job_id)
+        """The job with this id, or ``None`` if there is none (on ``inprocess://``:
+        among this process' jobs, see :mod:`spikard_tasks.inprocess`)."""
+        return self._backend.get_job(job_id)
 
     async def aget_job(self, job_id: str) -> Job | None:
         """Awaitable twin of :meth:`get_job`."""
@@ -275,15 +304,16 @@ class TaskQueue:
     def cancel(self, job_id: str) -> bool:
         """Cancels a job that has not started, or asks a running one to stop (an
         ``async def`` handler is cancelled). ``False`` for finished or unknown jobs."""
-        return self.native.cancel(job_id)
+        return self._backend.cancel(job_id)
 
     async def acancel(self, job_id: str) -> bool:
         """Awaitable twin of :meth:`cancel`."""
         return await asyncio.get_running_loop().run_in_executor(None, self.cancel, job_id)
 
     def counts(self, queue: str | None = None) -> dict[str, int]:
-        """Job counts per state in this queue (or ``queue``)."""
-        return dict(self.native.counts(queue))
+        """Job counts per state in this queue (or ``queue``). On ``inprocess://``: the
+        jobs of this process, all queue names together, since the queue was created."""
+        return self._backend.counts(queue)
 
     # -- workers -----------------------------------------------------------------------
 
@@ -296,12 +326,13 @@ class TaskQueue:
         drain_timeout: float | None = None,
     ) -> Worker:
         """A worker running in this process, in the background. Use it as a context
-        manager (``with`` or ``async with``): it starts on entry and drains on exit."""
-        from .worker import Worker
+        manager (``with`` or ``async with``): it starts on entry and drains on exit.
 
-        return Worker(
-            self, concurrency=concurrency, queues=queues, name=name, drain_timeout=drain_timeout
-        )
+        On ``inprocess://`` jobs run without a worker; this one keeps the same program
+        working unchanged: it starts the queue's runtime and its exit drains it
+        (``concurrency`` and ``queues`` do not apply there).
+        """
+        return self._backend.worker(concurrency, queues, name, drain_timeout)
 
     def run_worker(
         self,
@@ -311,12 +342,9 @@ class TaskQueue:
         name: str | None = None,
         drain_timeout: float | None = None,
     ) -> dict[str, int]:
-        """Runs a worker until SIGINT/SIGTERM, then drains gracefully; returns its report."""
-        from .worker import Worker
-
-        worker = Worker(
-            self, concurrency=concurrency, queues=queues, name=name, drain_timeout=drain_timeout
-        )
+        """Runs a worker until SIGINT/SIGTERM, then drains gracefully; returns its report
+        (on ``inprocess://``: blocks while the runtime runs jobs, then drains it)."""
+        worker = self._backend.worker(concurrency, queues, name, drain_timeout)
         return worker.run_forever()
 
 
@@ -334,6 +362,12 @@ def _handler_callable(target: Any) -> tuple[Callable[..., Any], str]:
     module = getattr(target, "__module__", None) or "__main__"
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
     return target, f"{module}.{qualname}"
+
+
+def _merge(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """The task's default options overridden by the call's (validated) options. Without
+    call options this is ``defaults`` itself (backends treat option dicts as read-only)."""
+    return {**defaults, **build_options(options)} if options else defaults
 
 
 def _as_args(args: Any) -> list[Any]:

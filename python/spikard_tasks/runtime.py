@@ -1,12 +1,12 @@
 """The in-process, non-durable fast path: :class:`BackgroundRuntime`.
 
-A :class:`BackgroundRuntime` runs callables in this process, with no persistence and no
-retries. It owns an asyncio event loop on a daemon thread, so it can be used from plain
-synchronous code and from inside another running event loop alike:
+A :class:`BackgroundRuntime` runs callables in this process, with no persistence. It owns
+an asyncio event loop on a daemon thread, so it can be used from plain synchronous code
+and from inside another running event loop alike:
 
 .. code-block:: python
 
-    from spikard_tasks.runtime import BackgroundRuntime
+    from spikard_tasks import BackgroundRuntime
 
     with BackgroundRuntime(max_queue_size=1024, max_concurrent_tasks=128) as rt:
         job = rt.submit(send_email, "a@example.com", subject="hi")
@@ -14,7 +14,9 @@ synchronous code and from inside another running event loop alike:
 
 ``async def`` handlers run on the runtime's loop; plain functions run on a
 :class:`concurrent.futures.ThreadPoolExecutor` of ``max_concurrent_tasks`` threads, so
-they never block the loop.
+they never block the loop. ``submit`` also takes a registered
+:class:`~spikard_tasks.Task` and runs its function. ``TaskQueue("inprocess://")`` runs a
+queue's tasks on a runtime of its own (see :mod:`spikard_tasks.inprocess`).
 
 Bound and concurrency
     At most ``max_concurrent_tasks`` handlers run at once (sync and async together). Until
@@ -25,24 +27,39 @@ Bound and concurrency
     ``max_queue_size + max_concurrent_tasks`` jobs can be accepted at once when handlers
     block, and one more :meth:`~BackgroundRuntime.submit` raises
     :class:`~spikard_tasks.exceptions.QueueFull` at once; it never blocks. The check is
-    made under a lock at submit time, so it is exact with concurrent submitters.
+    made under a lock at submit time, so it is exact with concurrent submitters. Jobs
+    waiting for a ``delay`` or for a retry are unfinished too and count the same way.
+
+Order, delays and timeouts (``submit_with``)
+    Queued jobs start in ``priority`` order (higher first), first come first served among
+    equal priorities. A job submitted with ``delay`` is ``"scheduled"`` and never starts
+    before that many seconds have passed (checked against the wall clock). A job with a
+    ``timeout`` fails with ``TimeoutError`` when an attempt runs longer: an ``async def``
+    handler is cancelled at the deadline; a sync handler cannot be interrupted, so its
+    attempt fails when it returns late (its return value is discarded).
 
 Outcomes
     A handler's return value makes its job ``"succeeded"``. Any exception (including
     ``SystemExit`` and ``KeyboardInterrupt``) makes it ``"failed"``: the failure is logged
     with its traceback on the ``spikard_tasks.runtime`` logger and does not affect other
     jobs. Raising :class:`~spikard_tasks.exceptions.Cancel` (or ``CancelledError`` from
-    an async handler) ends the job ``"cancelled"``. There are no retries: a
-    :class:`~spikard_tasks.exceptions.Retry` raised here counts as a failure.
+    an async handler) ends the job ``"cancelled"``, and so does :meth:`RuntimeJob.cancel`.
+    By default there are no retries: a :class:`~spikard_tasks.exceptions.Retry` raised
+    here counts as a failure. A job submitted with a ``retry`` policy
+    (:data:`RetryPolicy`) is ``"retrying"`` after a failed attempt for as long as the
+    policy says, then runs again; every failed attempt is kept in
+    :attr:`RuntimeJob.errors`.
 
 Shutdown
     :meth:`~BackgroundRuntime.shutdown` stops accepting jobs, lets queued and running jobs
-    finish for up to the drain timeout, then cancels what is left and returns a
-    :class:`DrainReport`. Jobs still queued at that point end ``"cancelled"`` without
-    starting; running async handlers are cancelled; running sync handlers cannot be
-    interrupted, so they are reported unfinished and keep their thread until they return
-    (their job then ends normally). A runtime still running at interpreter exit is shut
-    down the same way from an :mod:`atexit` hook, bounded by its ``drain_timeout``.
+    (and scheduled ones whose time comes within the drain timeout) finish for up to the
+    drain timeout, then cancels what is left and returns a :class:`DrainReport`. Jobs
+    whose time or next attempt falls after the drain deadline end ``"cancelled"`` at once;
+    jobs still queued at the deadline end ``"cancelled"`` without starting; running async
+    handlers are cancelled; running sync handlers cannot be interrupted, so they are
+    reported unfinished and keep their thread until they return (their job then ends
+    normally). A runtime still running at interpreter exit is shut down the same way from
+    an :mod:`atexit` hook, bounded by its ``drain_timeout``.
 """
 
 from __future__ import annotations
@@ -52,31 +69,49 @@ import atexit
 import concurrent.futures
 import contextlib
 import functools
+import heapq
 import inspect
+import itertools
 import logging
 import math
 import os
 import threading
+import time
 import traceback as _traceback
 import types
-import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-from spikard_tasks.exceptions import (
-    Cancel,
-    JobCancelled,
-    JobFailed,
-    QueueFull,
-    RuntimeShutDown,
+from ._runtime_job import (
+    _CANCELLED,
+    _EMPTY_KWARGS,
+    _FAILED,
+    _PENDING,
+    _RETRYING,
+    _RUNNING,
+    _SCHEDULED,
+    _SUCCEEDED,
+    _WAITING,
+    DrainReport,
+    RetryPolicy,
+    RuntimeJob,
+    RuntimeJobStatus,
+    RuntimeStats,
+    _notify,
+    _resolve_future,
 )
+from .exceptions import Cancel, QueueFull, RuntimeShutDown
+from .task import Task
+
+if TYPE_CHECKING:
+    from ._runtime_job import _Waiter
 
 __all__ = [
     "BackgroundRuntime",
     "DrainReport",
+    "RetryPolicy",
     "RuntimeJob",
     "RuntimeJobStatus",
     "RuntimeStats",
@@ -86,16 +121,6 @@ logger = logging.getLogger("spikard_tasks.runtime")
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-RuntimeJobStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-"""The states of a :class:`RuntimeJob`, as returned by :meth:`RuntimeJob.status`."""
-
-_PENDING: RuntimeJobStatus = "pending"
-_RUNNING: RuntimeJobStatus = "running"
-_SUCCEEDED: RuntimeJobStatus = "succeeded"
-_FAILED: RuntimeJobStatus = "failed"
-_CANCELLED: RuntimeJobStatus = "cancelled"
-_TERMINAL = frozenset({_SUCCEEDED, _FAILED, _CANCELLED})
 
 # A worker coroutine yields to the loop after this many async jobs in a row that finished
 # without suspending, so callbacks (wake-ups, waiters, shutdown) are never starved.
@@ -111,287 +136,11 @@ _CANCEL_GRACE = 1.0
 _RESPONSE_GRACE = 5.0
 
 _CO_COROUTINE = inspect.CO_COROUTINE
-_EMPTY_KWARGS: dict[str, Any] = {}
-_ID_LOCK = threading.Lock()
 _THREAD_STATE = threading.local()
-
-if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    # A thread blocked in result() waits on a held lock; a coroutine in wait() on a future.
-    _Waiter: TypeAlias = threading.Lock | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeStats:
-    """A consistent snapshot of a :class:`BackgroundRuntime`'s counters.
-
-    Attributes:
-        queued: jobs accepted and not started yet (this includes, for an instant, a job
-            that a free execution slot is about to pick up).
-        running: jobs holding an execution slot: their handler is running.
-        succeeded: jobs that ended ``"succeeded"`` since the runtime was created.
-        failed: jobs that ended ``"failed"`` since the runtime was created.
-        cancelled: jobs that ended ``"cancelled"`` since the runtime was created.
-    """
-
-    queued: int
-    running: int
-    succeeded: int
-    failed: int
-    cancelled: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DrainReport:
-    """What :meth:`BackgroundRuntime.shutdown` achieved.
-
-    Attributes:
-        completed: jobs that finished (succeeded, failed or cancelled by their handler)
-            while the runtime drained.
-        unfinished: number of jobs that had not finished when the drain ended: jobs still
-            queued (they end ``"cancelled"`` without starting), running async handlers
-            (cancelled) and running sync handlers (left to finish on their thread).
-        unfinished_jobs: one ``"name (id)"`` entry per unfinished job.
-        timed_out: ``True`` when the drain timeout expired before all work finished.
-    """
-
-    completed: int = 0
-    unfinished: int = 0
-    unfinished_jobs: list[str] = field(default_factory=list)
-    timed_out: bool = False
-
-
-class RuntimeJob(Generic[T]):
-    """A handle on one job submitted to a :class:`BackgroundRuntime`.
-
-    Jobs are created by :meth:`BackgroundRuntime.submit` and
-    :meth:`BackgroundRuntime.submit_with`; do not instantiate this class yourself. Every
-    method is thread-safe.
-    """
-
-    __slots__ = (
-        "_args",
-        "_error",
-        "_exc",
-        "_fn",
-        "_id",
-        "_is_async",
-        "_kwargs",
-        "_name",
-        "_request_id",
-        "_runtime",
-        "_state",
-        "_traceback",
-        "_value",
-        "_waiters",
-    )
-
-    def __init__(
-        self,
-        runtime: BackgroundRuntime,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        is_async: bool,
-        name: str,
-        request_id: str | None,
-    ) -> None:
-        """Create a pending job; only :class:`BackgroundRuntime` does this."""
-        self._id: str | None = None
-        self._name = name
-        self._request_id = request_id
-        self._runtime = runtime
-        self._fn: Callable[..., Any] | None = fn
-        self._args = args
-        self._kwargs = kwargs
-        self._is_async = is_async
-        self._state: RuntimeJobStatus = _PENDING
-        self._value: Any = None
-        self._exc: BaseException | None = None
-        self._error: str | None = None
-        self._traceback: str | None = None
-        self._waiters: list[_Waiter] | None = None
-
-    @property
-    def id(self) -> str:
-        """The job's id: a random UUID (version 4) as 32 hex digits.
-
-        It is generated on first access (most fire-and-forget jobs never need one) and
-        never changes afterwards.
-        """
-        job_id = self._id
-        if job_id is None:
-            with _ID_LOCK:
-                job_id = self._id
-                if job_id is None:
-                    job_id = self._id = uuid.uuid4().hex
-        return job_id
-
-    @property
-    def name(self) -> str:
-        """The job's name: the ``name`` given at submit time or the callable's qualname."""
-        return self._name
-
-    @property
-    def request_id(self) -> str | None:
-        """The request id given at submit time (for correlating logs), or ``None``."""
-        return self._request_id
-
-    def status(self) -> RuntimeJobStatus:
-        """Return the job's current state.
-
-        Returns:
-            ``"pending"`` (accepted, not started), ``"running"``, ``"succeeded"``,
-            ``"failed"`` or ``"cancelled"``.
-        """
-        return self._state
-
-    def done(self) -> bool:
-        """Return ``True`` once the job has succeeded, failed or been cancelled."""
-        return self._state in _TERMINAL
-
-    @property
-    def exception(self) -> BaseException | None:
-        """The exception the handler raised if the job failed, else ``None``."""
-        return self._exc
-
-    @property
-    def error(self) -> str | None:
-        """Why the job did not succeed, or ``None``.
-
-        For a failed job this is ``"ExcType: message"``; for a cancelled job, the reason.
-        """
-        return self._error
-
-    @property
-    def traceback(self) -> str | None:
-        """The formatted traceback of a failed job, else ``None``."""
-        return self._traceback
-
-    def result(self, timeout: float | None = None) -> T:
-        """Wait for the job to finish and return the handler's return value.
-
-        Args:
-            timeout: seconds to wait; ``None`` waits as long as it takes.
-
-        Returns:
-            The value the handler returned.
-
-        Raises:
-            JobFailed: the handler raised; ``error`` and ``traceback`` describe it.
-            JobCancelled: the job was cancelled (by shutdown or by its handler).
-            TimeoutError: the job did not finish within ``timeout`` seconds.
-            RuntimeError: called on the runtime's own event loop thread for an
-                unfinished job (that would deadlock); use ``await job.wait()`` there.
-        """
-        if self._state not in _TERMINAL:
-            self._wait_blocking(timeout)
-        return self._outcome()
-
-    async def wait(self, timeout: float | None = None) -> T:
-        """Await the job's end without blocking the event loop; the twin of :meth:`result`.
-
-        Usable from any event loop, including the runtime's own (from an async handler).
-
-        Args:
-            timeout: seconds to wait; ``None`` waits as long as it takes.
-
-        Returns:
-            The value the handler returned.
-
-        Raises:
-            JobFailed: the handler raised; ``error`` and ``traceback`` describe it.
-            JobCancelled: the job was cancelled (by shutdown or by its handler).
-            TimeoutError: the job did not finish within ``timeout`` seconds.
-        """
-        if self._state in _TERMINAL:
-            return self._outcome()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        waiter: _Waiter = (loop, fut)
-        if not self._add_waiter(waiter):
-            return self._outcome()
-        try:
-            if timeout is None:
-                await fut
-            else:
-                await asyncio.wait_for(fut, max(0.0, timeout))
-        except (asyncio.TimeoutError, TimeoutError):
-            self._remove_waiter(waiter)
-            if self._state not in _TERMINAL:
-                raise TimeoutError(
-                    f"job {self.id} ({self._name}) did not finish within {timeout}s"
-                ) from None
-        except BaseException:
-            self._remove_waiter(waiter)
-            raise
-        return self._outcome()
-
-    def __repr__(self) -> str:
-        """Return ``<RuntimeJob name id=... status=...>``."""
-        return f"<RuntimeJob {self._name} id={self.id} status={self._state}>"
-
-    # -- internals -------------------------------------------------------------------
-
-    def _outcome(self) -> T:
-        state = self._state
-        if state == _SUCCEEDED:
-            value: T = self._value
-            return value
-        if state == _FAILED:
-            raise JobFailed(self.id, self._error or "failed", self._traceback)
-        raise JobCancelled(self.id, self._error)
-
-    def _add_waiter(self, waiter: _Waiter) -> bool:
-        """Register ``waiter``; return ``False`` (not registered) if the job is done."""
-        with self._runtime._lock:
-            if self._state in _TERMINAL:
-                return False
-            if self._waiters is None:
-                self._waiters = [waiter]
-            else:
-                self._waiters.append(waiter)
-            return True
-
-    def _remove_waiter(self, waiter: _Waiter) -> None:
-        with self._runtime._lock:
-            waiters = self._waiters
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-
-    def _wait_blocking(self, timeout: float | None) -> None:
-        if self._runtime._on_loop_thread():
-            raise RuntimeError(
-                "RuntimeJob.result() cannot wait on the runtime's own event loop thread "
-                "(it would deadlock); use `await job.wait()` instead"
-            )
-        gate = threading.Lock()
-        gate.acquire()
-        if not self._add_waiter(gate):
-            return
-        if gate.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            return
-        self._remove_waiter(gate)
-        if self._state not in _TERMINAL:
-            raise TimeoutError(f"job {self.id} ({self._name}) did not finish within {timeout}s")
-
-
-def _resolve_future(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-def _notify(waiters: list[_Waiter]) -> None:
-    """Wake threads blocked in ``result()`` and coroutines awaiting ``wait()``."""
-    for waiter in waiters:
-        if isinstance(waiter, tuple):
-            loop, fut = waiter
-            # RuntimeError: that loop is closed, so nobody is waiting any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve_future, fut)
-        else:
-            waiter.release()
+_now = time.time
+_CANCELLED_BY_REQUEST = "cancelled by request"
+_TOO_LATE = "runtime shut down before the job's time"
+_TOO_LATE_RETRY = "runtime shut down before the job's next attempt"
 
 
 def _is_async_callable(fn: Callable[..., Any]) -> bool:
@@ -449,12 +198,53 @@ def _check_timeout(name: str, value: object) -> float:
     return seconds
 
 
+def _no_op() -> None:
+    """A placeholder callable."""
+
+
+def _check_priority(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"priority must be an int, got {value!r}")
+    return value
+
+
+def _optional_seconds(name: str, value: object) -> float | None:
+    return None if value is None else _check_timeout(name, value)
+
+
+def _timeout_text(job: RuntimeJob[Any]) -> str:
+    limit = job._timeout
+    return f"attempt {job._attempts} ran past its {limit:g}s timeout"
+
+
+async def _with_timeout(job: RuntimeJob[Any], coro: Coroutine[Any, Any, Any]) -> Any:
+    """Await ``coro`` with the job's timeout; a timeout becomes a ``TimeoutError``
+    naming the attempt (the handler is cancelled)."""
+    limit = job._timeout
+    assert limit is not None
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        return await asyncio.wait_for(coro, limit)
+    except asyncio.TimeoutError:
+        if loop.time() - started < limit:
+            raise  # the handler itself raised TimeoutError before the deadline
+        raise TimeoutError(_timeout_text(job)) from None
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> None:
+    """Undo one ``task.cancel()`` that was aimed at a job, not at the worker (3.11+)."""
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is not None and cancelling() > 0:
+        task.uncancel()  # type: ignore[union-attr]
+
+
 class BackgroundRuntime:
     """An in-process, bounded, non-durable job runner: the fast path of spikard-tasks.
 
     The runtime starts itself on the first :meth:`submit` (or an explicit :meth:`start`)
     and runs its own event loop on a daemon thread. See the module documentation for the
-    bound, concurrency and shutdown semantics.
+    bound, concurrency, ordering and shutdown semantics.
 
     Args:
         max_queue_size: how many accepted jobs may wait (queued or for an execution slot)
@@ -491,27 +281,43 @@ class BackgroundRuntime:
 
         # Everything below is guarded by _lock.
         self._lock = threading.Lock()
+        # Ready jobs, highest priority first, first come first served among equals.
         self._pending: deque[RuntimeJob[Any]] = deque()
         self._running = 0  # jobs holding an execution slot (len(_pending) are queued)
+        # Jobs waiting for their time, as (due, sequence, job); entries of jobs that were
+        # cancelled meanwhile stay until popped. _waiting counts the live entries.
+        self._heap: list[tuple[float, int, RuntimeJob[Any]]] = []
+        self._seq = itertools.count()
+        self._waiting = 0
         self._succeeded = 0
         self._failed = 0
         self._cancelled = 0
+        self._retried = 0
         self._finished = 0  # every terminal transition made by running a handler
         self._finished_at_close = 0  # value of _finished when shutdown began
         self._slots: list[RuntimeJob[Any] | None] = [None] * self._max_concurrent
         self._idle: list[asyncio.Future[None]] = []  # futures of idle worker coroutines
         self._wake_scheduled = False
         self._closed = False  # no more submissions
-        self._stopping = False  # workers exit once the queue is empty
+        self._stopping = False  # workers exit once nothing is queued or waiting
         self._abandoned = False  # drain timed out: leftovers are cancelled
+        self._drain_deadline = math.inf  # wall-clock end of the drain
+        self._cut_off: list[RuntimeJob[Any]] = []  # cancelled for being due after it
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._loop_ident: int | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._workers: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None  # loop thread only
         self._pid = os.getpid()
-        self._last_callable: tuple[object, bool, str] = (None, False, "")
+        # (submitted object, function to run, is_async, default name) of the last submit.
+        self._last_callable: tuple[object, Callable[..., Any], bool, str] = (
+            None,
+            _no_op,
+            False,
+            "",
+        )
 
     # -- configuration and state -----------------------------------------------------
 
@@ -547,14 +353,20 @@ class BackgroundRuntime:
 
     @property
     def stats(self) -> RuntimeStats:
-        """A consistent snapshot of the queued/running/succeeded/failed/cancelled counts."""
+        """A consistent snapshot of the runtime's counters (see :class:`RuntimeStats`)."""
         with self._lock:
+            retrying = 0
+            if self._waiting:
+                retrying = sum(1 for _, _, job in self._heap if job._state == _RETRYING)
             return RuntimeStats(
                 queued=len(self._pending),
                 running=self._running,
                 succeeded=self._succeeded,
                 failed=self._failed,
                 cancelled=self._cancelled,
+                scheduled=self._waiting - retrying,
+                retrying=retrying,
+                retried=self._retried,
             )
 
     def __repr__(self) -> str:
@@ -726,14 +538,16 @@ class BackgroundRuntime:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RuntimeJob[Any]:
         """Accept ``fn(*args, **kwargs)`` as a job and return its handle at once.
 
-        ``async def`` callables run on the runtime's loop; other callables run on its
-        thread pool. The job is named after ``fn.__qualname__``; use
-        :meth:`submit_with` to set a name or request id. Thread-safe, callable from any
-        thread, from the runtime's own loop and from a running handler. Starts the
-        runtime if needed.
+        ``fn`` is a callable or a registered :class:`~spikard_tasks.Task` (its function
+        runs, the job is named after the task; arguments are passed as they are, with no
+        JSON check). ``async def`` callables run on the runtime's loop; other callables
+        run on its thread pool. The job is named after ``fn.__qualname__``; use
+        :meth:`submit_with` to set a name, request id, priority, delay, timeout or retry
+        policy. Thread-safe, callable from any thread, from the runtime's own loop and
+        from a running handler. Starts the runtime if needed.
 
         Args:
-            fn: the handler to run.
+            fn: the handler to run (a callable or a ``Task``).
             *args: positional arguments for ``fn``.
             **kwargs: keyword arguments for ``fn``.
 
@@ -746,7 +560,9 @@ class BackgroundRuntime:
             RuntimeShutDown: the runtime has been shut down.
             TypeError: ``fn`` is not callable.
         """
-        return self._submit(fn, args, kwargs, None, None)
+        job = self._new_job(fn, args, kwargs, None, None)
+        self._admit((job,))
+        return job
 
     @overload
     def submit_with(
@@ -757,6 +573,12 @@ class BackgroundRuntime:
         *,
         name: str | None = None,
         request_id: str | None = None,
+        job_id: str | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        meta: Any = None,
     ) -> RuntimeJob[T]: ...
 
     @overload
@@ -768,6 +590,12 @@ class BackgroundRuntime:
         *,
         name: str | None = None,
         request_id: str | None = None,
+        job_id: str | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        meta: Any = None,
     ) -> RuntimeJob[T]: ...
 
     def submit_with(
@@ -778,15 +606,28 @@ class BackgroundRuntime:
         *,
         name: str | None = None,
         request_id: str | None = None,
+        job_id: str | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        meta: Any = None,
     ) -> RuntimeJob[Any]:
-        """Like :meth:`submit`, with explicit arguments and job metadata.
+        """Like :meth:`submit`, with explicit arguments, job metadata and options.
 
         Args:
-            fn: the handler to run.
+            fn: the handler to run (a callable or a ``Task``).
             args: positional arguments for ``fn``.
             kwargs: keyword arguments for ``fn``.
-            name: the job's name; defaults to ``fn.__qualname__``.
+            name: the job's name; defaults to ``fn.__qualname__`` (or the task's name).
             request_id: an id to correlate the job with the request that made it.
+            job_id: the job's id; a random one is made when needed otherwise.
+            priority: higher runs first among queued jobs (default 0).
+            delay: seconds before the job may start; it is ``"scheduled"`` until then.
+            timeout: seconds an attempt may run before it fails with ``TimeoutError``.
+            retry: decides, after each failed attempt, whether and when the job runs
+                again (see :data:`RetryPolicy`); ``None`` means one attempt.
+            meta: any object to keep with the job (:attr:`RuntimeJob.meta`).
 
         Returns:
             The :class:`RuntimeJob` handle.
@@ -794,65 +635,190 @@ class BackgroundRuntime:
         Raises:
             QueueFull: the runtime is at its bound; the job was not accepted.
             RuntimeShutDown: the runtime has been shut down.
-            TypeError: ``fn`` is not callable.
+            TypeError: ``fn`` or ``retry`` is not callable.
+            ValueError: ``priority``, ``delay`` or ``timeout`` is out of range.
         """
-        return self._submit(
-            fn, tuple(args), dict(kwargs) if kwargs else _EMPTY_KWARGS, name, request_id
+        job = self._new_job(
+            fn,
+            tuple(args),
+            dict(kwargs) if kwargs else _EMPTY_KWARGS,
+            name,
+            request_id,
+            job_id=job_id,
+            priority=_check_priority(priority),
+            delay=_optional_seconds("delay", delay),
+            timeout=_optional_seconds("timeout", timeout),
+            retry=retry,
+            meta=meta,
         )
+        self._admit((job,))
+        return job
 
-    def _submit(
+    def _new_job(
         self,
         fn: Callable[..., Any],
-        args: tuple[Any, ...],
+        args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],
         name: str | None,
         request_id: str | None,
+        *,
+        job_id: str | None = None,
+        priority: int = 0,
+        delay: float | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        meta: Any = None,
     ) -> RuntimeJob[Any]:
+        """Build a job (not accepted yet); options are already validated."""
         last = self._last_callable  # the same callable is usually submitted many times
         if last[0] is fn:
-            is_async, default_name = last[1], last[2]
+            target, is_async, default_name = last[1], last[2], last[3]
         else:
-            if not callable(fn):
+            if isinstance(fn, Task):
+                target, is_async, default_name = fn.fn, fn.is_async, fn.name
+            elif callable(fn):
+                target, is_async, default_name = fn, _is_async_callable(fn), _callable_name(fn)
+            else:
                 raise TypeError(f"{type(fn).__name__!r} object is not callable")
-            is_async, default_name = _is_async_callable(fn), _callable_name(fn)
-            self._last_callable = (fn, is_async, default_name)
+            self._last_callable = (fn, target, is_async, default_name)
+        if retry is not None and not callable(retry):
+            raise TypeError(f"retry must be callable, not {type(retry).__name__}")
+        now = _now()
+        return RuntimeJob(
+            self,
+            target,
+            args,
+            kwargs,
+            is_async,
+            default_name if name is None else name,
+            request_id,
+            job_id=job_id,
+            priority=priority,
+            due=None if delay is None else now + delay,
+            timeout=timeout,
+            retry=retry,
+            meta=meta,
+            now=now,
+        )
+
+    def _admit(self, jobs: Sequence[RuntimeJob[Any]]) -> None:
+        """Accept all of ``jobs`` or none of them (``QueueFull``, ``RuntimeShutDown``)."""
         if self._loop is None:
             self.start()
-        job: RuntimeJob[Any] = RuntimeJob(
-            self, fn, args, kwargs, is_async, default_name if name is None else name, request_id
-        )
+        arm = False
         pending = self._pending
         with self._lock:
             if self._closed:
                 raise RuntimeShutDown(self._shut_down_message())
-            if len(pending) + self._running >= self._capacity:
+            unfinished = len(pending) + self._running + self._waiting
+            if unfinished + len(jobs) > self._capacity:
+                batch = f"; a batch of {len(jobs)} does not fit" if len(jobs) > 1 else ""
                 raise QueueFull(
                     f"background runtime {self._name!r} is full:"
-                    f" {len(pending) + self._running} jobs unfinished"
+                    f" {unfinished} jobs unfinished"
                     f" (max_queue_size={self._max_queue_size} +"
-                    f" max_concurrent_tasks={self._max_concurrent})"
+                    f" max_concurrent_tasks={self._max_concurrent}){batch}"
                 )
-            pending.append(job)
-            wake = bool(self._idle) and not self._wake_scheduled
+            for job in jobs:
+                if job._due is None:
+                    if not pending or pending[-1]._priority >= job._priority:
+                        pending.append(job)
+                    else:
+                        self._insert_by_priority_locked(job)
+                else:
+                    job._state = _SCHEDULED
+                    arm = self._schedule_locked(job, job._due) or arm
+            wake = bool(self._idle) and bool(pending) and not self._wake_scheduled
             if wake:
                 self._wake_scheduled = True
         if wake:
-            loop = self._loop
-            assert loop is not None
-            try:
-                if self._on_loop_thread():
-                    loop.call_soon(self._wake)
-                else:
-                    loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:  # loop closed by a concurrent shutdown: drain saw the job
-                pass
-        return job
+            self._call_on_loop(self._wake)
+        if arm:
+            self._call_on_loop(self._arm_timer)
+
+    def _insert_by_priority_locked(self, job: RuntimeJob[Any]) -> None:
+        """Queue ``job`` before the first job of lower priority; the caller holds the lock."""
+        pending = self._pending
+        priority = job._priority
+        for index, other in enumerate(pending):
+            if other._priority < priority:
+                pending.insert(index, job)
+                return
+        pending.append(job)
+
+    def _schedule_locked(self, job: RuntimeJob[Any], due: float) -> bool:
+        """Make ``job`` wait until ``due``; return whether the timer must be re-armed."""
+        heapq.heappush(self._heap, (due, next(self._seq), job))
+        self._waiting += 1
+        return self._heap[0][2] is job
 
     def _shut_down_message(self) -> str:
         return f"background runtime {self._name!r} has shut down and no longer accepts jobs"
 
     def _on_loop_thread(self) -> bool:
         return self._loop_ident is not None and threading.get_ident() == self._loop_ident
+
+    def _call_on_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback`` on the loop thread soon (a no-op once the loop is closed)."""
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            if self._on_loop_thread():
+                loop.call_soon(callback, *args)
+            else:
+                loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # loop closed by a concurrent shutdown: drain saw the job
+            pass
+
+    # -- cancellation ----------------------------------------------------------------
+
+    def _cancel(self, job: RuntimeJob[Any]) -> bool:
+        """Cancel ``job`` (see :meth:`RuntimeJob.cancel`)."""
+        waiters: list[_Waiter] | None = None
+        cancel_running = False
+        wake_all = False
+        with self._lock:
+            state = job._state
+            if state == _RUNNING:
+                job._cancel_requested = True
+                cancel_running = job._is_async
+            elif state == _PENDING:
+                try:
+                    self._pending.remove(job)
+                except ValueError:  # not accepted (yet): nothing to cancel here
+                    return False
+                waiters = self._cancel_locked(job, _CANCELLED_BY_REQUEST)
+            elif state in _WAITING:
+                self._waiting -= 1
+                waiters = self._cancel_locked(job, _CANCELLED_BY_REQUEST)
+                wake_all = self._stopping and not self._waiting
+            else:
+                return False
+        if waiters:
+            _notify(waiters)
+        if cancel_running:
+            self._call_on_loop(self._cancel_running, job)
+        if wake_all:
+            self._call_on_loop(self._wake_all)
+        return True
+
+    def _cancel_locked(self, job: RuntimeJob[Any], reason: str) -> list[_Waiter] | None:
+        """End a job that is not running ``"cancelled"``; return its waiters."""
+        job._end_locked(_CANCELLED, reason, _now())
+        self._cancelled += 1
+        waiters = job._waiters
+        job._waiters = None
+        return waiters
+
+    def _cancel_running(self, job: RuntimeJob[Any]) -> None:
+        """Cancel the worker task running async ``job`` (runs on the loop)."""
+        if job._state != _RUNNING:
+            return
+        for slot, current in enumerate(self._slots):
+            if current is job:
+                self._workers[slot].cancel()
+                return
 
     # -- the loop thread -------------------------------------------------------------
 
@@ -890,11 +856,61 @@ class BackgroundRuntime:
             if not fut.done():
                 fut.set_result(None)
 
+    def _wake_all(self) -> None:
+        """Wake every idle worker, e.g. so that they exit when draining (runs on the loop)."""
+        with self._lock:
+            woken = self._idle
+            self._idle = []
+        for fut in woken:
+            if not fut.done():
+                fut.set_result(None)
+
+    def _arm_timer(self) -> None:
+        """Set the loop timer for the earliest waiting job (runs on the loop)."""
+        loop = self._loop
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        with self._lock:
+            due = self._heap[0][0] if self._heap else None
+        if due is not None and loop is not None:
+            self._timer = loop.call_later(max(0.0, due - _now()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        """Move waiting jobs whose time has come to the queue (runs on the loop).
+
+        Due times are wall-clock times and are checked against the wall clock here, so a
+        job never starts early even if the loop's monotonic clock drifts from it.
+        """
+        self._timer = None
+        now = _now()
+        heap = self._heap
+        with self._lock:
+            while heap and heap[0][0] <= now:
+                _, _, job = heapq.heappop(heap)
+                if job._state not in _WAITING:  # cancelled meanwhile
+                    continue
+                self._waiting -= 1
+                job._state = _PENDING
+                pending = self._pending
+                if not pending or pending[-1]._priority >= job._priority:
+                    pending.append(job)
+                else:
+                    self._insert_by_priority_locked(job)
+            wake_all = self._stopping and not self._waiting
+        self._arm_timer()
+        if wake_all:
+            self._wake_all()
+        else:
+            self._wake()
+
     async def _worker(self, slot: int) -> None:
         """Run jobs from the queue one at a time; there is one worker per execution slot.
 
         Finishing a job and starting the next happen under one lock acquisition; after
-        ``_YIELD_EVERY`` async jobs in a row the worker yields to the loop.
+        ``_YIELD_EVERY`` async jobs in a row the worker yields to the loop. While the
+        runtime drains, a worker exits once nothing is queued and no job waits for its
+        time.
         """
         loop = asyncio.get_running_loop()
         lock = self._lock
@@ -910,8 +926,10 @@ class BackgroundRuntime:
                         job = pending.popleft()
                         self._running += 1
                         slots[slot] = job
+                        job._attempts += 1
+                        job._started_at = _now()
                         job._state = _RUNNING
-                    elif self._stopping:
+                    elif self._stopping and not self._waiting:
                         return
                     else:
                         idle = loop.create_future()
@@ -939,9 +957,15 @@ class BackgroundRuntime:
         fn = job._fn
         assert fn is not None
         try:
-            value = await fn(*job._args, **job._kwargs)
+            if job._timeout is None:
+                value = await fn(*job._args, **job._kwargs)
+            else:
+                value = await _with_timeout(job, fn(*job._args, **job._kwargs))
         except asyncio.CancelledError:
             task = asyncio.current_task()
+            if job._cancel_requested and not self._abandoned:  # job.cancel()
+                _uncancel(task)
+                return self._finish(job, slot, _CANCELLED, None, None, _CANCELLED_BY_REQUEST, take)
             cancelling = getattr(task, "cancelling", None)
             external = self._abandoned or (cancelling is not None and cancelling() > 0)
             if external:  # the drain timed out: this worker is being cancelled
@@ -953,6 +977,8 @@ class BackgroundRuntime:
             return self._finish(job, slot, _CANCELLED, None, None, exc.reason or str(exc), take)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt included
             return self._finish(job, slot, _FAILED, None, exc, None, take)
+        if job._cancel_requested:  # the handler swallowed the cancellation
+            _uncancel(asyncio.current_task())
         return self._finish(job, slot, _SUCCEEDED, value, None, None, take)
 
     async def _run_sync(
@@ -989,7 +1015,13 @@ class BackgroundRuntime:
                 fn = job._fn
                 assert fn is not None
                 try:
-                    value = fn(*job._args, **job._kwargs)
+                    if job._timeout is None:
+                        value = fn(*job._args, **job._kwargs)
+                    else:
+                        started = time.monotonic()
+                        value = fn(*job._args, **job._kwargs)
+                        if time.monotonic() - started > job._timeout:
+                            raise TimeoutError(_timeout_text(job))
                 except Cancel as exc:
                     reason = exc.reason or str(exc)
                     next_job = self._finish(job, slot, _CANCELLED, None, None, reason, _TAKE_SYNC)
@@ -1003,6 +1035,23 @@ class BackgroundRuntime:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve_future, done)
 
+    def _next_attempt_at(
+        self, job: RuntimeJob[Any], exc: BaseException, now: float
+    ) -> float | None:
+        """Ask the job's retry policy when the next attempt runs (``None``: no retry)."""
+        policy = job._retry
+        if policy is None or self._abandoned:
+            return None
+        try:
+            delay = policy(exc, job._attempts)
+        except Exception:
+            logger.exception("retry policy of background job %s (%s) raised", job._name, job.id)
+            return None
+        if delay is None:
+            return None
+        seconds = float(delay)
+        return now + (seconds if math.isfinite(seconds) and seconds > 0 else 0.0)
+
     def _finish(
         self,
         job: RuntimeJob[Any],
@@ -1013,46 +1062,85 @@ class BackgroundRuntime:
         reason: str | None = None,
         take: int = 0,
     ) -> RuntimeJob[Any] | None:
-        """Record a job's end and, as ``take`` says, start the next queued job in its slot.
+        """Record the end of an attempt and, as ``take`` says, start the next queued job
+        in its slot.
 
         ``take`` is ``_TAKE_NONE``, ``_TAKE_SYNC`` (only if the next job is sync: a pool
-        thread is calling) or ``_TAKE_ANY``. Returns the job started, if any.
+        thread is calling) or ``_TAKE_ANY``. Returns the job started, if any. A failed
+        attempt whose retry policy asks for another one makes the job ``"retrying"``
+        (it waits for its time outside the execution slots); otherwise the job ends.
 
         A failure is logged before the job is marked done, so whoever sees the job done
         also sees its log record.
         """
+        now = _now()
         error = reason
         tb: str | None = None
+        retry_at: float | None = None
+        if exc is not None and job._cancel_requested:
+            state, exc, error = _CANCELLED, None, _CANCELLED_BY_REQUEST
         if exc is not None:
             error = _error_text(exc)
             tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-            logger.error(
-                "background job %s (%s) failed: %s",
-                job._name,
-                job.id,
-                error,
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-        next_job: RuntimeJob[Any] | None = None
-        with self._lock:
-            # The outcome first, the state last: readers check the state without the lock.
-            job._value = value
-            job._exc = exc
-            job._error = error
-            job._traceback = tb
-            job._state = state
-            job._fn = None
-            job._args = ()
-            job._kwargs = _EMPTY_KWARGS
-            self._finished += 1
-            if state == _SUCCEEDED:
-                self._succeeded += 1
-            elif state == _FAILED:
-                self._failed += 1
+            retry_at = self._next_attempt_at(job, exc, now)
+            if retry_at is None:
+                logger.error(
+                    "background job %s (%s) failed: %s",
+                    job._name,
+                    job.id,
+                    error,
+                    exc_info=(type(exc), exc, exc.__traceback__),
+                )
             else:
-                self._cancelled += 1
-            waiters = job._waiters
-            job._waiters = None
+                logger.warning(
+                    "background job %s (%s) attempt %d failed, next attempt in %.3fs: %s",
+                    job._name,
+                    job.id,
+                    job._attempts,
+                    retry_at - now,
+                    error,
+                )
+        next_job: RuntimeJob[Any] | None = None
+        waiters: list[_Waiter] | None = None
+        arm = False
+        with self._lock:
+            if exc is not None:
+                entry = (job._attempts, error or "failed", tb, now)
+                if job._errors is None:
+                    job._errors = [entry]
+                else:
+                    job._errors.append(entry)
+            cut = retry_at is not None and self._stopping and retry_at > self._drain_deadline
+            # The outcome first, the state last: readers check the state without the lock.
+            job._exc = exc
+            job._traceback = tb
+            if retry_at is not None and not cut:
+                job._error = error
+                job._due = retry_at
+                job._state = _RETRYING
+                arm = self._schedule_locked(job, retry_at)
+                self._retried += 1
+            else:
+                if cut:
+                    self._cut_off.append(job)
+                    state, error = _CANCELLED, _TOO_LATE_RETRY
+                else:
+                    self._finished += 1
+                job._value = value
+                job._error = error
+                job._finished_at = now
+                job._state = state
+                job._fn = None
+                job._args = ()
+                job._kwargs = _EMPTY_KWARGS
+                if state == _SUCCEEDED:
+                    self._succeeded += 1
+                elif state == _FAILED:
+                    self._failed += 1
+                else:
+                    self._cancelled += 1
+                waiters = job._waiters
+                job._waiters = None
             pending = self._pending
             if (
                 take
@@ -1062,6 +1150,8 @@ class BackgroundRuntime:
             ):
                 next_job = pending.popleft()  # it inherits the slot: _running is unchanged
                 self._slots[slot] = next_job
+                next_job._attempts += 1
+                next_job._started_at = now
                 next_job._state = _RUNNING
             else:
                 self._running -= 1
@@ -1069,16 +1159,23 @@ class BackgroundRuntime:
                     self._slots[slot] = None
         if waiters:
             _notify(waiters)
+        if arm:
+            self._call_on_loop(self._arm_timer)
         return next_job
 
     # -- draining --------------------------------------------------------------------
 
     async def _drain(self, timeout: float) -> DrainReport:
         """Let the workers empty the queue, then cancel leftovers (runs on the loop)."""
+        deadline = _now() + timeout
         with self._lock:
             self._stopping = True
+            self._drain_deadline = deadline
+            too_late = self._cut_waiting_locked(deadline)
             idle = self._idle
             self._idle = []
+        if too_late:
+            _notify(too_late)
         for fut in idle:
             if not fut.done():
                 fut.set_result(None)
@@ -1087,11 +1184,13 @@ class BackgroundRuntime:
             _, still_running = await asyncio.wait(self._workers, timeout=timeout)
         with self._lock:
             completed = self._finished - self._finished_at_close
-            timed_out = bool(still_running or self._pending or any(self._slots))
+            timed_out = bool(still_running or self._pending or any(self._slots) or self._waiting)
             unfinished_jobs: list[RuntimeJob[Any]] = []
             waiters: list[_Waiter] = []
             if timed_out:
                 unfinished_jobs, waiters = self._abandon_locked()
+            unfinished_jobs += self._cut_off
+            self._cut_off = []
         if waiters:
             _notify(waiters)
         unfinished = [_describe(job) for job in unfinished_jobs]
@@ -1114,35 +1213,50 @@ class BackgroundRuntime:
             timed_out=timed_out,
         )
 
+    def _cut_waiting_locked(self, deadline: float) -> list[_Waiter]:
+        """Cancel waiting jobs due after ``deadline``; the caller holds ``_lock``.
+
+        Returns their waiters, to be notified once the lock is released.
+        """
+        waiters: list[_Waiter] = []
+        for due, _, job in self._heap:
+            if due > deadline and job._state in _WAITING:
+                reason = _TOO_LATE if job._state == _SCHEDULED else _TOO_LATE_RETRY
+                self._waiting -= 1
+                waiters.extend(self._cancel_locked(job, reason) or ())
+                self._cut_off.append(job)
+        return waiters
+
     def _abandon_locked(self) -> tuple[list[RuntimeJob[Any]], list[_Waiter]]:
         """Give up on the remaining work; the caller holds ``_lock``.
 
-        Queued jobs end ``"cancelled"`` without starting. Returns the unfinished jobs
-        (those queued, then those running) and the waiters of the cancelled ones, to be
-        notified once the lock is released.
+        Queued and waiting jobs end ``"cancelled"`` without starting. Returns the
+        unfinished jobs (those queued, then those running, then those waiting) and the
+        waiters of the cancelled ones, to be notified once the lock is released.
         """
         self._abandoned = True
         leftovers = list(self._pending)
         running = [job for job in self._slots if job is not None]
+        waiting = [job for _, _, job in self._heap if job._state in _WAITING]
         self._pending.clear()
-        self._cancelled += len(leftovers)
+        self._heap.clear()
+        self._waiting = 0
         waiters: list[_Waiter] = []
         for job in leftovers:
-            job._error = "runtime shut down before the job started"
-            job._state = _CANCELLED
-            job._fn = None
-            job._args = ()
-            job._kwargs = _EMPTY_KWARGS
-            if job._waiters:
-                waiters.extend(job._waiters)
-            job._waiters = None
-        return leftovers + running, waiters
+            waiters.extend(
+                self._cancel_locked(job, "runtime shut down before the job started") or ()
+            )
+        for job in waiting:
+            waiters.extend(self._cancel_locked(job, _TOO_LATE) or ())
+        return leftovers + running + waiting, waiters
 
     def _abandon_unresponsive(self) -> DrainReport:
         """Build the report when the loop did not answer (a handler blocks it)."""
         with self._lock:
             completed = self._finished - self._finished_at_close
             jobs, waiters = self._abandon_locked()
+            jobs += self._cut_off
+            self._cut_off = []
         if waiters:
             _notify(waiters)
         unfinished = [_describe(job) for job in jobs]

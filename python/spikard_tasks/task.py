@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -44,27 +45,48 @@ def _seconds(name: str, value: float | dt.timedelta | None) -> float | None:
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be seconds (a number) or a timedelta")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds):
+        raise ConfigError(f"{name} must be a finite number of seconds")
+    return seconds
+
+
+_INT_RANGES = {"priority": (-(2**31), 2**31 - 1), "max_attempts": (1, 2**32 - 1)}
 
 
 def build_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Validates enqueue options and converts them to the engine's form."""
+    """Validates enqueue options and converts them to the engine's form.
+
+    The same checks apply on every backend, so a bad option raises ``ConfigError`` at
+    the enqueue call whether the queue is durable or ``inprocess://``.
+    """
+    if not options:
+        return {}
     unknown = sorted(set(options) - OPTION_NAMES)
     if unknown:
         raise ConfigError(f"unknown enqueue options: {', '.join(unknown)}")
     out: dict[str, Any] = {}
-    for key in ("priority", "max_attempts"):
+    for key, (low, high) in _INT_RANGES.items():
         value = options.get(key)
         if value is not None:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{key} must be an integer")
+            if not low <= value <= high:
+                raise ConfigError(f"{key} must be between {low} and {high}")
             out[key] = value
-    if options.get("max_attempts") is not None and options["max_attempts"] < 1:
-        raise ConfigError("max_attempts must be at least 1")
-    for key in ("delay", "timeout"):
-        seconds = _seconds(key, options.get(key))
-        if seconds is not None:
-            out[key] = seconds
+    delay = _seconds("delay", options.get("delay"))
+    if delay is not None:
+        if delay < 0:
+            raise ConfigError("delay must be a non-negative number of seconds")
+        out["delay"] = delay
+    timeout = _seconds("timeout", options.get("timeout"))
+    if timeout is not None:
+        if timeout <= 0:
+            raise ConfigError("timeout must be a positive number of seconds")
+        out["timeout"] = timeout
     run_at = options.get("run_at")
     if run_at is not None:
         if not isinstance(run_at, dt.datetime):
@@ -74,6 +96,8 @@ def build_options(options: dict[str, Any]) -> dict[str, Any]:
                 "run_at must be timezone-aware (e.g. datetime.now(timezone.utc)); "
                 "a naive datetime is ambiguous"
             )
+        if delay is not None:
+            raise ConfigError("give delay or run_at, not both")
         out["run_at_ms"] = int(-(-run_at.timestamp() * 1000 // 1))
     for key in ("unique_key", "queue"):
         value = options.get(key)
@@ -81,6 +105,12 @@ def build_options(options: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string")
             out[key] = value
+    unique_key = out.get("unique_key")
+    if unique_key is not None and not 1 <= len(unique_key.encode()) <= 512:
+        raise ConfigError("unique_key must be 1 to 512 bytes")
+    queue = out.get("queue")
+    if queue is not None and not 1 <= len(queue) <= 200:
+        raise ConfigError("queue name must be 1 to 200 characters")
     return out
 
 

@@ -1,0 +1,171 @@
+"""What a ``TaskQueue`` needs from its backend, and the durable (native) backend.
+
+A :class:`TaskQueue` delegates storage and execution to one backend object chosen from
+its URL: :class:`NativeBackend` for the durable URLs (the Rust engine:
+``sqlite://``, ``memory://``, …) and
+:class:`~spikard_tasks.inprocess.InProcessBackend` for ``inprocess://``. ``Job`` handles
+call the same backend, so their API is the same on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from . import _native
+from .job import Job, JobInfo
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .queue import TaskQueue
+    from .worker import Worker
+
+__all__ = ["Backend", "EnqueueSpec", "NativeBackend"]
+
+#: One job to enqueue: task name, JSON arguments, JSON keyword arguments and the
+#: validated options of :func:`spikard_tasks.task.build_options`.
+EnqueueSpec = tuple[str, list[Any], dict[str, Any], dict[str, Any]]
+
+
+class Backend(Protocol):
+    """The operations ``TaskQueue`` and ``Job`` delegate to a backend."""
+
+    #: The backend kind from the URL: ``"sqlite"``, ``"memory"``, ``"inprocess"``, …
+    kind: str
+
+    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
+        """Enqueues every job of ``batch`` or none; returns the jobs in order."""
+        ...
+
+    def info(self, job: Job) -> JobInfo | None:
+        """A snapshot of ``job``, or ``None`` if it does not exist (any more)."""
+        ...
+
+    def status(self, job: Job) -> JobStatus:
+        """The state of ``job`` (``LookupError`` if it does not exist)."""
+        ...
+
+    def result(self, job: Job, timeout: float | None) -> Any:
+        """Waits for ``job``; its value, or ``JobFailed``/``JobCancelled``/``TimeoutError``."""
+        ...
+
+    async def wait(self, job: Job, timeout: float | None) -> Any:
+        """Awaitable twin of :meth:`result`."""
+        ...
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job with this id, or ``None``."""
+        ...
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancels a job (see ``TaskQueue.cancel``)."""
+        ...
+
+    def counts(self, queue: str | None) -> dict[str, int]:
+        """Job counts per state."""
+        ...
+
+    def worker(
+        self,
+        concurrency: int | None,
+        queues: Sequence[str] | None,
+        name: str | None,
+        drain_timeout: float | None,
+    ) -> Worker:
+        """A worker for this backend (not started)."""
+        ...
+
+
+class NativeBackend:
+    """The durable backend: the Rust engine, opened on first use."""
+
+    def __init__(self, queue: TaskQueue, kind: str) -> None:
+        self.kind = kind
+        self._queue = queue
+        self._native: _native.NativeQueue | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def native(self) -> _native.NativeQueue:
+        """The native queue, opened (and its schema set up) on first use."""
+        native = self._native
+        if native is None:
+            with self._lock:
+                if self._native is None:
+                    self._native = _native.NativeQueue(self._queue.config.to_json())
+                native = self._native
+        return native
+
+    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
+        """Writes the jobs in one transaction."""
+        queue = self._queue
+        rows = self.native.enqueue(batch if isinstance(batch, list) else list(batch))
+        return [Job(queue, job_id) for job_id, _created in rows]
+
+    def info(self, job: Job) -> JobInfo | None:
+        """Reads the job's row."""
+        return self.info_by_id(job.id)
+
+    def info_by_id(self, job_id: str) -> JobInfo | None:
+        """Reads the row of the job with this id."""
+        rec = self.native.get(job_id)
+        return None if rec is None else JobInfo.from_record(rec)
+
+    def status(self, job: Job) -> JobStatus:
+        """Reads the job's state."""
+        info = self.info(job)
+        if info is None:
+            raise LookupError(f"job {job.id} does not exist (expired or never enqueued)")
+        return info.status
+
+    def wait_info(self, job_id: str, timeout: float | None) -> JobInfo | None:
+        """Waits for the job to finish; its snapshot, or ``None`` on timeout."""
+        rec = self.native.wait(job_id, timeout)
+        return None if rec is None else JobInfo.from_record(rec)
+
+    def result(self, job: Job, timeout: float | None) -> Any:
+        """Waits in the engine (no polling from Python)."""
+        info = self.wait_info(job.id, timeout)
+        if info is None:
+            raise TimeoutError(f"job {job.id} did not finish within {timeout}s")
+        return info.outcome()
+
+    async def wait(self, job: Job, timeout: float | None) -> Any:
+        """Waits on a thread of the default executor."""
+        loop = asyncio.get_running_loop()
+        info = await loop.run_in_executor(None, self.wait_info, job.id, timeout)
+        if info is None:
+            raise TimeoutError(f"job {job.id} did not finish within {timeout}s")
+        return info.outcome()
+
+    def get_job(self, job_id: str) -> Job | None:
+        """Looks the id up in the backend."""
+        return None if self.native.get(job_id) is None else Job(self._queue, job_id)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancels in the backend (a running job is asked to stop)."""
+        return self.native.cancel(job_id)
+
+    def counts(self, queue: str | None) -> dict[str, int]:
+        """Counts the stored jobs of a queue per state."""
+        return dict(self.native.counts(queue))
+
+    def worker(
+        self,
+        concurrency: int | None,
+        queues: Sequence[str] | None,
+        name: str | None,
+        drain_timeout: float | None,
+    ) -> Worker:
+        """A native (apalis) worker running this queue's handlers."""
+        from .worker import Worker
+
+        return Worker(
+            self._queue,
+            concurrency=concurrency,
+            queues=queues,
+            name=name,
+            drain_timeout=drain_timeout,
+        )

@@ -1,0 +1,90 @@
+"""``spikard-tasks serve``: the HTTP enqueue app (:mod:`spikard_tasks.asgi`) on uvicorn."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+from .asgi import DEFAULT_MAX_BODY_BYTES, TasksApp, create_app
+from .exceptions import ConfigError
+from .queue import TaskQueue
+
+__all__ = ["load_app", "serve"]
+
+
+def _import_target(target: str) -> Any:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"expected MODULE:ATTRIBUTE (e.g. myapp.tasks:queue), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+    return obj
+
+
+def load_app(
+    target: str | TaskQueue | TasksApp,
+    *,
+    prefix: str | None = None,
+    max_body_bytes: int | None = None,
+) -> TasksApp:
+    """The app for ``target``: a ``TaskQueue`` (an app is built for it with ``prefix``
+    and ``max_body_bytes``), an app from ``create_app()``, or ``"module:attribute"``
+    naming either."""
+    obj = _import_target(target) if isinstance(target, str) else target
+    if isinstance(obj, TaskQueue):
+        return create_app(
+            obj,
+            prefix="/tasks" if prefix is None else prefix,
+            max_body_bytes=DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes,
+        )
+    if isinstance(obj, TasksApp):
+        if prefix is not None or max_body_bytes is not None:
+            raise ConfigError(
+                "--prefix and --max-body-bytes apply to a TaskQueue target; "
+                f"{target} is an app from create_app(), which sets them itself"
+            )
+        return obj
+    raise ConfigError(f"{target} is a {type(obj).__name__}, not a TaskQueue or a TasksApp")
+
+
+def serve(
+    target: str | TaskQueue | TasksApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    prefix: str | None = None,
+    max_body_bytes: int | None = None,
+    root_path: str = "",
+    log_level: str = "info",
+    access_log: bool = True,
+) -> None:
+    """Serves the app for ``target`` (see :func:`load_app`) with uvicorn until
+    SIGINT/SIGTERM. Needs the ``serve`` extra (``pip install 'spikard-tasks[serve]'``);
+    raises ``ConfigError`` saying so when uvicorn is missing."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError(
+            "serving over HTTP needs uvicorn: pip install 'spikard-tasks[serve]'"
+        ) from None
+    app = load_app(target, prefix=prefix, max_body_bytes=max_body_bytes)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        root_path=root_path,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+    )

@@ -1,0 +1,367 @@
+"""The OpenAPI 3.1 document of the HTTP enqueue app (:mod:`spikard_tasks.asgi`).
+
+One path per enqueueable task. The ``args``/``kwargs`` schema of a task comes from its
+handler's signature: parameters annotated with simple JSON types (``str``, ``int``,
+``float``, ``bool``, ``None``, ``list[...]``, ``tuple[...]``, ``dict[str, ...]``,
+``Literal``, unions and ``Optional``) get a schema; anything else is permissive (``{}``).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import copy
+import functools
+import inspect
+import math
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .status import JobStatus
+
+if TYPE_CHECKING:
+    from .task import Task
+
+__all__ = ["RESERVED", "annotation_schema", "build_openapi", "call_schema"]
+
+#: Names under the prefix that are routes of their own, not tasks.
+RESERVED = frozenset({"batch", "jobs", "openapi.json"})
+
+_SCALARS: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    type(None): {"type": "null"},
+    None: {"type": "null"},
+}
+_ARRAYS = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Iterable)
+_OBJECTS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+
+
+def annotation_schema(tp: Any) -> dict[str, Any]:
+    """A JSON Schema for a parameter annotation; ``{}`` (anything) when not simple."""
+    if tp in _SCALARS:
+        return dict(_SCALARS[tp])
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Annotated:
+        return annotation_schema(args[0])
+    if origin is typing.Union or origin is types.UnionType:
+        members = [annotation_schema(a) for a in args]
+        return {} if any(not m for m in members) else {"anyOf": members}
+    if origin is typing.Literal:
+        if all(isinstance(v, (str, int, float, bool)) or v is None for v in args):
+            return {"enum": list(args)}
+        return {}
+    if tp in _ARRAYS or origin in _ARRAYS:
+        schema: dict[str, Any] = {"type": "array"}
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            schema.update(
+                prefixItems=[annotation_schema(a) for a in args],
+                minItems=len(args),
+                maxItems=len(args),
+            )
+        elif args:
+            schema["items"] = annotation_schema(args[0])
+        return schema
+    if tp in _OBJECTS or origin in _OBJECTS:
+        schema = {"type": "object"}
+        if len(args) == 2 and args[0] is str:
+            schema["additionalProperties"] = annotation_schema(args[1])
+        return schema
+    return {}
+
+
+@functools.lru_cache(maxsize=512)
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward references, exotic callables
+        return {}
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def call_schema(fn: Callable[..., Any] | None) -> dict[str, Any]:
+    """The request-body schema (``args``, ``kwargs``, ``options``) of a call to ``fn``;
+    permissive arguments when ``fn`` is unknown or has no inspectable signature."""
+    args: dict[str, Any] = {"type": "array"}
+    kwargs: dict[str, Any] = {"type": "object"}
+    signature = _signature(fn) if fn is not None else None
+    if signature is not None:
+        hints = _hints(fn)
+        positional: list[dict[str, Any]] = []
+        properties: dict[str, Any] = {}
+        rest_args: dict[str, Any] | bool = False
+        rest_kwargs: dict[str, Any] | bool = False
+        for p in signature.parameters.values():
+            schema = annotation_schema(hints.get(p.name, Any))
+            if p.default is not inspect.Parameter.empty:
+                schema = {**schema, "default": p.default} if _is_json(p.default) else schema
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                positional.append({"title": p.name, **schema})
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+                properties[p.name] = schema
+            if p.kind is p.VAR_POSITIONAL:
+                rest_args = schema or True
+            if p.kind is p.VAR_KEYWORD:
+                rest_kwargs = schema or True
+        if positional:
+            args["prefixItems"] = positional
+        args["items"] = rest_args
+        kwargs["properties"] = properties
+        kwargs["additionalProperties"] = rest_kwargs
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "args": args,
+            "kwargs": kwargs,
+            "options": {"$ref": "#/components/schemas/EnqueueOptions"},
+        },
+    }
+
+
+def _is_json(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, (str, int, bool))
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+
+
+def _ok(description: str, schema: str, **extra: Any) -> dict[str, Any]:
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return {"description": description, "content": content, **extra}
+
+
+_REFUSALS = {
+    "401": {"$ref": "#/components/responses/Unauthorized"},
+    "403": {"$ref": "#/components/responses/Forbidden"},
+}
+_WRITE_REFUSALS = {
+    **_REFUSALS,
+    "404": _error("unknown task (not registered or not allowed)"),
+    "413": _error("request body over the size limit"),
+    "415": _error("Content-Type is not application/json"),
+    "422": _error("invalid JSON, wrong body shape, or arguments that do not fit the handler"),
+    "503": {"$ref": "#/components/responses/Unavailable"},
+}
+
+_LOCATION = {
+    "Location": {"description": "URL of the job view", "schema": {"type": "string"}},
+}
+
+_COMPONENTS: dict[str, Any] = {
+    "schemas": {
+        "Error": {
+            "type": "object",
+            "properties": {"error": {"type": "string"}},
+            "required": ["error"],
+        },
+        "Accepted": {
+            "type": "object",
+            "properties": {"task_id": {"type": "string"}, "status": {"const": "queued"}},
+            "required": ["task_id", "status"],
+        },
+        "BatchAccepted": {
+            "type": "object",
+            "properties": {
+                "queued": {"type": "integer"},
+                "status": {"const": "all_queued"},
+                "task_ids": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["queued", "status", "task_ids"],
+        },
+        "JobView": {
+            "type": "object",
+            "properties": {
+                "task_id": {"type": "string"},
+                "task": {"type": "string"},
+                "status": {"enum": [s.value for s in JobStatus]},
+                "attempts": {"type": "integer"},
+                "result": {"description": "the handler's return value once succeeded"},
+                "error": {
+                    "type": ["string", "null"],
+                    "description": "error text of the latest failed attempt "
+                    "(null if none failed or the job succeeded)",
+                },
+            },
+            "required": ["task_id", "task", "status", "attempts", "result", "error"],
+        },
+        "Cancelled": {
+            "type": "object",
+            "properties": {"task_id": {"type": "string"}, "cancelled": {"const": True}},
+            "required": ["task_id", "cancelled"],
+        },
+        "EnqueueOptions": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "priority": {"type": ["integer", "null"], "description": "higher runs first"},
+                "delay": {"type": ["number", "null"], "minimum": 0, "description": "seconds"},
+                "run_at": {
+                    "type": ["string", "null"],
+                    "format": "date-time",
+                    "description": "ISO-8601 with a timezone; not together with delay",
+                },
+                "max_attempts": {"type": ["integer", "null"], "minimum": 1},
+                "unique_key": {"type": ["string", "null"], "minLength": 1, "maxLength": 512},
+                "timeout": {"type": ["number", "null"], "exclusiveMinimum": 0},
+            },
+        },
+    },
+    "responses": {
+        "Unauthorized": _error("the auth hook refused the request"),
+        "Forbidden": _error("the auth hook forbade the request"),
+        "Unavailable": {
+            **_error("the task backend is unavailable; retry later"),
+            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+        },
+    },
+}
+
+
+def _operation_id(name: str) -> str:
+    return "enqueue_" + re.sub(r"\W+", "_", name).strip("_")
+
+
+def _task_operation(name: str, task: Task[Any, Any] | None) -> dict[str, Any]:
+    fn = task.fn if task is not None else None
+    signature = _signature(fn) if fn is not None else None
+    doc = inspect.getdoc(fn) if fn is not None else None
+    description = f"Enqueues a job of task `{name}`."
+    if signature is not None:
+        description += f" Handler signature: `{name}{signature}`."
+    if doc:
+        description += "\n\n" + doc
+    return {
+        "post": {
+            "operationId": _operation_id(name),
+            "summary": f"enqueue {name}",
+            "description": description,
+            "tags": ["tasks"],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": call_schema(fn)}},
+            },
+            "responses": {"202": _ok("queued", "Accepted", headers=_LOCATION), **_WRITE_REFUSALS},
+        }
+    }
+
+
+def build_openapi(
+    tasks: Mapping[str, Task[Any, Any] | None],
+    *,
+    prefix: str,
+    root_path: str = "",
+    version: str = "0",
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for the routes of an app with these enqueueable
+    ``tasks`` (name → ``Task``, or ``None`` for an allowed name not registered here)."""
+    names = sorted(tasks)
+    job = {
+        "name": "id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    not_found = {"404": _error("no job with this id")}
+    paths: dict[str, Any] = {
+        f"{prefix}/batch": {
+            "post": {
+                "operationId": "enqueue_batch",
+                "summary": "enqueue several jobs at once (all or nothing)",
+                "tags": ["jobs"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["tasks"],
+                                "properties": {
+                                    "tasks": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "required": ["task"],
+                                            "properties": {
+                                                "task": {"enum": names},
+                                                "args": {"type": "array"},
+                                                "kwargs": {"type": "object"},
+                                                "options": {
+                                                    "$ref": "#/components/schemas/EnqueueOptions"
+                                                },
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {"202": _ok("all queued", "BatchAccepted"), **_WRITE_REFUSALS},
+            }
+        },
+        f"{prefix}/jobs/{{id}}": {
+            "parameters": [job],
+            "get": {
+                "operationId": "get_job",
+                "summary": "a job's status, attempts, result and error",
+                "tags": ["jobs"],
+                "responses": {"200": _ok("the job", "JobView"), **_REFUSALS, **not_found},
+            },
+            "delete": {
+                "operationId": "cancel_job",
+                "summary": "cancel a job that has not finished",
+                "tags": ["jobs"],
+                "responses": {
+                    "200": _ok("cancelled", "Cancelled"),
+                    **_REFUSALS,
+                    **not_found,
+                    "409": _error("the job already finished"),
+                },
+            },
+        },
+        f"{prefix}/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "summary": "this document",
+                "tags": ["meta"],
+                "responses": {"200": {"description": "OpenAPI 3.1 document"}, **_REFUSALS},
+            }
+        },
+    }
+    for name in names:
+        if name not in RESERVED and not name.startswith("jobs/"):
+            paths[f"{prefix}/{name}"] = _task_operation(name, tasks[name])
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "spikard-tasks HTTP enqueue",
+            "version": version,
+            "description": "Enqueue durable jobs over HTTP (202 Accepted) and follow them. "
+            f"The names batch, jobs and openapi.json are reserved under {prefix or '/'}.",
+        },
+        "paths": paths,
+        "components": copy.deepcopy(_COMPONENTS),
+    }
+    if root_path:
+        doc["servers"] = [{"url": root_path}]
+    return doc
