@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ._native import __version__
 from .config import Backoff, TaskQueueConfig
+from .cron import CronSchedule, ScheduleState
 from .exceptions import (
     BackendError,
     Cancel,
@@ -37,6 +38,7 @@ __all__ = [
     "Backoff",
     "Cancel",
     "ConfigError",
+    "CronSchedule",
     "DrainReport",
     "Job",
     "JobCancelled",
@@ -48,6 +50,7 @@ __all__ = [
     "RuntimeJob",
     "RuntimeShutDown",
     "RuntimeStats",
+    "ScheduleState",
     "SerializationError",
     "SpikardTasksError",
     "Task",

@@ -60,9 +60,64 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         queues=queues,
         name=args.name,
         drain_timeout=args.drain_timeout,
+        scheduler=not args.no_scheduler,
     )
     print(json.dumps({"worker": "stopped", **report}), flush=True)
     return 0
+
+
+def _cmd_scheduler(args: argparse.Namespace) -> int:
+    queue = load_queue(args.target)
+    logging.getLogger("spikard_tasks.cli").info("scheduler started for %r", queue)
+    queue.run_scheduler()
+    print(json.dumps({"scheduler": "stopped"}), flush=True)
+    return 0
+
+
+def _fmt_time(value: Any) -> str:
+    return value.isoformat(timespec="seconds") if value is not None else "-"
+
+
+def _cmd_cron_list(args: argparse.Namespace) -> int:
+    states = _queue_from(args).schedules()
+    if args.json:
+        rows = [
+            {
+                **s.schedule.to_dict(),
+                "last_run": _fmt_time(s.last_run),
+                "next_run": _fmt_time(s.next_run),
+            }
+            for s in states
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    from ._progress import format_table
+
+    table = [
+        [
+            s.schedule.name or "",
+            s.schedule.expr,
+            s.schedule.timezone,
+            s.schedule.task,
+            "yes" if s.schedule.enabled else "no",
+            _fmt_time(s.last_run),
+            _fmt_time(s.next_run),
+        ]
+        for s in states
+    ]
+    print(
+        format_table(
+            ["name", "expression", "timezone", "task", "enabled", "last run", "next run"],
+            table,
+        )
+    )
+    return 0
+
+
+def _cmd_cron_remove(args: argparse.Namespace) -> int:
+    removed = _queue_from(args).unschedule(args.name)
+    print(json.dumps({"name": args.name, "removed": removed}))
+    return 0 if removed else 1
 
 
 def _cmd_enqueue(args: argparse.Namespace) -> int:
@@ -148,7 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queues", help="extra queues to consume, comma separated")
     p.add_argument("--name", help="worker name (unique by default)")
     p.add_argument("--drain-timeout", type=float, default=None)
+    p.add_argument(
+        "--no-scheduler", action="store_true", help="do not run the cron scheduler in this worker"
+    )
     p.set_defaults(func=_cmd_worker)
+
+    p = sub.add_parser("scheduler", help="run only the cron scheduler until SIGINT/SIGTERM")
+    p.add_argument("target", metavar="MODULE:QUEUE")
+    p.set_defaults(func=_cmd_scheduler)
+
+    p = sub.add_parser("cron", help="list or remove cron schedules")
+    cron = p.add_subparsers(dest="cron_command", required=True)
+    c = cron.add_parser("list", help="name, expression, timezone, task, last and next run")
+    _add_queue_args(c)
+    c.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    c.set_defaults(func=_cmd_cron_list)
+    c = cron.add_parser("remove", help="remove a schedule by name")
+    _add_queue_args(c)
+    c.add_argument("name")
+    c.set_defaults(func=_cmd_cron_remove)
 
     p = sub.add_parser("enqueue", help="enqueue a job by task name; prints its id")
     _add_queue_args(p)

@@ -31,7 +31,7 @@ from .task import build_options
 if TYPE_CHECKING:
     from .task import Task
 
-__all__ = ["CronSchedule", "MissedTicks"]
+__all__ = ["CronSchedule", "MissedTicks", "ScheduleState"]
 
 MissedTicks = Literal["latest", "skip", "all"]
 
@@ -141,3 +141,27 @@ class CronSchedule:
 
     def __str__(self) -> str:
         return json.dumps(self.to_dict())
+
+
+def _time(ms: int | None) -> dt.datetime | None:
+    return None if ms is None else dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleState:
+    """A stored schedule and when it last ran and runs next (aware UTC datetimes)."""
+
+    schedule: CronSchedule
+    last_run: dt.datetime | None
+    next_run: dt.datetime | None
+    updated_at: dt.datetime | None
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> ScheduleState:
+        """Builds the state from the engine's record."""
+        return cls(
+            schedule=CronSchedule.from_dict(rec["schedule"]),
+            last_run=_time(rec.get("last_tick_ms")),
+            next_run=_time(rec.get("next_run_ms")),
+            updated_at=_time(rec.get("updated_at_ms")),
+        )

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _native
 from ._backend import Backend, NativeBackend
 from .config import DEFAULT_URL, TaskQueueConfig
+from .cron import CronSchedule, ScheduleState
 from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
 from .job import Job, JobInfo
 from .task import Task, TaskHandler, build_options
@@ -324,15 +328,19 @@ class TaskQueue:
         queues: Sequence[str] | None = None,
         name: str | None = None,
         drain_timeout: float | None = None,
+        scheduler: bool = True,
     ) -> Worker:
         """A worker running in this process, in the background. Use it as a context
         manager (``with`` or ``async with``): it starts on entry and drains on exit.
+        It also runs the cron scheduler unless ``scheduler=False``.
 
         On ``inprocess://`` jobs run without a worker; this one keeps the same program
         working unchanged: it starts the queue's runtime and its exit drains it
         (``concurrency`` and ``queues`` do not apply there).
         """
-        return self._backend.worker(concurrency, queues, name, drain_timeout)
+        worker = self._backend.worker(concurrency, queues, name, drain_timeout)
+        worker.scheduler = scheduler
+        return worker
 
     def run_worker(
         self,
@@ -341,11 +349,60 @@ class TaskQueue:
         queues: Sequence[str] | None = None,
         name: str | None = None,
         drain_timeout: float | None = None,
+        scheduler: bool = True,
     ) -> dict[str, int]:
         """Runs a worker until SIGINT/SIGTERM, then drains gracefully; returns its report
-        (on ``inprocess://``: blocks while the runtime runs jobs, then drains it)."""
+        (on ``inprocess://``: blocks while the runtime runs jobs, then drains it). It also
+        runs the cron scheduler unless ``scheduler=False``."""
         worker = self._backend.worker(concurrency, queues, name, drain_timeout)
+        worker.scheduler = scheduler
         return worker.run_forever()
+
+    # -- cron --------------------------------------------------------------------------
+
+    def _durable_for_cron(self) -> _native.NativeQueue:
+        if not self.is_durable:
+            raise ConfigError(
+                "cron schedules need a durable backend: inprocess:// keeps nothing, so "
+                "it cannot promise one job per tick across processes"
+            )
+        return self.native
+
+    def schedule(self, schedule: CronSchedule, *, strict: bool = True) -> CronSchedule:
+        """Stores ``schedule`` (replacing one of the same name): from then on, one job per
+        tick, across any number of schedulers. Idempotent: safe at import time in every
+        process. Its jobs go to this queue unless it names another. Raises
+        ``UnknownTask`` for a task not registered here unless ``strict=False``."""
+        native = self._durable_for_cron()
+        self._check_task(str(schedule.task), strict)
+        if schedule.queue is None:
+            schedule = dataclasses.replace(schedule, queue=self.config.queue)
+        native.save_schedule(schedule.to_json())
+        return schedule
+
+    def unschedule(self, name: str) -> bool:
+        """Removes the schedule ``name``; ``False`` if there was none."""
+        return self._durable_for_cron().remove_schedule(name)
+
+    def schedules(self) -> list[ScheduleState]:
+        """Every stored schedule with its last and next run."""
+        return [ScheduleState.from_record(r) for r in self._durable_for_cron().schedules()]
+
+    def run_scheduler(self) -> None:
+        """Runs only the cron scheduler until SIGINT/SIGTERM (``spikard-tasks scheduler``)."""
+        native = self._durable_for_cron().start_scheduler()
+        stop = threading.Event()
+        restore: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                restore[sig] = signal.signal(sig, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.5):
+                pass
+        finally:
+            native.stop()
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
 
 
 def _handler_callable(target: Any) -> tuple[Callable[..., Any], str]:

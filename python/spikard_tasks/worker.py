@@ -69,6 +69,8 @@ class Worker:
         self._report: dict[str, int] | None = None
         self._signalled = False
         self._lock = threading.Lock()
+        #: Whether this worker also runs the cron scheduler (see ``spikard_tasks.cron``).
+        self.scheduler = True
 
     @property
     def name(self) -> str | None:
@@ -96,6 +98,7 @@ class Worker:
                 "queues": self.queues,
                 "name": self._name,
                 "drain_timeout": self.drain_timeout,
+                "scheduler": self.scheduler,
             }
             try:
                 self._native = self.queue.native.start_worker(handlers, options, async_loop)
