@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-from typing import Any
-
+from ._targets import import_target
 from .asgi import DEFAULT_MAX_BODY_BYTES, TasksApp, create_app
 from .exceptions import ConfigError
 from .queue import TaskQueue
 
 __all__ = ["load_app", "serve"]
-
-
-def _import_target(target: str) -> Any:
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"expected MODULE:ATTRIBUTE (e.g. myapp.tasks:queue), got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
-    return obj
 
 
 def load_app(
@@ -41,7 +19,7 @@ def load_app(
     """The app for ``target``: a ``TaskQueue`` (an app is built for it with ``prefix``
     and ``max_body_bytes``), an app from ``create_app()``, or ``"module:attribute"``
     naming either."""
-    obj = _import_target(target) if isinstance(target, str) else target
+    obj = import_target(target) if isinstance(target, str) else target
     if isinstance(obj, TaskQueue):
         return create_app(
             obj,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import os
@@ -11,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from ._targets import import_target
 from .exceptions import ConfigError, SpikardTasksError
 from .queue import TaskQueue
 
@@ -19,20 +19,7 @@ __all__ = ["load_queue", "main"]
 
 def load_queue(target: str) -> TaskQueue:
     """Imports ``module:attribute`` (attribute may be dotted) and returns the TaskQueue."""
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"expected MODULE:QUEUE (e.g. myapp.tasks:queue), got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r}: {exc}") from exc
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigError(f"{module_name!r} has no attribute {attr!r}") from None
+    obj = import_target(target)
     if not isinstance(obj, TaskQueue):
         raise ConfigError(f"{target} is a {type(obj).__name__}, not a TaskQueue")
     return obj

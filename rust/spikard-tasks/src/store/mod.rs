@@ -39,16 +39,35 @@ pub struct StoredSchedule {
     pub updated_at_ms: i64,
 }
 
-fn no_schedules<T>() -> CoreResult<T> {
-    Err(CoreError::config(
-        "cron schedules are not supported by this backend",
-    ))
+/// Persistence of cron schedules (a part of every [`Store`]).
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
+    /// Creates or replaces the schedule `name`. A new schedule's last tick is `now_ms`
+    /// (ticks before its creation never fire); a replaced one keeps its last tick.
+    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()>;
+
+    /// Every stored schedule, by name.
+    async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>>;
+
+    /// Removes a schedule; false if there was none.
+    async fn remove_schedule(&self, name: &str) -> CoreResult<bool>;
+
+    /// Atomically claims tick `tick_ms` of schedule `name` (only if its last tick is
+    /// older) and enqueues `job` with it. Returns the job when this call won the tick,
+    /// `None` when another scheduler already had it (or `job` was `None`). This is what
+    /// makes any number of schedulers enqueue exactly one job per tick.
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        tick_ms: i64,
+        job: Option<JobRow>,
+    ) -> CoreResult<Option<Enqueued>>;
 }
 
 /// Persistence of jobs. Implementations must be safe to share between tasks and
 /// processes (several workers may claim from one store at once).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ScheduleStore {
     /// Inserts rows in one transaction (all or nothing). A row whose `unique_key` matches
     /// an unfinished job in its queue is not inserted; that job's id is returned instead.
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>>;
@@ -97,35 +116,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes finished jobs that finished before `before_ms`; returns how many.
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64>;
-
-    /// Creates or replaces the schedule `name`. A new schedule's last tick is `now_ms`
-    /// (ticks before its creation never fire); a replaced one keeps its last tick.
-    async fn save_schedule(&self, _name: &str, _definition: &str, _now_ms: i64) -> CoreResult<()> {
-        no_schedules()
-    }
-
-    /// Every stored schedule, by name.
-    async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>> {
-        no_schedules()
-    }
-
-    /// Removes a schedule; false if there was none.
-    async fn remove_schedule(&self, _name: &str) -> CoreResult<bool> {
-        no_schedules()
-    }
-
-    /// Atomically claims tick `tick_ms` of schedule `name` (only if its last tick is
-    /// older) and enqueues `job` with it. Returns the job when this call won the tick,
-    /// `None` when another scheduler already had it (or `job` was `None`). This is what
-    /// makes any number of schedulers enqueue exactly one job per tick.
-    async fn fire_schedule(
-        &self,
-        _name: &str,
-        _tick_ms: i64,
-        _job: Option<JobRow>,
-    ) -> CoreResult<Option<Enqueued>> {
-        no_schedules()
-    }
 
     /// Starts a task that calls `wake.notify_one()` whenever another process enqueues
     /// into one of `queues` (e.g. PostgreSQL LISTEN/NOTIFY), so idle workers start new

@@ -82,6 +82,11 @@ pub struct MySqlStore {
 }
 
 impl MySqlStore {
+    /// Starts a write transaction.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, MySql>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
     /// Connects and creates the table if needed (idempotent, safe concurrently:
     /// `CREATE TABLE IF NOT EXISTS` is atomic in InnoDB).
     pub async fn connect(url: &str) -> CoreResult<Self> {
@@ -426,72 +431,6 @@ impl Store for MySqlStore {
         Ok(counts)
     }
 
-    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
-        sqlx::query("INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) VALUES (?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE definition = VALUES(definition), updated_at = VALUES(updated_at)")
-            .bind(name)
-            .bind(definition)
-            .bind(now_ms)
-            .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn schedules(&self) -> CoreResult<Vec<super::StoredSchedule>> {
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(name, definition, last_tick_ms, updated_at_ms)| super::StoredSchedule {
-                    name,
-                    definition,
-                    last_tick_ms,
-                    updated_at_ms,
-                },
-            )
-            .collect())
-    }
-
-    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
-        let res = sqlx::query("DELETE FROM spikard_schedules WHERE name = ?")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected() > 0)
-    }
-
-    async fn fire_schedule(
-        &self,
-        name: &str,
-        tick_ms: i64,
-        job: Option<JobRow>,
-    ) -> CoreResult<Option<Enqueued>> {
-        let mut tx = self.pool.begin().await?;
-        let won = sqlx::query(
-            "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?",
-        )
-        .bind(tick_ms)
-        .bind(name)
-        .bind(tick_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let out = match (won, job) {
-            (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(&job))
-                .await?
-                .pop(),
-            _ => None,
-        };
-        tx.commit().await?;
-        Ok(out)
-    }
-
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
         let res = sqlx::query(
             "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
@@ -502,3 +441,12 @@ impl Store for MySqlStore {
         Ok(res.rows_affected())
     }
 }
+
+super::rows::sql_schedule_store!(
+    MySqlStore,
+    save: "INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) VALUES (?, ?, ?, ?) \
+             ON DUPLICATE KEY UPDATE definition = VALUES(definition), updated_at = VALUES(updated_at)",
+    list: "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
+    remove: "DELETE FROM spikard_schedules WHERE name = ?",
+    fire: "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?"
+);

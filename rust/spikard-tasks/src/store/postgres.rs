@@ -80,6 +80,11 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Starts a write transaction.
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
     /// Connects and sets up the schema (idempotent; safe when several workers start at
     /// once: setup runs under a transaction-scoped advisory lock).
     pub async fn connect(url: &str) -> CoreResult<Self> {
@@ -441,75 +446,6 @@ impl Store for PostgresStore {
         Ok(counts)
     }
 
-    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
-        sqlx::query(
-            "INSERT INTO spikard_tasks.schedules (name, definition, last_tick, updated_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
-             definition = excluded.definition, updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(definition)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn schedules(&self) -> CoreResult<Vec<super::StoredSchedule>> {
-        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
-            "SELECT name, definition, last_tick, updated_at FROM spikard_tasks.schedules ORDER BY name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(name, definition, last_tick_ms, updated_at_ms)| super::StoredSchedule {
-                    name,
-                    definition,
-                    last_tick_ms,
-                    updated_at_ms,
-                },
-            )
-            .collect())
-    }
-
-    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
-        let res = sqlx::query("DELETE FROM spikard_tasks.schedules WHERE name = $1")
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected() > 0)
-    }
-
-    async fn fire_schedule(
-        &self,
-        name: &str,
-        tick_ms: i64,
-        job: Option<JobRow>,
-    ) -> CoreResult<Option<Enqueued>> {
-        let mut tx = self.pool.begin().await?;
-        let won = sqlx::query(
-            "UPDATE spikard_tasks.schedules SET last_tick = $1 WHERE name = $2 AND last_tick < $3",
-        )
-        .bind(tick_ms)
-        .bind(name)
-        .bind(tick_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let out = match (won, job) {
-            (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(&job))
-                .await?
-                .pop(),
-            _ => None,
-        };
-        tx.commit().await?;
-        Ok(out)
-    }
-
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
         let res = sqlx::query(
             "DELETE FROM spikard_tasks.jobs WHERE finished_at IS NOT NULL AND finished_at < $1",
@@ -553,3 +489,13 @@ impl Store for PostgresStore {
         }))
     }
 }
+
+super::rows::sql_schedule_store!(
+    PostgresStore,
+    save: "INSERT INTO spikard_tasks.schedules (name, definition, last_tick, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
+             definition = excluded.definition, updated_at = excluded.updated_at",
+    list: "SELECT name, definition, last_tick, updated_at FROM spikard_tasks.schedules ORDER BY name",
+    remove: "DELETE FROM spikard_tasks.schedules WHERE name = $1",
+    fire: "UPDATE spikard_tasks.schedules SET last_tick = $1 WHERE name = $2 AND last_tick < $3"
+);

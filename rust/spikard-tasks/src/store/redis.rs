@@ -563,62 +563,6 @@ impl Store for RedisStore {
         }
     }
 
-    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
-        let mut inv = SCRIPTS.schedules.prepare_invoke();
-        inv.arg(PREFIX)
-            .arg("save")
-            .arg(name)
-            .arg(definition)
-            .arg(now_ms);
-        self.invoke::<i64>(&self.calls, &inv).await.map(|_| ())
-    }
-
-    async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>> {
-        let mut inv = SCRIPTS.schedules.prepare_invoke();
-        inv.arg(PREFIX).arg("list");
-        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
-        flat.chunks_exact(4)
-            .map(|f| {
-                let time = |s: &str| {
-                    s.parse().map_err(|_| {
-                        CoreError::Backend(format!("corrupt schedule {:?}: time {s:?}", f[0]))
-                    })
-                };
-                Ok(StoredSchedule {
-                    name: f[0].clone(),
-                    definition: f[1].clone(),
-                    last_tick_ms: time(&f[2])?,
-                    updated_at_ms: time(&f[3])?,
-                })
-            })
-            .collect()
-    }
-
-    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
-        let mut inv = SCRIPTS.schedules.prepare_invoke();
-        inv.arg(PREFIX).arg("remove").arg(name);
-        Ok(self.invoke::<i64>(&self.calls, &inv).await? > 0)
-    }
-
-    async fn fire_schedule(
-        &self,
-        name: &str,
-        tick_ms: i64,
-        job: Option<JobRow>,
-    ) -> CoreResult<Option<Enqueued>> {
-        let mut inv = SCRIPTS.fire.prepare_invoke();
-        push_rows(&mut inv, job.as_slice());
-        inv.arg(name).arg(tick_ms);
-        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
-        Ok(match flat.as_slice() {
-            [id, created] => Some(Enqueued {
-                id: id.clone(),
-                created: created == "1",
-            }),
-            _ => None,
-        })
-    }
-
     fn spawn_listener(
         &self,
         queues: Vec<String>,
@@ -679,5 +623,64 @@ async fn listen(
                 }
             }
         }
+    }
+}
+
+#[async_trait]
+impl super::ScheduleStore for RedisStore {
+    async fn save_schedule(&self, name: &str, definition: &str, now_ms: i64) -> CoreResult<()> {
+        let mut inv = SCRIPTS.schedules.prepare_invoke();
+        inv.arg(PREFIX)
+            .arg("save")
+            .arg(name)
+            .arg(definition)
+            .arg(now_ms);
+        self.invoke::<i64>(&self.calls, &inv).await.map(|_| ())
+    }
+
+    async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>> {
+        let mut inv = SCRIPTS.schedules.prepare_invoke();
+        inv.arg(PREFIX).arg("list");
+        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
+        flat.chunks_exact(4)
+            .map(|f| {
+                let time = |s: &str| {
+                    s.parse().map_err(|_| {
+                        CoreError::Backend(format!("corrupt schedule {:?}: time {s:?}", f[0]))
+                    })
+                };
+                Ok(StoredSchedule {
+                    name: f[0].clone(),
+                    definition: f[1].clone(),
+                    last_tick_ms: time(&f[2])?,
+                    updated_at_ms: time(&f[3])?,
+                })
+            })
+            .collect()
+    }
+
+    async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
+        let mut inv = SCRIPTS.schedules.prepare_invoke();
+        inv.arg(PREFIX).arg("remove").arg(name);
+        Ok(self.invoke::<i64>(&self.calls, &inv).await? > 0)
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &str,
+        tick_ms: i64,
+        job: Option<JobRow>,
+    ) -> CoreResult<Option<Enqueued>> {
+        let mut inv = SCRIPTS.fire.prepare_invoke();
+        push_rows(&mut inv, job.as_slice());
+        inv.arg(name).arg(tick_ms);
+        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
+        Ok(match flat.as_slice() {
+            [id, created] => Some(Enqueued {
+                id: id.clone(),
+                created: created == "1",
+            }),
+            _ => None,
+        })
     }
 }

@@ -130,3 +130,78 @@ macro_rules! row_decoders {
 }
 
 pub(crate) use row_decoders;
+
+/// Implements [`ScheduleStore`](super::ScheduleStore) for a SQL store from its four
+/// statements. The store provides `pool`, `begin_write()` and `insert_jobs(tx, rows)`.
+macro_rules! sql_schedule_store {
+    ($ty:ty, save: $save:literal, list: $list:literal, remove: $remove:literal, fire: $fire:literal) => {
+        #[async_trait::async_trait]
+        impl $crate::store::ScheduleStore for $ty {
+            async fn save_schedule(
+                &self,
+                name: &str,
+                definition: &str,
+                now_ms: i64,
+            ) -> $crate::error::CoreResult<()> {
+                sqlx::query($save)
+                    .bind(name)
+                    .bind(definition)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn schedules(
+                &self,
+            ) -> $crate::error::CoreResult<Vec<$crate::store::StoredSchedule>> {
+                let rows: Vec<(String, String, i64, i64)> =
+                    sqlx::query_as($list).fetch_all(&self.pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, definition, last_tick_ms, updated_at_ms)| {
+                        $crate::store::StoredSchedule {
+                            name,
+                            definition,
+                            last_tick_ms,
+                            updated_at_ms,
+                        }
+                    })
+                    .collect())
+            }
+
+            async fn remove_schedule(&self, name: &str) -> $crate::error::CoreResult<bool> {
+                let res = sqlx::query($remove).bind(name).execute(&self.pool).await?;
+                Ok(res.rows_affected() > 0)
+            }
+
+            async fn fire_schedule(
+                &self,
+                name: &str,
+                tick_ms: i64,
+                job: Option<$crate::job::JobRow>,
+            ) -> $crate::error::CoreResult<Option<$crate::job::Enqueued>> {
+                let mut tx = self.begin_write().await?;
+                let won = sqlx::query($fire)
+                    .bind(tick_ms)
+                    .bind(name)
+                    .bind(tick_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                let out = match (won, job) {
+                    (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(&job))
+                        .await?
+                        .pop(),
+                    _ => None,
+                };
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    };
+}
+
+pub(crate) use sql_schedule_store;
