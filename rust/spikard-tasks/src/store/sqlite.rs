@@ -83,7 +83,12 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// Keeps an in-memory database alive; never used for queries.
     _anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
+    /// How to open another connection to the same file (for the change watcher).
+    file_options: Option<SqliteConnectOptions>,
 }
+
+/// How often an idle worker's watcher asks SQLite whether another process committed.
+const WATCH_INTERVAL: Duration = Duration::from_millis(4);
 
 impl SqliteStore {
     /// Starts a write transaction.
@@ -116,10 +121,12 @@ impl SqliteStore {
             .min_connections(1)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| CoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        Self::setup(pool).await
+        let mut store = Self::setup(pool).await?;
+        store.file_options = Some(options);
+        Ok(store)
     }
 
     /// Opens a private in-memory database that lives as long as this store.
@@ -208,6 +215,7 @@ impl SqliteStore {
         Ok(Self {
             pool,
             _anchor: None,
+            file_options: None,
         })
     }
 }
@@ -434,6 +442,42 @@ impl Store for SqliteStore {
             counts.add(status, row.try_get::<i64, _>("n")? as u64);
         }
         Ok(counts)
+    }
+
+    /// SQLite has no notifications across processes: a dedicated connection polls
+    /// `PRAGMA data_version` (a counter that moves when another connection commits; a
+    /// cheap in-memory read) and wakes the worker when it moves.
+    fn spawn_listener(
+        &self,
+        _queues: Vec<String>,
+        wake: Arc<tokio::sync::Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let options = self.file_options.clone()?;
+        Some(tokio::spawn(async move {
+            let Ok(mut conn) = sqlx::ConnectOptions::connect(&options).await else {
+                tracing::warn!("cannot open the SQLite change watcher; relying on polling");
+                return;
+            };
+            let mut last: Option<i64> = None;
+            loop {
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
+                    .fetch_one(&mut conn)
+                    .await
+                {
+                    Ok(version) => {
+                        if last.is_some_and(|l| l != version) {
+                            wake.notify_one();
+                        }
+                        last = Some(version);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SQLite change watcher failed; relying on polling");
+                        return;
+                    }
+                }
+            }
+        }))
     }
 
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
