@@ -36,7 +36,16 @@ impl CoreError {
 impl From<sqlx::Error> for CoreError {
     fn from(err: sqlx::Error) -> Self {
         // sqlx errors carry no connection string, so the text is safe to show.
-        Self::Backend(err.to_string())
+        match err {
+            // sqlx retries refused connections until its acquire timeout, then reports
+            // only this: say what it usually means.
+            sqlx::Error::PoolTimedOut => Self::Backend(
+                "no database connection became available in time: the server is down, \
+                 restarting or unreachable (or every connection is busy)"
+                    .into(),
+            ),
+            err => Self::Backend(err.to_string()),
+        }
     }
 }
 

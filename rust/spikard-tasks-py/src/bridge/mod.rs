@@ -48,8 +48,10 @@ pub struct BridgeState {
     cancel_requested: Mutex<HashSet<String>>,
     /// `concurrent.futures.Future`s of running `async def` attempts, by job id.
     running_async: Mutex<HashMap<String, Py<PyAny>>>,
-    /// Jobs whose sync handler is running right now.
-    running_sync: Mutex<HashSet<String>>,
+    /// Sync attempts running right now, by job id and attempt; `true` once abandoned
+    /// after its timeout (a replacement thread took its place, and the thread running it
+    /// retires when the handler finally returns).
+    running_sync: Mutex<HashMap<(String, u32), bool>>,
 }
 
 impl BridgeState {
@@ -67,21 +69,38 @@ impl BridgeState {
             .unwrap_or(false)
     }
 
-    fn track_sync(&self, id: &str, running: bool) {
-        if let Ok(mut s) = self.running_sync.lock() {
-            if running {
-                s.insert(id.to_owned());
-            } else {
-                s.remove(id);
-            }
+    fn sync_started(&self, id: &str, attempt: u32) {
+        if let Ok(mut m) = self.running_sync.lock() {
+            m.insert((id.to_owned(), attempt), false);
         }
     }
 
-    fn is_sync_running(&self, id: &str) -> bool {
+    /// The attempt returned; true if it had been abandoned (its thread must retire).
+    fn sync_finished(&self, id: &str, attempt: u32) -> bool {
         self.running_sync
             .lock()
-            .map(|s| s.contains(id))
+            .ok()
+            .and_then(|mut m| m.remove(&(id.to_owned(), attempt)))
             .unwrap_or(false)
+    }
+
+    /// Marks the running (not yet abandoned) sync attempt of job `id` abandoned; false
+    /// if none runs (it returned meanwhile, or the handler is `async def`). Earlier
+    /// attempts of the same job may still be stuck in abandoned threads.
+    fn abandon_sync(&self, id: &str) -> bool {
+        let Ok(mut m) = self.running_sync.lock() else {
+            return false;
+        };
+        match m
+            .iter_mut()
+            .find(|((job, _), abandoned)| job == id && !**abandoned)
+        {
+            Some((_, abandoned)) => {
+                *abandoned = true;
+                true
+            }
+            None => false,
+        }
     }
 
     fn track_async(&self, id: String, fut: Py<PyAny>) {
@@ -152,7 +171,7 @@ impl TaskHandler for PyTaskHandler {
     }
 
     fn timed_out(&self, job_id: &str) {
-        if self.state.is_sync_running(job_id) {
+        if self.state.abandon_sync(job_id) {
             // A sync handler cannot be interrupted: abandon its thread, keep the pool size.
             self.threads.replace_abandoned();
         }

@@ -26,13 +26,13 @@ pub struct AsyncLoop {
 ///
 /// A sync handler that runs past its timeout cannot be interrupted: its thread is
 /// abandoned to finish on its own and a replacement thread is started, so the pool keeps
-/// its size; the next thread to finish a job while there is a surplus retires.
+/// its size; the abandoned thread retires once its handler returns (never, if it blocks
+/// forever: the pool still has its full size of live threads).
 pub struct PythonThreads {
     tx: Mutex<Option<Sender<Work>>>,
     rx: Receiver<Work>,
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
-    surplus: Arc<AtomicUsize>,
     spawned: AtomicUsize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -53,7 +53,6 @@ impl PythonThreads {
             rx,
             state,
             async_loop,
-            surplus: Arc::new(AtomicUsize::new(0)),
             spawned: AtomicUsize::new(0),
             threads: Mutex::new(Vec::with_capacity(n)),
         };
@@ -69,7 +68,6 @@ impl PythonThreads {
             rx: self.rx.clone(),
             state: self.state.clone(),
             async_loop: self.async_loop.clone(),
-            surplus: self.surplus.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("spikard-py-{i}"))
@@ -83,7 +81,6 @@ impl PythonThreads {
 
     /// Replaces the thread stuck in a timed-out sync handler.
     pub(crate) fn replace_abandoned(&self) {
-        self.surplus.fetch_add(1, Ordering::AcqRel);
         if let Err(e) = self.spawn_one() {
             tracing::error!(error = %e, "cannot start a replacement handler thread");
         }
@@ -125,16 +122,6 @@ struct ThreadContext {
     rx: Receiver<Work>,
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
-    surplus: Arc<AtomicUsize>,
-}
-
-impl ThreadContext {
-    /// True if this thread should retire because a replacement took its place.
-    fn retire(&self) -> bool {
-        self.surplus
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-            .is_ok()
-    }
 }
 
 fn thread_main(ctx: ThreadContext) {
@@ -142,29 +129,33 @@ fn thread_main(ctx: ThreadContext) {
         let Ok(work) = py.detach(|| ctx.rx.recv()) else {
             break;
         };
-        let ran_job = matches!(work, Work::Run { .. });
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run(py, work, &ctx.state, ctx.async_loop.as_deref())
         }));
-        if caught.is_err() {
+        match caught {
+            // This thread was abandoned in a timed-out handler and replaced: retire.
+            Ok(true) => break,
+            Ok(false) => {}
             // The reply sender was dropped with the panic: the awaiting task records a
             // failed attempt. The thread itself keeps serving.
-            eprintln!("spikard-tasks: a panic in the handler bridge was caught");
-        }
-        // Retire only after finishing a job: the thread that was stuck (or any other)
-        // gives its place back once a replacement exists.
-        if ran_job && ctx.retire() {
-            break;
+            Err(_) => eprintln!("spikard-tasks: a panic in the handler bridge was caught"),
         }
     });
 }
 
-fn run(py: Python<'_>, work: Work, state: &Arc<BridgeState>, async_loop: Option<&AsyncLoop>) {
+/// Does one piece of work; true if this thread must retire (see [`PythonThreads`]).
+fn run(
+    py: Python<'_>,
+    work: Work,
+    state: &Arc<BridgeState>,
+    async_loop: Option<&AsyncLoop>,
+) -> bool {
     match work {
         Work::Cancel { job_id } => {
             if let Some(fut) = state.forget_async(&job_id) {
                 let _ = fut.bind(py).call_method0("cancel");
             }
+            false
         }
         Work::Run { job, entry, reply } => {
             let call = || -> PyResult<(Bound<'_, pyo3::types::PyTuple>, Bound<'_, pyo3::types::PyDict>)> {
@@ -174,28 +165,39 @@ fn run(py: Python<'_>, work: Work, state: &Arc<BridgeState>, async_loop: Option<
                 Ok(v) => v,
                 Err(e) => {
                     let _ = reply.send(error_outcome(py, e, false));
-                    return;
+                    return false;
                 }
             };
             if !entry.is_async {
-                state.track_sync(&job.id, true);
-                let outcome = match entry.func.bind(py).call(args, Some(&kwargs)) {
-                    Ok(value) => value_outcome(&value),
-                    Err(err) => error_outcome(py, err, false),
-                };
-                state.track_sync(&job.id, false);
+                state.sync_started(&job.id, job.attempt);
+                // A panic here (e.g. PyO3 resuming one when the handler raised
+                // `PanicException`) becomes this attempt's error, with its message.
+                let called =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        match entry.func.bind(py).call(args, Some(&kwargs)) {
+                            Ok(value) => value_outcome(&value),
+                            Err(err) => error_outcome(py, err, false),
+                        }
+                    }));
+                let abandoned = state.sync_finished(&job.id, job.attempt);
+                let outcome = called.unwrap_or_else(|panic| {
+                    TaskOutcome::fail(format!(
+                        "PanicException: a panic in the handler bridge: {}",
+                        panic_text(panic.as_ref())
+                    ))
+                });
                 let _ = reply.send(outcome);
-                return;
+                return abandoned;
             }
             let Some(lp) = async_loop else {
                 let _ = reply.send(TaskOutcome::fail(
                     "WorkerError: no event loop for async handlers in this worker",
                 ));
-                return;
+                return false;
             };
             let done = match Py::new(py, Completion::new(reply, job.id.clone(), state.clone())) {
                 Ok(d) => d,
-                Err(_) => return,
+                Err(_) => return false,
             };
             match lp.submit.bind(py).call1((
                 lp.event_loop.bind(py),
@@ -212,6 +214,16 @@ fn run(py: Python<'_>, work: Work, state: &Arc<BridgeState>, async_loop: Option<
                 }
                 Err(err) => done.get().finish(error_outcome(py, err, false)),
             }
+            false
         }
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }

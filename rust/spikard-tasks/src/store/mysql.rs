@@ -93,7 +93,7 @@ impl MySqlStore {
         super::connect::probe::<sqlx::MySqlConnection>(url).await?;
         let pool = MySqlPoolOptions::new()
             .max_connections(10)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(super::connect::ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;

@@ -91,7 +91,7 @@ impl PostgresStore {
         super::connect::probe::<sqlx::PgConnection>(url).await?;
         let pool = PgPoolOptions::new()
             .max_connections(10)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(super::connect::ACQUIRE_TIMEOUT)
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;

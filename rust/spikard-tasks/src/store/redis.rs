@@ -46,6 +46,11 @@ use crate::url::redact;
 pub const PREFIX: &str = "spikard:";
 /// Timeout of one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect attempts (100 ms, doubling, with jitter) a call waits for after the
+/// connection dropped before it fails with `BackendError`: a few seconds, like the SQL
+/// stores' acquire timeout, so producers fail fast while the server is down (the
+/// library's default of 6 made calls block ~10 s). The next call tries again.
+const RECONNECT_RETRIES: usize = 4;
 /// Most due scheduled (or retrying) jobs one claim moves to the ready set, per set.
 const PROMOTE_BATCH: usize = 1000;
 /// Most jobs one rescue or purge script touches; the client loops over batches so the
@@ -170,7 +175,8 @@ impl RedisStore {
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             // Scripts over large batches take a while; a timed-out script still runs.
             .set_response_timeout(Some(Duration::from_secs(30)))
-            .set_max_delay(Duration::from_secs(5));
+            .set_max_delay(Duration::from_secs(5))
+            .set_number_of_retries(RECONNECT_RETRIES);
         let work = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(failed)?;
         let calls =
