@@ -90,6 +90,24 @@ pub struct SqliteStore {
 /// How often an idle worker's watcher asks SQLite whether another process committed.
 const WATCH_INTERVAL: Duration = Duration::from_millis(4);
 
+/// How long opening a file keeps retrying while other processes hold it busy.
+const OPEN_BUSY_BUDGET: Duration = Duration::from_secs(30);
+
+/// True for SQLite's "database is busy/locked" answers (SQLITE_BUSY, SQLITE_LOCKED).
+fn is_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let primary = code
+                .as_deref()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            matches!(primary, Some(5) | Some(6))
+        }
+        _ => false,
+    }
+}
+
 impl SqliteStore {
     /// Starts a write transaction.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
@@ -117,16 +135,47 @@ impl SqliteStore {
             })
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(false);
+        // Several processes opening a fresh file at once race to switch it to WAL;
+        // SQLite answers that race with SQLITE_BUSY without calling the busy handler,
+        // so the open is retried (briefly, with backoff) until one of them has won.
+        let started = std::time::Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::try_open_file(options.clone()).await {
+                Ok(mut store) => {
+                    store.file_options = Some(options);
+                    return Ok(store);
+                }
+                Err(e) if is_busy(&e) && started.elapsed() < OPEN_BUSY_BUDGET => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                Err(e) => {
+                    return Err(CoreError::Backend(format!(
+                        "cannot open {}: {e}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// One attempt at opening a database file and setting up its schema.
+    async fn try_open_file(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(60))
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| CoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        let mut store = Self::setup(pool).await?;
-        store.file_options = Some(options);
-        Ok(store)
+            .connect_with(options)
+            .await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Self {
+            pool,
+            _anchor: None,
+            file_options: None,
+        })
     }
 
     /// Opens a private in-memory database that lives as long as this store.
