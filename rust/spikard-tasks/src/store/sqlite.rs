@@ -168,14 +168,7 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Self {
-            pool,
-            _anchor: None,
-            file_options: None,
-        })
+        Self::setup(pool).await
     }
 
     /// Opens a private in-memory database that lives as long as this store.
@@ -257,7 +250,7 @@ impl SqliteStore {
         Ok(out)
     }
 
-    async fn setup(pool: SqlitePool) -> CoreResult<Self> {
+    async fn setup(pool: SqlitePool) -> Result<Self, sqlx::Error> {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
         tx.commit().await?;
