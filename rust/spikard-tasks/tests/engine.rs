@@ -681,7 +681,7 @@ async fn store_cancel_heartbeat_release_and_rescue() {
         // Cancelling a running job only asks; the heartbeat reports it.
         assert!(store.cancel(&ids[0]).await.unwrap(), "{url}");
         assert_eq!(
-            store.heartbeat(&worker, lease).await.unwrap(),
+            store.heartbeat(&worker, &ids, lease).await.unwrap(),
             [ids[0].clone()]
         );
         // Release gives a job back without counting the attempt; others' jobs are untouched.
@@ -712,7 +712,10 @@ async fn store_cancel_heartbeat_release_and_rescue() {
         );
 
         // The lease lapses: a and b retry, c has no attempts left and fails.
-        store.heartbeat(&worker, Duration::ZERO).await.unwrap();
+        store
+            .heartbeat(&worker, &ids, Duration::ZERO)
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(store.rescue_expired().await.unwrap() >= 3, "{url}");
         let a = store.get(&ids[0]).await.unwrap().unwrap();
@@ -733,7 +736,27 @@ async fn store_cancel_heartbeat_release_and_rescue() {
         );
         // A late outcome after the rescue is ignored, and the worker holds nothing now.
         assert_eq!(store.complete(&worker, vec![(c, ok())]).await.unwrap(), 0);
-        assert!(store.heartbeat(&worker, lease).await.unwrap().is_empty());
+        assert!(store
+            .heartbeat(&worker, &ids, lease)
+            .await
+            .unwrap()
+            .is_empty());
+
+        // A claim the worker never heard of (its reply was lost) is not renewed by the
+        // heartbeat: its lease runs out and the job is rescued.
+        let d = client
+            .resolve(job("d", json!([])), spikard_tasks::time::now_ms())
+            .unwrap();
+        let d_id = d.id.clone();
+        store.enqueue(vec![d]).await.unwrap();
+        let short = Duration::from_millis(50);
+        let lost = store.claim(&queues, &worker, 10, short).await.unwrap();
+        assert!(lost.iter().any(|j| j.id == d_id), "{url}");
+        store.heartbeat(&worker, &[], lease).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.rescue_expired().await.unwrap() >= 1, "{url}");
+        let d = store.get(&d_id).await.unwrap().unwrap();
+        assert_eq!(d.status, JobStatus::Retrying, "{url}");
     }
 }
 

@@ -99,9 +99,15 @@ pub trait Store: ScheduleStore {
         done: Vec<(ClaimedJob, Completion)>,
     ) -> CoreResult<usize>;
 
-    /// Renews the leases of all jobs `worker` runs; returns ids of those jobs whose
-    /// cancellation was requested.
-    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>>;
+    /// Renews the leases of the jobs `ids` that `worker` still runs; returns ids of
+    /// those jobs whose cancellation was requested. Jobs locked by `worker` but not in
+    /// `ids` are left to expire (their claim never reached the worker).
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        ids: &[String],
+        lease: Duration,
+    ) -> CoreResult<Vec<String>>;
 
     /// Moves running jobs whose lease expired back to `retrying` (or `failed` when no
     /// attempts are left). Returns how many were rescued.

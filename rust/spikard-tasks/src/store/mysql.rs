@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
 
-use super::rows::{earlier_in_batch, placeholders, CompletionColumns};
+use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
 use super::Store;
 use crate::error::CoreResult;
 use crate::job::{
@@ -107,27 +107,7 @@ impl MySqlStore {
         rows: &[&JobRow],
     ) -> Result<(), sqlx::Error> {
         for chunk in rows.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "INSERT INTO spikard_jobs (id, queue, task, args, kwargs, status, priority, \
-                 max_attempts, run_at, timeout_ms, unique_key, enqueued_at) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(&r.id)
-                    .bind(&r.queue)
-                    .bind(&r.task)
-                    .bind(&r.args)
-                    .bind(&r.kwargs)
-                    .bind(r.priority)
-                    .bind(r.max_attempts as i32)
-                    .bind(r.run_at_ms)
-                    .bind(r.timeout_ms)
-                    .bind(&r.unique_key)
-                    .bind(r.enqueued_at_ms);
-            }
-            q.execute(&mut **tx).await?;
+            insert_jobs_query!(chunk, i32).execute(&mut **tx).await?;
         }
         Ok(())
     }
@@ -345,21 +325,37 @@ impl Store for MySqlStore {
         Ok(written)
     }
 
-    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
-        sqlx::query(
-            "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? AND status = 'running'",
-        )
-        .bind(now_ms() + lease.as_millis() as i64)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM spikard_jobs WHERE locked_by = ? AND status = 'running' \
-             AND cancel_requested = 1",
-        )
-        .bind(worker)
-        .fetch_all(&self.pool)
-        .await?)
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        ids: &[String],
+        lease: Duration,
+    ) -> CoreResult<Vec<String>> {
+        let until = now_ms() + lease.as_millis() as i64;
+        let mut cancel = Vec::new();
+        // By primary key only: no gap locks on the locked_by index to deadlock with claims.
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let list = placeholders(chunk.len());
+            let sql = format!(
+                "UPDATE spikard_jobs SET lease_until = ? WHERE id IN ({list}) \
+                 AND locked_by = ? AND status = 'running'"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(until);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            q.bind(worker).execute(&self.pool).await?;
+            let sql = format!(
+                "SELECT id FROM spikard_jobs WHERE id IN ({list}) AND locked_by = ? \
+                 AND status = 'running' AND cancel_requested = 1"
+            );
+            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id);
+            }
+            cancel.extend(q.bind(worker).fetch_all(&self.pool).await?);
+        }
+        Ok(cancel)
     }
 
     async fn rescue_expired(&self) -> CoreResult<u64> {

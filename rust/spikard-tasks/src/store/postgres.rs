@@ -377,13 +377,23 @@ impl Store for PostgresStore {
         Ok(res.rows_affected() as usize)
     }
 
-    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        ids: &[String],
+        lease: Duration,
+    ) -> CoreResult<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows: Vec<(String, bool)> = sqlx::query_as(
             "UPDATE spikard_tasks.jobs SET lease_until = $1 \
-             WHERE locked_by = $2 AND status = 'running' RETURNING id, cancel_requested",
+             WHERE id = ANY($3) AND locked_by = $2 AND status = 'running' \
+             RETURNING id, cancel_requested",
         )
         .bind(now_ms() + lease.as_millis() as i64)
         .bind(worker)
+        .bind(ids)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows

@@ -497,11 +497,20 @@ impl Store for RedisStore {
         Ok(self.invoke::<usize>(&self.work, &inv).await?)
     }
 
-    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        ids: &[String],
+        lease: Duration,
+    ) -> CoreResult<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut inv = SCRIPTS.heartbeat.prepare_invoke();
         inv.arg(PREFIX)
             .arg(worker)
-            .arg(now_ms() + lease.as_millis() as i64);
+            .arg(now_ms() + lease.as_millis() as i64)
+            .arg(ids);
         self.invoke(&self.work, &inv).await
     }
 

@@ -21,6 +21,7 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 use tower::layer::util::Identity;
 
+use super::held::HeldJobs;
 use crate::error::{CoreError, CoreResult};
 use crate::job::ClaimedJob;
 use crate::store::Store;
@@ -49,6 +50,7 @@ pub(crate) struct BackendParts {
     pub poll_interval: Duration,
     pub wake: Arc<Notify>,
     pub inflight: Arc<AtomicUsize>,
+    pub held: Arc<HeldJobs>,
 }
 
 /// Our job store as an apalis backend.
@@ -122,6 +124,7 @@ impl Backend for StoreBackend {
                     }
                     Poll::Ready(Ok(jobs)) => {
                         self.error_pause = ERROR_PAUSE;
+                        self.parts.held.add(jobs.iter().map(|j| j.id.as_str()));
                         self.buffer.extend(jobs);
                         self.phase = Phase::Idle;
                     }
@@ -158,7 +161,10 @@ impl Backend for StoreBackend {
                     // Let an in-flight claim land so its jobs are released, not orphaned.
                     match fut.poll_unpin(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(jobs)) => self.buffer.extend(jobs),
+                        Poll::Ready(Ok(jobs)) => {
+                            self.parts.held.add(jobs.iter().map(|j| j.id.as_str()));
+                            self.buffer.extend(jobs)
+                        }
                         Poll::Ready(Err(_)) => {}
                     }
                     self.phase = Phase::Idle;
@@ -168,6 +174,9 @@ impl Backend for StoreBackend {
                         return Poll::Ready(Ok(()));
                     }
                     let ids: Vec<String> = self.buffer.drain(..).map(|j| j.id).collect();
+                    for id in &ids {
+                        self.parts.held.remove(id);
+                    }
                     let store = self.parts.store.clone();
                     let worker = self.parts.worker.clone();
                     self.phase = Phase::Releasing(

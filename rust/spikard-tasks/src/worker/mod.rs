@@ -4,6 +4,7 @@
 
 mod backend;
 mod completer;
+mod held;
 mod service;
 mod stats;
 
@@ -26,6 +27,7 @@ use crate::store::Store;
 use crate::time::{now_ms, secs, secs_to_ms};
 use backend::{BackendParts, StoreBackend};
 use completer::Completer;
+use held::HeldJobs;
 use service::JobService;
 
 /// How a worker runs. Build it with [`WorkerOptions::from_config`] and adjust.
@@ -190,6 +192,7 @@ async fn run(
 ) -> CoreResult<WorkerReport> {
     let worker_name: Arc<str> = options.name.clone().into();
     let inflight = Arc::new(AtomicUsize::new(0));
+    let held = Arc::new(HeldJobs::default());
     let store = client.store.clone();
     let backend = StoreBackend::new(BackendParts {
         store: store.clone(),
@@ -200,6 +203,7 @@ async fn run(
         poll_interval: options.poll_interval,
         wake: client.enqueued.clone(),
         inflight: inflight.clone(),
+        held: held.clone(),
     });
     let (completer, completer_task) = Completer::spawn(store.clone(), worker_name.clone());
     let service = JobService {
@@ -207,6 +211,7 @@ async fn run(
         handler: handler.clone(),
         backoff: options.backoff.clone(),
         inflight,
+        held: held.clone(),
         finished: client.finished.clone(),
         stats: stats.clone(),
     };
@@ -221,6 +226,7 @@ async fn run(
         store.clone(),
         handler,
         worker_name.clone(),
+        held.clone(),
         options.clone(),
         maintenance_stop_rx,
     ));
@@ -274,6 +280,7 @@ async fn maintain(
     store: Arc<dyn Store>,
     handler: Arc<dyn TaskHandler>,
     worker: Arc<str>,
+    held: Arc<HeldJobs>,
     options: WorkerOptions,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -285,7 +292,8 @@ async fn maintain(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        match store.heartbeat(&worker, options.lease).await {
+        let ids = held.snapshot();
+        match store.heartbeat(&worker, &ids, options.lease).await {
             Ok(cancel_ids) => {
                 for id in cancel_ids {
                     handler.cancel_requested(&id);

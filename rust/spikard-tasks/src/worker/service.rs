@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 use tokio::sync::Notify;
 
 use super::completer::Completer;
+use super::held::HeldJobs;
 use super::stats::WorkerStats;
 use crate::config::Backoff;
 use crate::handler::{TaskHandler, TaskOutcome};
@@ -30,6 +31,7 @@ pub(crate) struct JobService {
     pub handler: Arc<dyn TaskHandler>,
     pub backoff: Backoff,
     pub inflight: Arc<AtomicUsize>,
+    pub held: Arc<HeldJobs>,
     pub finished: Arc<Notify>,
     pub stats: Arc<WorkerStats>,
 }
@@ -62,7 +64,9 @@ impl tower::Service<Task<ClaimedJob>> for JobService {
             let outcome = this.run(&job).await;
             let completion = decide(&job, outcome, &this.backoff);
             this.stats.record(&completion);
+            let id = job.id.clone();
             this.completer.complete(job, completion).await;
+            this.held.remove(&id);
             this.finished.notify_waiters();
             Ok(())
         })
