@@ -31,6 +31,46 @@ pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// A multi-row `INSERT` of `n` new jobs into `table` with `?` placeholders (SQLite, MySQL);
+/// the binds per row are id, queue, task, args, kwargs, priority, max_attempts, run_at,
+/// timeout_ms, unique_key, enqueued_at.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) fn insert_jobs_sql(table: &str, n: usize) -> String {
+    format!(
+        "INSERT INTO {table} (id, queue, task, args, kwargs, status, priority, \
+         max_attempts, run_at, timeout_ms, unique_key, enqueued_at) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"; n].join(", ")
+    )
+}
+
+/// The multi-row `INSERT` query of `$rows` (`&[&JobRow]`) with every bind in place;
+/// `$attempts` is the integer type of the backend's `max_attempts` column.
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+macro_rules! insert_jobs_query {
+    ($rows:expr, $attempts:ty) => {{
+        let rows = $rows;
+        let sql = $crate::store::rows::insert_jobs_sql("spikard_jobs", rows.len());
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in rows {
+            q = q
+                .bind(&r.id)
+                .bind(&r.queue)
+                .bind(&r.task)
+                .bind(&r.args)
+                .bind(&r.kwargs)
+                .bind(r.priority)
+                .bind(r.max_attempts as $attempts)
+                .bind(r.run_at_ms)
+                .bind(r.timeout_ms)
+                .bind(&r.unique_key)
+                .bind(r.enqueued_at_ms);
+        }
+        q
+    }};
+}
+#[cfg(any(feature = "sqlite", feature = "mysql"))]
+pub(crate) use insert_jobs_query;
+
 /// The column values a [`Completion`] writes.
 pub(crate) struct CompletionColumns {
     pub status: &'static str,

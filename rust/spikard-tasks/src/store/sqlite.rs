@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use super::rows::{earlier_in_batch, placeholders, CompletionColumns};
+use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
 use super::Store;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -89,6 +89,9 @@ pub struct SqliteStore {
 
 /// How often an idle worker's watcher asks SQLite whether another process committed.
 const WATCH_INTERVAL: Duration = Duration::from_millis(4);
+
+/// Most outcomes written by one statement (8 bound values each).
+const COMPLETE_CHUNK: usize = 512;
 
 /// How long opening a file keeps retrying while other processes hold it busy.
 const OPEN_BUSY_BUDGET: Duration = Duration::from_secs(30);
@@ -165,6 +168,7 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
@@ -225,27 +229,7 @@ impl SqliteStore {
             }
         }
         for chunk in plain.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "INSERT INTO spikard_jobs (id, queue, task, args, kwargs, status, priority, \
-                 max_attempts, run_at, timeout_ms, unique_key, enqueued_at) VALUES {}",
-                vec!["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for r in chunk {
-                q = q
-                    .bind(&r.id)
-                    .bind(&r.queue)
-                    .bind(&r.task)
-                    .bind(&r.args)
-                    .bind(&r.kwargs)
-                    .bind(r.priority)
-                    .bind(r.max_attempts as i64)
-                    .bind(r.run_at_ms)
-                    .bind(r.timeout_ms)
-                    .bind(&r.unique_key)
-                    .bind(r.enqueued_at_ms);
-            }
-            q.execute(&mut **tx).await?;
+            insert_statement(chunk).execute(&mut **tx).await?;
         }
         Ok(out)
     }
@@ -264,10 +248,27 @@ impl SqliteStore {
 
 super::rows::row_decoders!(SqliteRow, i64);
 
+/// One multi-row `INSERT` of `rows` (at most [`INSERT_CHUNK`]).
+fn insert_statement<'q>(
+    rows: &[&'q JobRow],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    insert_jobs_query!(rows, i64)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let [row] = rows.as_slice() {
+            if row.unique_key.is_none() {
+                // One row, nothing to look up first: one autocommit statement.
+                insert_statement(&[row]).execute(&self.pool).await?;
+                return Ok(vec![Enqueued {
+                    id: row.id.clone(),
+                    created: true,
+                }]);
+            }
+        }
+        let mut tx = self.begin_write().await?;
         let out = Self::insert_jobs(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(out)
@@ -381,50 +382,65 @@ impl Store for SqliteStore {
         }
         let now = now_ms();
         let mut written = 0;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for (job, outcome) in &done {
-            let c = CompletionColumns::new(outcome, now)?;
-            let res = sqlx::query(
-                "UPDATE spikard_jobs SET status = ?1, result = ?2, run_at = COALESCE(?3, run_at), \
-                 errors = CASE WHEN ?4 IS NULL THEN errors \
-                     ELSE json_insert(COALESCE(errors, '[]'), '$[#]', json(?4)) END, \
-                 cancel_reason = COALESCE(?5, cancel_reason), finished_at = ?6, \
-                 locked_by = NULL, lease_until = NULL \
-                 WHERE id = ?7 AND locked_by = ?8 AND attempts = ?9 AND status = 'running'",
-            )
-            .bind(c.status)
-            .bind(c.result)
-            .bind(c.run_at_ms)
-            .bind(c.error)
-            .bind(c.cancel_reason)
-            .bind(c.finished_at_ms)
-            .bind(&job.id)
-            .bind(worker)
-            .bind(job.attempt as i64)
-            .execute(&mut *tx)
-            .await?;
+        let mut tx = self.begin_write().await?;
+        // One statement per chunk: the outcomes travel as a VALUES table.
+        for chunk in done.chunks(COMPLETE_CHUNK) {
+            let sql = format!(
+                "UPDATE spikard_jobs SET status = v.column1, result = v.column2, \
+                 run_at = COALESCE(v.column3, spikard_jobs.run_at), \
+                 errors = CASE WHEN v.column4 IS NULL THEN spikard_jobs.errors \
+                     ELSE json_insert(COALESCE(spikard_jobs.errors, '[]'), '$[#]', json(v.column4)) END, \
+                 cancel_reason = COALESCE(v.column5, spikard_jobs.cancel_reason), \
+                 finished_at = v.column6, locked_by = NULL, lease_until = NULL \
+                 FROM (VALUES {}) AS v \
+                 WHERE spikard_jobs.id = v.column7 AND spikard_jobs.attempts = v.column8 \
+                 AND spikard_jobs.locked_by = ? AND spikard_jobs.status = 'running'",
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (job, outcome) in chunk {
+                let c = CompletionColumns::new(outcome, now)?;
+                q = q
+                    .bind(c.status)
+                    .bind(c.result)
+                    .bind(c.run_at_ms)
+                    .bind(c.error)
+                    .bind(c.cancel_reason)
+                    .bind(c.finished_at_ms)
+                    .bind(&job.id)
+                    .bind(job.attempt as i64);
+            }
+            let res = q.bind(worker).execute(&mut *tx).await?;
             written += res.rows_affected() as usize;
         }
         tx.commit().await?;
         Ok(written)
     }
 
-    async fn heartbeat(&self, worker: &str, lease: Duration) -> CoreResult<Vec<String>> {
+    async fn heartbeat(
+        &self,
+        worker: &str,
+        ids: &[String],
+        lease: Duration,
+    ) -> CoreResult<Vec<String>> {
         let until = now_ms() + lease.as_millis() as i64;
-        sqlx::query(
-            "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? AND status = 'running'",
-        )
-        .bind(until)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?;
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM spikard_jobs WHERE locked_by = ? AND status = 'running' \
-             AND cancel_requested = 1",
-        )
-        .bind(worker)
-        .fetch_all(&self.pool)
-        .await?)
+        let mut cancel = Vec::new();
+        for chunk in ids.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? \
+                 AND status = 'running' AND id IN ({}) RETURNING id, cancel_requested",
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql))
+                .bind(until)
+                .bind(worker);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let rows = q.fetch_all(&self.pool).await?;
+            cancel.extend(rows.into_iter().filter(|(_, c)| *c != 0).map(|(id, _)| id));
+        }
+        Ok(cancel)
     }
 
     async fn rescue_expired(&self) -> CoreResult<u64> {
