@@ -126,21 +126,38 @@ struct ThreadContext {
 
 fn thread_main(ctx: ThreadContext) {
     Python::attach(|py| loop {
-        let Ok(work) = py.detach(|| ctx.rx.recv()) else {
+        let Ok(mut work) = py.detach(|| ctx.rx.recv()) else {
             break;
         };
-        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run(py, work, &ctx.state, ctx.async_loop.as_deref())
-        }));
-        match caught {
-            // This thread was abandoned in a timed-out handler and replaced: retire.
-            Ok(true) => break,
-            Ok(false) => {}
-            // The reply sender was dropped with the panic: the awaiting task records a
-            // failed attempt. The thread itself keeps serving.
-            Err(_) => eprintln!("spikard-tasks: a panic in the handler bridge was caught"),
+        // While work is already queued (every other thread is busy), keep the
+        // interpreter and run it: one attach per burst, not one per job.
+        loop {
+            if run_caught(py, work, &ctx) {
+                return;
+            }
+            match ctx.rx.try_recv() {
+                Ok(next) => work = next,
+                Err(_) => break,
+            }
         }
     });
+}
+
+/// Runs one piece of work, catching panics; true if this thread must retire.
+fn run_caught(py: Python<'_>, work: Work, ctx: &ThreadContext) -> bool {
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run(py, work, &ctx.state, ctx.async_loop.as_deref())
+    }));
+    match caught {
+        // This thread was abandoned in a timed-out handler and replaced: retire.
+        Ok(retire) => retire,
+        // The reply sender was dropped with the panic: the awaiting task records a
+        // failed attempt. The thread itself keeps serving.
+        Err(_) => {
+            eprintln!("spikard-tasks: a panic in the handler bridge was caught");
+            false
+        }
+    }
 }
 
 /// Does one piece of work; true if this thread must retire (see [`PythonThreads`]).
