@@ -48,10 +48,20 @@ def is_ready(backend: str) -> bool:
     return probe.returncode == 0
 
 
+#: The server process of each backend on this machine.
+PROCESSES = {"postgres": "postgres", "mysql": "mariadbd", "redis": "redis-server"}
+
+
+def _running(backend: str) -> bool:
+    """True while the server process exists. MariaDB closes its port early in a shutdown
+    and may still finish statements on open connections; "down" means the process is gone."""
+    return _run("pgrep", "-x", PROCESSES[backend]).returncode == 0
+
+
 def _wait(backend: str, up: bool, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = is_ready(backend) if up else port_open(PORTS[backend])
+        state = is_ready(backend) if up else port_open(PORTS[backend]) or _running(backend)
         if state == up:
             return
         time.sleep(0.1)
