@@ -57,6 +57,7 @@ CREATE INDEX IF NOT EXISTS jobs_locked
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
     ON spikard_tasks.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_counts ON spikard_tasks.jobs (queue, status, run_at);
 CREATE INDEX IF NOT EXISTS jobs_finished
     ON spikard_tasks.jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS spikard_tasks.schedules (
@@ -266,10 +267,15 @@ impl Store for PostgresStore {
         }
         let now = now_ms();
         let rows = sqlx::query(
+            // Per queue, an ordered scan of the ready index that stops at the limit (a
+            // plain `queue = ANY($1)` sorts every ready row of the queues on each claim).
             "WITH picked AS ( \
-                 SELECT id FROM spikard_tasks.jobs \
-                 WHERE queue = ANY($1) AND status IN ('pending', 'retrying') AND run_at <= $2 \
-                 ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                 SELECT c.id FROM UNNEST($1::text[]) AS q(name) CROSS JOIN LATERAL ( \
+                     SELECT id, priority, run_at FROM spikard_tasks.jobs \
+                     WHERE queue = q.name AND status IN ('pending', 'retrying') \
+                         AND run_at <= $2 \
+                     ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
+                 ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
              UPDATE spikard_tasks.jobs j SET status = 'running', attempts = j.attempts + 1, \
                  locked_by = $4, lease_until = $5, started_at = $2 \
              FROM picked WHERE j.id = picked.id \
@@ -349,7 +355,9 @@ impl Store for PostgresStore {
             reasons.push(c.cancel_reason);
             finished.push(c.finished_at_ms);
         }
-        // One statement for the whole batch.
+        // One statement for the whole batch, by primary key. `(…) IS TRUE` keeps the
+        // planner off the `locked_by`/`status` indexes: bitmap scans of those walk every
+        // dead entry left by earlier outcomes (cost grows with the jobs run since vacuum).
         let res = sqlx::query(
             "UPDATE spikard_tasks.jobs j SET status = u.status, result = u.result, \
                  run_at = COALESCE(u.run_at, j.run_at), \
@@ -360,8 +368,8 @@ impl Store for PostgresStore {
              FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], \
                  $6::text[], $7::text[], $8::bigint[]) \
                  AS u(id, attempt, status, result, run_at, error, reason, finished) \
-             WHERE j.id = u.id AND j.locked_by = $9 AND j.attempts = u.attempt \
-                 AND j.status = 'running'",
+             WHERE j.id = u.id AND j.attempts = u.attempt \
+                 AND (j.locked_by = $9 AND j.status = 'running') IS TRUE",
         )
         .bind(ids)
         .bind(attempts)
@@ -388,7 +396,7 @@ impl Store for PostgresStore {
         }
         let rows: Vec<(String, bool)> = sqlx::query_as(
             "UPDATE spikard_tasks.jobs SET lease_until = $1 \
-             WHERE id = ANY($3) AND locked_by = $2 AND status = 'running' \
+             WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
              RETURNING id, cancel_requested",
         )
         .bind(now_ms() + lease.as_millis() as i64)
