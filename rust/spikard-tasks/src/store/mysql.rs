@@ -52,6 +52,19 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 "#;
 
+/// The claim index: `ready_queue` is the queue of a ready (pending or retrying) job and
+/// NULL otherwise, so one queue's ready jobs are one ordered index range and a claim reads
+/// and locks only the rows it takes (two statuses in one range would sort every ready row
+/// of the queue and lock them all). Added by [`MySqlStore::migrate`] to old tables too.
+const CLAIM_INDEX: &str = "ALTER TABLE spikard_jobs \
+     ADD COLUMN ready_queue VARCHAR(200) AS (CASE WHEN status IN ('pending', 'retrying') \
+         THEN queue END) STORED, \
+     ADD INDEX spikard_jobs_claim (ready_queue, priority DESC, run_at, id)";
+
+/// MySQL error numbers of a column or index that already exists (a concurrent migration).
+const ER_DUP_FIELDNAME: u16 = 1060;
+const ER_DUP_KEYNAME: u16 = 1061;
+
 const SCHEDULES: &str = r#"
 CREATE TABLE IF NOT EXISTS spikard_schedules (
     name VARCHAR(200) NOT NULL PRIMARY KEY,
@@ -99,7 +112,26 @@ impl MySqlStore {
             .map_err(|e| super::connect::connect_error(url, e))?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         sqlx::raw_sql(SCHEDULES).execute(&pool).await?;
+        Self::migrate(&pool).await?;
         Ok(Self { pool })
+    }
+
+    /// Adds the claim index to a table that lacks it; safe when several workers start
+    /// together (the loser of the race sees "already exists" and goes on).
+    async fn migrate(pool: &MySqlPool) -> CoreResult<()> {
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = 'spikard_jobs' AND COLUMN_NAME = 'ready_queue'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if present > 0 {
+            return Ok(());
+        }
+        match sqlx::raw_sql(CLAIM_INDEX).execute(pool).await {
+            Err(err) if !already_exists(&err) => Err(err.into()),
+            _ => Ok(()),
+        }
     }
 
     async fn insert_batch(
@@ -152,6 +184,12 @@ impl MySqlStore {
         Self::insert_batch(tx, &plain).await?;
         Ok(out)
     }
+}
+
+fn already_exists(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| matches!(e.number(), ER_DUP_FIELDNAME | ER_DUP_KEYNAME))
 }
 
 fn is_duplicate(err: &sqlx::Error) -> bool {
@@ -216,17 +254,28 @@ impl Store for MySqlStore {
         }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let sql = format!(
-            "SELECT id FROM spikard_jobs WHERE queue IN ({}) \
-             AND status IN ('pending', 'retrying') AND run_at <= ? \
-             ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
-            placeholders(queues.len())
-        );
-        let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+        // One ordered range of the claim index per queue; the best `limit` of them win
+        // (rows locked but not taken are unlocked at commit).
+        let mut picked: Vec<(std::cmp::Reverse<i32>, i64, String)> = Vec::new();
         for queue in queues {
-            q = q.bind(queue);
+            let rows: Vec<(String, i32, i64)> = sqlx::query_as(
+                "SELECT id, priority, run_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
+                 WHERE ready_queue = ? AND run_at <= ? \
+                 ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
+            )
+            .bind(queue)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            picked.extend(
+                rows.into_iter()
+                    .map(|(id, p, r)| (std::cmp::Reverse(p), r, id)),
+            );
         }
-        let ids: Vec<String> = q.bind(now).bind(limit as i64).fetch_all(&mut *tx).await?;
+        picked.sort_unstable();
+        picked.truncate(limit);
+        let ids: Vec<String> = picked.into_iter().map(|(_, _, id)| id).collect();
         if ids.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
