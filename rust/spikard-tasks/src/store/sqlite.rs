@@ -317,6 +317,20 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let now = now_ms();
+        // A read first: an UPDATE takes the database's one write lock even when nothing
+        // is ready, and idle workers would take it on every poll.
+        let probe = format!(
+            "SELECT 1 FROM spikard_jobs WHERE queue IN ({}) \
+             AND status IN ('pending', 'retrying') AND run_at <= ? LIMIT 1",
+            placeholders(queues.len())
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(probe));
+        for queue in queues {
+            q = q.bind(queue);
+        }
+        if q.bind(now).fetch_optional(&self.pool).await?.is_none() {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
              locked_by = ?, lease_until = ?, started_at = ? \

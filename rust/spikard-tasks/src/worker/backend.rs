@@ -72,8 +72,11 @@ impl StoreBackend {
     }
 
     fn start_claim(&mut self) {
+        // Claim for every free slot plus up to `concurrency` jobs ahead, so that under
+        // load one query feeds many slots instead of one query per freed slot. Jobs
+        // claimed ahead are held (their leases renewed) and released on shutdown.
         let busy = self.parts.inflight.load(Ordering::Acquire) + self.buffer.len();
-        let limit = self.parts.concurrency.saturating_sub(busy).max(1);
+        let limit = (2 * self.parts.concurrency).saturating_sub(busy).max(1);
         let store = self.parts.store.clone();
         let queues = self.parts.queues.clone();
         let worker = self.parts.worker.clone();
