@@ -20,6 +20,7 @@ from typing import Any
 
 from spikard_tasks import TaskQueue, __version__
 from spikard_tasks._progress import ProgressBar, format_table
+from spikard_tasks.bench import wait_succeeded
 
 
 def make_queue(url: str, name: str, concurrency: int) -> TaskQueue:
@@ -48,12 +49,7 @@ def drain(url: str, task: str, jobs: int, concurrency: int) -> dict[str, Any]:
     bar = ProgressBar(jobs, f"{task:10}")
     t1 = time.perf_counter()
     with queue.worker(concurrency=concurrency):
-        while True:
-            done = queue.counts()["succeeded"]
-            bar.update(done)
-            if done >= jobs:
-                break
-            time.sleep(0.05)
+        wait_succeeded(queue, 0, jobs, t1, bar)
     drain_s = time.perf_counter() - t1
     bar.close()
     return {
