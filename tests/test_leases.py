@@ -68,17 +68,29 @@ def test_job_longer_than_its_lease_is_never_stolen(workers: Workers) -> None:
 def test_late_ack_of_a_worker_that_lost_its_lease_is_ignored(workers: Workers) -> None:
     producer = _producer(workers)
     procs = {p.pid: p for p in (workers.start(), workers.start())}
-    job = producer.enqueue("hold", args=[7, 2.0], strict=False)
+    # The handler sleeps longer than the freezes below may take, so the frozen attempt
+    # can only finish after the takeover.
+    job = producer.enqueue("hold", args=[7, 8.0], strict=False)
     wait_for(lambda: len(read_log(workers.log, "start")["7"]) == 1, what="the job to start")
     stale = procs[read_log(workers.log, "start")["7"][0].pid]
-    # Freeze the worker running the job: it stops heartbeating but stays alive.
-    os.kill(stale.pid, signal.SIGSTOP)
+
+    def taken_over() -> bool:
+        return len(read_log(workers.log, "start")["7"]) == 2
+
+    # Freeze the worker running the job: it stops heartbeating but stays alive. A SQLite
+    # process frozen inside a write (a heartbeat) keeps the file's write lock and blocks
+    # every other writer, as any lock holder would; then thaw it briefly and freeze again.
     try:
-        wait_for(
-            lambda: len(read_log(workers.log, "start")["7"]) == 2,
-            timeout=20,
-            what="the other worker to take the job over once the lease expired",
-        )
+        for _ in range(3):
+            os.kill(stale.pid, signal.SIGSTOP)
+            deadline = time.monotonic() + 2.5
+            while not taken_over() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if taken_over():
+                break
+            os.kill(stale.pid, signal.SIGCONT)
+            time.sleep(0.02)
+        wait_for(taken_over, timeout=5, what="the other worker to take the job over")
         time.sleep(0.3)
     finally:
         os.kill(stale.pid, signal.SIGCONT)

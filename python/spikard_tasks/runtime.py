@@ -1289,6 +1289,17 @@ class BackgroundRuntime:
 _LIVE_RUNTIMES: weakref.WeakSet[BackgroundRuntime] = weakref.WeakSet()
 
 
+def _reset_locks_in_child() -> None:
+    """After ``fork``, a runtime's lock may be held by a thread that does not exist in
+    the child; give every inherited runtime a fresh one so the child can shut it down."""
+    for runtime in list(_LIVE_RUNTIMES):
+        runtime._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_locks_in_child)
+
+
 @atexit.register
 def _shutdown_live_runtimes() -> None:
     """Drain runtimes still running at interpreter exit (bounded by their drain_timeout)."""

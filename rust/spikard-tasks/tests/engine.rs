@@ -250,8 +250,16 @@ async fn priority_order_with_one_slot_and_delay_respected() {
         worker.stop().await.unwrap();
         let order = order.lock().unwrap();
         let seen: Vec<i64> = order.iter().map(|(v, _)| *v).collect();
-        assert_eq!(seen, vec![9, 5, 1, 0, -3, 100]);
-        assert!(order[5].1 - enqueued_at >= Duration::from_millis(300));
+        // The delayed job has the highest priority, so it may run before the last ready
+        // ones once it is due (on a loaded machine): only its start time is fixed.
+        let ready: Vec<i64> = seen.iter().copied().filter(|v| *v != 100).collect();
+        assert_eq!(
+            ready,
+            vec![9, 5, 1, 0, -3],
+            "ready jobs by priority: {seen:?}"
+        );
+        let delayed = order.iter().find(|(v, _)| *v == 100).unwrap().1;
+        assert!(delayed - enqueued_at >= Duration::from_millis(300));
     }
 }
 
