@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
 
-use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
+use super::rows::{
+    all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
+};
 use super::Store;
 use crate::error::CoreResult;
 use crate::job::{
@@ -145,6 +147,14 @@ impl MySqlStore {
     }
 
     async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, sqlx::Error> {
+        if rows.len() <= INSERT_CHUNK && rows.iter().all(|r| r.unique_key.is_none()) {
+            // One autocommit statement (atomic on its own): one round trip.
+            let plain: Vec<&JobRow> = rows.iter().collect();
+            insert_jobs_query!(&plain[..], i32)
+                .execute(&self.pool)
+                .await?;
+            return Ok(all_created(rows));
+        }
         let mut tx = self.pool.begin().await?;
         let out = Self::insert_jobs(&mut tx, rows).await?;
         tx.commit().await?;
@@ -156,13 +166,7 @@ impl MySqlStore {
         tx: &mut Transaction<'static, MySql>,
         rows: &[JobRow],
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
-        let mut out: Vec<Enqueued> = rows
-            .iter()
-            .map(|r| Enqueued {
-                id: r.id.clone(),
-                created: true,
-            })
-            .collect();
+        let mut out: Vec<Enqueued> = all_created(rows);
         let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let Some(key) = &row.unique_key else {

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
 use tokio::sync::Notify;
 
-use super::rows::CompletionColumns;
+use super::rows::{all_created, CompletionColumns};
 use super::Store;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -105,19 +105,56 @@ impl PostgresStore {
         Ok(Self { pool })
     }
 
+    /// Inserts rows without unique keys in one statement, whatever their number, and
+    /// notifies listeners of their queues (on commit: at once outside a transaction).
+    async fn insert_plain<'e, E>(executor: E, plain: &[&JobRow]) -> CoreResult<()>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+    {
+        let col = |f: fn(&JobRow) -> String| plain.iter().map(|r| f(r)).collect::<Vec<_>>();
+        sqlx::query(
+            "WITH ins AS (INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, \
+             status, priority, max_attempts, run_at, timeout_ms, enqueued_at) \
+             SELECT id, queue, task, args, kwargs, 'pending', priority, max_attempts, run_at, \
+             timeout_ms, enqueued_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
+             $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], \
+             $10::bigint[]) AS t(id, queue, task, args, kwargs, priority, max_attempts, \
+             run_at, timeout_ms, enqueued_at) RETURNING queue) \
+             SELECT pg_notify($11, q) FROM (SELECT DISTINCT queue AS q FROM ins) AS s",
+        )
+        .bind(col(|r| r.id.clone()))
+        .bind(col(|r| r.queue.clone()))
+        .bind(col(|r| r.task.clone()))
+        .bind(col(|r| r.args.clone()))
+        .bind(col(|r| r.kwargs.clone()))
+        .bind(plain.iter().map(|r| r.priority).collect::<Vec<i32>>())
+        .bind(
+            plain
+                .iter()
+                .map(|r| r.max_attempts as i32)
+                .collect::<Vec<i32>>(),
+        )
+        .bind(plain.iter().map(|r| r.run_at_ms).collect::<Vec<i64>>())
+        .bind(
+            plain
+                .iter()
+                .map(|r| r.timeout_ms)
+                .collect::<Vec<Option<i64>>>(),
+        )
+        .bind(plain.iter().map(|r| r.enqueued_at_ms).collect::<Vec<i64>>())
+        .bind(CHANNEL)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
     /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs) and notifies
     /// listeners of their queues on commit.
     async fn insert_jobs(
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         rows: &[JobRow],
     ) -> CoreResult<Vec<Enqueued>> {
-        let mut out: Vec<Enqueued> = rows
-            .iter()
-            .map(|r| Enqueued {
-                id: r.id.clone(),
-                created: true,
-            })
-            .collect();
+        let mut out: Vec<Enqueued> = all_created(rows);
         let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let Some(key) = &row.unique_key else {
@@ -164,41 +201,14 @@ impl PostgresStore {
             }
         }
         if !plain.is_empty() {
-            // One statement for the whole batch, whatever its size.
-            let col = |f: fn(&JobRow) -> String| plain.iter().map(|r| f(r)).collect::<Vec<_>>();
-            sqlx::query(
-                "INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, status, priority, \
-                 max_attempts, run_at, timeout_ms, enqueued_at) \
-                 SELECT id, queue, task, args, kwargs, 'pending', priority, max_attempts, run_at, \
-                 timeout_ms, enqueued_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
-                 $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], \
-                 $10::bigint[]) AS t(id, queue, task, args, kwargs, priority, max_attempts, \
-                 run_at, timeout_ms, enqueued_at)",
-            )
-            .bind(col(|r| r.id.clone()))
-            .bind(col(|r| r.queue.clone()))
-            .bind(col(|r| r.task.clone()))
-            .bind(col(|r| r.args.clone()))
-            .bind(col(|r| r.kwargs.clone()))
-            .bind(plain.iter().map(|r| r.priority).collect::<Vec<i32>>())
-            .bind(
-                plain
-                    .iter()
-                    .map(|r| r.max_attempts as i32)
-                    .collect::<Vec<i32>>(),
-            )
-            .bind(plain.iter().map(|r| r.run_at_ms).collect::<Vec<i64>>())
-            .bind(
-                plain
-                    .iter()
-                    .map(|r| r.timeout_ms)
-                    .collect::<Vec<Option<i64>>>(),
-            )
-            .bind(plain.iter().map(|r| r.enqueued_at_ms).collect::<Vec<i64>>())
-            .execute(&mut **tx)
-            .await?;
+            Self::insert_plain(&mut **tx, &plain).await?;
         }
-        let mut queues: Vec<&str> = rows.iter().map(|r| r.queue.as_str()).collect();
+        // The plain rows' statement notified their queues; notify those of unique rows.
+        let mut queues: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.unique_key.is_some())
+            .map(|r| r.queue.as_str())
+            .collect();
         queues.sort_unstable();
         queues.dedup();
         for queue in queues {
@@ -217,6 +227,12 @@ super::rows::row_decoders!(PgRow, i32);
 #[async_trait]
 impl Store for PostgresStore {
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        if rows.iter().all(|r| r.unique_key.is_none()) {
+            // One autocommit statement: one round trip for a single job or a batch.
+            let plain: Vec<&JobRow> = rows.iter().collect();
+            Self::insert_plain(&self.pool, &plain).await?;
+            return Ok(all_created(&rows));
+        }
         let mut tx = self.pool.begin().await?;
         let out = Self::insert_jobs(&mut tx, &rows).await?;
         tx.commit().await?;

@@ -17,7 +17,9 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Row};
 
-use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
+use super::rows::{
+    all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
+};
 use super::Store;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -202,13 +204,7 @@ impl SqliteStore {
         tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
         rows: &[JobRow],
     ) -> CoreResult<Vec<Enqueued>> {
-        let mut out: Vec<Enqueued> = rows
-            .iter()
-            .map(|r| Enqueued {
-                id: r.id.clone(),
-                created: true,
-            })
-            .collect();
+        let mut out: Vec<Enqueued> = all_created(rows);
         let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
         for (i, row) in rows.iter().enumerate() {
             let Some(key) = &row.unique_key else {
