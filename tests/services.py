@@ -44,7 +44,9 @@ def is_ready(backend: str) -> bool:
     elif backend == "mysql":
         probe = _run("mariadb", "-uroot", "-h127.0.0.1", "-e", "SELECT 1", "test", timeout=10)
     else:
+        # A Redis loading its snapshot answers PING with a LOADING error (exit code 0).
         probe = _run("redis-cli", "-h", "127.0.0.1", "ping", timeout=10)
+        return probe.returncode == 0 and probe.stdout.strip() == "PONG"
     return probe.returncode == 0
 
 

@@ -11,6 +11,29 @@ use crate::error::{CoreError, CoreResult};
 /// their claims and outcome writes on their own. Kept short so producers fail fast.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A pooled connection idle for longer than this is pinged before use.
+const PING_IF_IDLE: Duration = Duration::from_secs(1);
+
+/// Pool settings shared by the SQL servers. A connection that sat idle (a server restart
+/// may have closed it) is pinged before use and replaced if dead; one in steady use is
+/// not, which saves a round trip per call (sqlx pings on every acquire by default).
+pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(10)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for < PING_IF_IDLE {
+                    return Ok(true);
+                }
+                Ok(<DB::Connection as sqlx::Connection>::ping(conn)
+                    .await
+                    .is_ok())
+            })
+        })
+}
+
 /// Parses `url` and opens one connection right away, so a wrong host, port or password
 /// fails at once with the server's reason instead of after the pool's acquire timeout.
 pub(crate) async fn probe<C: sqlx::Connection>(url: &str) -> CoreResult<()> {

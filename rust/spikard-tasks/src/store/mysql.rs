@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::mysql::{MySqlPool, MySqlRow};
 use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
 
 use super::rows::{
@@ -106,9 +106,7 @@ impl MySqlStore {
     /// `CREATE TABLE IF NOT EXISTS` is atomic in InnoDB).
     pub async fn connect(url: &str) -> CoreResult<Self> {
         super::connect::probe::<sqlx::MySqlConnection>(url).await?;
-        let pool = MySqlPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(super::connect::ACQUIRE_TIMEOUT)
+        let pool = super::connect::pool_options::<sqlx::MySql>()
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgListener, PgPool, PgRow};
 use sqlx::Row;
 use tokio::sync::Notify;
 
@@ -90,9 +90,7 @@ impl PostgresStore {
     /// once: setup runs under a transaction-scoped advisory lock).
     pub async fn connect(url: &str) -> CoreResult<Self> {
         super::connect::probe::<sqlx::PgConnection>(url).await?;
-        let pool = PgPoolOptions::new()
-            .max_connections(10)
-            .acquire_timeout(super::connect::ACQUIRE_TIMEOUT)
+        let pool = super::connect::pool_options::<sqlx::Postgres>()
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;
