@@ -122,7 +122,7 @@ def _start_scheduler(url: str, name: str) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_three_scheduler_processes_enqueue_one_job_per_tick(shared_url: str) -> None:
-    seconds = 20 if shared_url.startswith("sqlite") else 6
+    seconds = 20
     queue_name = f"cron-{uuid.uuid4().hex[:8]}"
     name = f"every-second-{queue_name}"
     queue = TaskQueue(shared_url, queue=queue_name)
