@@ -353,10 +353,10 @@ class InProcessBackend:
 
     kind = "inprocess"
 
-    def __init__(self, queue: TaskQueue) -> None:
+    def __init__(self, queue: TaskQueue, settings: InProcessSettings | None = None) -> None:
         config = queue.config
         _check_config(config)
-        self.settings = InProcessSettings.from_url(config.url, config.drain_timeout)
+        self.settings = settings or InProcessSettings.from_url(config.url, config.drain_timeout)
         self._queue = queue
         self._lock = threading.Lock()  # the runtime slot and unique keys
         self._runtime: BackgroundRuntime | None = None
