@@ -405,9 +405,6 @@ impl Store for PostgresStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let rows: Vec<(String, bool)> = sqlx::query_as(
             "UPDATE spikard_tasks.jobs SET lease_until = $1 \
              WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \

@@ -503,9 +503,6 @@ impl Store for RedisStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let mut inv = SCRIPTS.heartbeat.prepare_invoke();
         inv.arg(PREFIX)
             .arg(worker)

@@ -258,10 +258,7 @@ impl Store for SqliteStore {
             if row.unique_key.is_none() {
                 // One row, nothing to look up first: one autocommit statement.
                 insert_statement(&[row]).execute(&self.pool).await?;
-                return Ok(vec![Enqueued {
-                    id: row.id.clone(),
-                    created: true,
-                }]);
+                return Ok(all_created(&rows));
             }
         }
         let mut tx = self.begin_write().await?;

@@ -293,13 +293,16 @@ async fn maintain(
             _ = stop.wait_for(|s| *s) => return,
         }
         let ids = held.snapshot();
-        match store.heartbeat(&worker, &ids, options.lease).await {
-            Ok(cancel_ids) => {
-                for id in cancel_ids {
-                    handler.cancel_requested(&id);
+        // An idle worker holds nothing: no leases to renew, no cancellations to hear of.
+        if !ids.is_empty() {
+            match store.heartbeat(&worker, &ids, options.lease).await {
+                Ok(cancel_ids) => {
+                    for id in cancel_ids {
+                        handler.cancel_requested(&id);
+                    }
                 }
+                Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
             }
-            Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
         }
         match store.rescue_expired().await {
             Ok(0) => {}
