@@ -13,6 +13,7 @@ if status == 'pending' or status == 'retrying' then
   count(queue, status, -1)
   count(queue, 'cancelled', 1)
   finish(queue, id, h[5], now)
+  flush()
   return 1
 end
 if status == 'running' then

@@ -14,11 +14,14 @@ for _, queue in ipairs(queues) do
     local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, cap)
     for _, id in ipairs(due) do
       local h = redis.call('HMGET', jkey(id), 'status', 'priority', 'run_at')
-      if h[1] == 'pending' or h[1] == 'retrying' then make_ready(queue, h[2], h[3], id) end
-      redis.call('ZREM', key, id)
+      if h[1] == 'pending' or h[1] == 'retrying' then
+        defer('ZADD', qkey(queue, 'ready'), 0, member(h[2], h[3], id))
+      end
+      defer('ZREM', key, id)
     end
   end
 end
+flush()
 
 -- Byte-wise order (Lua's `<` on strings follows the server's locale).
 local function before(a, b)
@@ -44,26 +47,26 @@ for _ = 1, 8 do
   local stale = false
   for i = 1, math.min(want, #candidates) do
     local m, queue = candidates[i][1], candidates[i][2]
-    redis.call('ZREM', qkey(queue, 'ready'), m)
+    defer('ZREM', qkey(queue, 'ready'), m)
     local id = string.sub(m, MEMBER_PREFIX + 1)
     local k = jkey(id)
-    local h = redis.call('HMGET', k, 'status', 'attempts')
+    local h = redis.call('HMGET', k, 'status', 'attempts', 'queue', 'task', 'args', 'kwargs',
+      'max_attempts', 'timeout_ms', 'priority')
     if h[1] == 'pending' or h[1] == 'retrying' then
       local attempts = int((tonumber(h[2]) or 0) + 1)
       redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'locked_by', worker,
         'lease_until', lease_until, 'started_at', now)
-      redis.call('ZADD', RUNNING, lease_until, id)
-      redis.call('SADD', wkey(worker), id)
+      defer('ZADD', RUNNING, lease_until, id)
+      defer('SADD', wkey(worker), id)
       count(queue, h[1], -1)
       count(queue, 'running', 1)
-      local job = redis.call('HMGET', k, 'queue', 'task', 'args', 'kwargs', 'attempts',
-        'max_attempts', 'timeout_ms', 'priority')
-      table.insert(job, 1, id)
-      claimed[#claimed + 1] = job
+      claimed[#claimed + 1] = { id, h[3], h[4], h[5], h[6], attempts, h[7], h[8], h[9] }
     else
       stale = true
     end
   end
+  -- The next round reads the ready sets again: they must no longer hold these members.
+  flush()
   if not stale then break end
 end
 return claimed

@@ -6,6 +6,7 @@ local now, worker = ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
 local F = 7
 local written = 0
+local woken = {}
 for i = 0, n - 1 do
   local b = 5 + i * F
   local id, attempt, status = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2]
@@ -37,18 +38,22 @@ for i = 0, n - 1 do
     end
     redis.call('HSET', k, unpack(sets))
     redis.call('HDEL', k, unpack(dels))
-    unlock(k, id, worker)
+    defer('ZREM', RUNNING, id)
+    defer('SREM', wkey(worker), id)
     count(queue, 'running', -1)
     count(queue, status, 1)
     if done then
-      finish(queue, id, h[8], now)
+      defer('ZADD', FINISHED, now, id)
+      release_unique(queue, h[8], id)
     elseif tonumber(run_at) > tonumber(now) then
-      redis.call('ZADD', qkey(queue, 'retry'), run_at, id)
+      defer('ZADD', qkey(queue, 'retry'), run_at, id)
     else
-      make_ready(queue, h[5], run_at, id)
-      wake(queue)
+      defer('ZADD', qkey(queue, 'ready'), 0, member(h[5], run_at, id))
+      woken[queue] = true
     end
     written = written + 1
   end
 end
+flush()
+for queue in pairs(woken) do wake(queue) end
 return written

@@ -54,7 +54,7 @@ for i = 0, n - 1 do
     if tonumber(run_at) > now then
       redis.call('ZADD', qkey(queue, 'scheduled'), run_at, id)
     else
-      make_ready(queue, ARGV[b + 5], run_at, id)
+      defer('ZADD', qkey(queue, 'ready'), 0, member(ARGV[b + 5], run_at, id))
       woken[queue] = true
     end
     count(queue, 'pending', 1)
@@ -62,5 +62,6 @@ for i = 0, n - 1 do
     out[#out + 1] = 1
   end
 end
+flush()
 for queue in pairs(woken) do wake(queue) end
 return out

@@ -28,8 +28,49 @@ end
 
 local function wake(queue) redis.call('PUBLISH', P .. 'wake:' .. queue, '1') end
 
+-- Writes gathered during a script and sent by `flush()` (which every script calls
+-- before it returns): a batch of N jobs then costs one ZADD/ZREM/SADD/SREM per key and
+-- one HINCRBY per (queue, state), not a call of each per job.
+local later, later_order = {}, {}
+local deltas, delta_order = {}, {}
+
+-- Queues `cmd key args...` (a variadic set command) to be sent with others to that key.
+local function defer(cmd, key, ...)
+  local slot = cmd .. ' ' .. key
+  local b = later[slot]
+  if not b then
+    b = { cmd, key }
+    later[slot] = b
+    later_order[#later_order + 1] = slot
+  end
+  for i = 1, select('#', ...) do b[#b + 1] = select(i, ...) end
+end
+
 -- Per-queue counters of stored states.
-local function count(queue, status, n) redis.call('HINCRBY', qkey(queue, 'counts'), status, n) end
+local function count(queue, status, n)
+  local slot = qkey(queue, 'counts') .. ' ' .. status
+  if deltas[slot] == nil then
+    deltas[slot] = { qkey(queue, 'counts'), status, 0 }
+    delta_order[#delta_order + 1] = slot
+  end
+  deltas[slot][3] = deltas[slot][3] + n
+end
+
+local function flush()
+  for _, slot in ipairs(later_order) do
+    local b = later[slot]
+    -- In slices of 1000 values (an even number: ZADD takes pairs); Lua's unpack is
+    -- limited to a few thousand values.
+    for i = 3, #b, 1000 do
+      redis.call(b[1], b[2], unpack(b, i, math.min(#b, i + 999)))
+    end
+  end
+  for _, slot in ipairs(delta_order) do
+    local d = deltas[slot]
+    if d[3] ~= 0 then redis.call('HINCRBY', d[1], d[2], d[3]) end
+  end
+  later, later_order, deltas, delta_order = {}, {}, {}, {}
+end
 
 -- Optional arguments: '' is none, otherwise the value behind a one-character marker.
 local function opt(s)

@@ -13,4 +13,5 @@ for _, id in ipairs(ids) do
   end
   redis.call('ZREM', FINISHED, id)
 end
+flush()
 return { deleted, #ids }

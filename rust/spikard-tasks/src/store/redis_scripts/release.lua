@@ -30,5 +30,6 @@ for _, id in ipairs(ids) do
     redis.call('SREM', wk, id)
   end
 end
+flush()
 for queue in pairs(woken) do wake(queue) end
 return released

@@ -34,4 +34,5 @@ for _, id in ipairs(expired) do
     redis.call('ZREM', RUNNING, id)
   end
 end
+flush()
 return { rescued, #expired }
