@@ -1,19 +1,22 @@
 """The Python half of the handler bridge: the worker's asyncio loop thread.
 
-The native worker's Python threads call :func:`submit` to run an ``async def`` handler
-on this loop; the coroutine reports its value or exception to a native ``Completion``.
+The native worker's Python threads call :meth:`EventLoopThread.submit` to run an
+``async def`` handler on this loop; the coroutine reports its value or exception to a
+native ``Completion``. Submissions queue in an inbox that the loop empties in one
+callback, so a burst of jobs costs one loop wake-up, not one per job.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-__all__ = ["EventLoopThread", "submit"]
+__all__ = ["Attempt", "EventLoopThread"]
 
 
 class _Done(Protocol):
@@ -41,15 +44,40 @@ async def _run(
         done.ok(value)
 
 
-def submit(
-    loop: asyncio.AbstractEventLoop,
-    fn: Callable[..., Awaitable[Any]],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    done: _Done,
-) -> concurrent.futures.Future[None]:
-    """Schedules ``fn(*args, **kwargs)`` on ``loop``; the outcome goes to ``done``."""
-    return asyncio.run_coroutine_threadsafe(_run(fn, args, kwargs, done), loop)
+class Attempt:
+    """One submitted ``async def`` attempt; :meth:`cancel` may be called from any thread."""
+
+    __slots__ = ("_cancelled", "_loop", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._task: asyncio.Task[None] | None = None
+        self._cancelled = False
+
+    def _start(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        done: _Done,
+    ) -> None:
+        # On the loop thread.
+        if self._cancelled:
+            done.error(asyncio.CancelledError())
+        else:
+            self._task = self._loop.create_task(_run(fn, args, kwargs, done))
+
+    def _cancel_here(self) -> None:
+        self._cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def cancel(self) -> None:
+        """Cancels the attempt: before it starts, or by cancelling its task."""
+        self._loop.call_soon_threadsafe(self._cancel_here)
+
+
+_Submission = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], dict[str, Any], _Done, Attempt]
 
 
 class EventLoopThread:
@@ -57,12 +85,49 @@ class EventLoopThread:
 
     def __init__(self, name: str = "spikard-tasks-asyncio") -> None:
         self.loop = _new_loop()
+        self._inbox: collections.deque[_Submission] = collections.deque()
+        self._inbox_lock = threading.Lock()
+        self._wake_pending = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+
+    def submit(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        done: _Done,
+    ) -> Attempt:
+        """Schedules ``fn(*args, **kwargs)`` on the loop; the outcome goes to ``done``.
+
+        Raises ``RuntimeError`` when the loop is closed.
+        """
+        attempt = Attempt(self.loop)
+        self._inbox.append((fn, args, kwargs, done, attempt))
+        with self._inbox_lock:
+            if self._wake_pending:
+                return attempt
+            self._wake_pending = True
+        try:
+            self.loop.call_soon_threadsafe(self._empty_inbox)
+        except RuntimeError:
+            with self._inbox_lock:
+                self._wake_pending = False
+            raise
+        return attempt
+
+    def _empty_inbox(self) -> None:
+        # Reset the flag first: a submission appended after it schedules a new call.
+        with self._inbox_lock:
+            self._wake_pending = False
+        inbox = self._inbox
+        while inbox:
+            fn, args, kwargs, done, attempt = inbox.popleft()
+            attempt._start(fn, args, kwargs, done)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancels what still runs on the loop, stops it and joins the thread."""
@@ -82,3 +147,6 @@ class EventLoopThread:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self.loop.close()
+            # Submissions the loop never started end as cancelled attempts.
+            while self._inbox:
+                self._inbox.popleft()[3].error(asyncio.CancelledError())

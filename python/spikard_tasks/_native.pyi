@@ -57,7 +57,7 @@ class NativeQueue:
         self,
         handlers: dict[str, tuple[Callable[..., Any], bool]],
         options: dict[str, Any],
-        async_loop: tuple[Callable[..., Any], Any] | None = None,
+        async_submit: Callable[..., Any] | None = None,
     ) -> NativeWorker: ...
 
 @final

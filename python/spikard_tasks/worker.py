@@ -89,10 +89,10 @@ class Worker:
                 raise SpikardTasksError("this worker was already started")
             tasks = self.queue.tasks
             handlers = {name: (t.fn, t.is_async) for name, t in tasks.items()}
-            async_loop = None
+            async_submit = None
             if any(t.is_async for t in tasks.values()):
                 self._loop = _bridge.EventLoopThread()
-                async_loop = (_bridge.submit, self._loop.loop)
+                async_submit = self._loop.submit
             options: dict[str, Any] = {
                 "concurrency": self.concurrency,
                 "queues": self.queues,
@@ -101,7 +101,7 @@ class Worker:
                 "scheduler": self.scheduler,
             }
             try:
-                self._native = self.queue.native.start_worker(handlers, options, async_loop)
+                self._native = self.queue.native.start_worker(handlers, options, async_submit)
             except BaseException:
                 if self._loop is not None:
                     self._loop.stop()

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 use spikard_tasks::{JobOptions, NewJob, TaskQueueClient, TaskQueueConfig, WorkerOptions};
 
@@ -130,16 +130,17 @@ impl NativeQueue {
 
     /// Starts a worker in this process.
     ///
-    /// `handlers` maps task names to `(callable, is_async)`. `async_loop` is
-    /// `(submit, loop)` when any handler is async. `options` may set `concurrency`,
+    /// `handlers` maps task names to `(callable, is_async)`. `async_submit` is
+    /// `submit(fn, args, kwargs, done)` of the worker's event loop thread when any
+    /// handler is async. `options` may set `concurrency`,
     /// `queues`, `name`, `drain_timeout`, `poll_interval`, `lease`, `heartbeat`.
-    #[pyo3(signature = (handlers, options, async_loop=None))]
+    #[pyo3(signature = (handlers, options, async_submit=None))]
     fn start_worker(
         &self,
         py: Python<'_>,
         handlers: &Bound<'_, PyDict>,
         options: &Bound<'_, PyDict>,
-        async_loop: Option<&Bound<'_, PyTuple>>,
+        async_submit: Option<&Bound<'_, PyAny>>,
     ) -> Result<NativeWorker> {
         let mut entries = HashMap::with_capacity(handlers.len());
         for (name, value) in handlers.iter() {
@@ -162,13 +163,11 @@ impl NativeQueue {
             None => false,
         };
         apply_worker_options(&mut opts, options)?;
-        let async_loop = match async_loop {
-            Some(t) => Some(Arc::new(AsyncLoop {
-                submit: t.get_item(0)?.unbind(),
-                event_loop: t.get_item(1)?.unbind(),
-            })),
-            None => None,
-        };
+        let async_loop = async_submit.map(|submit| {
+            Arc::new(AsyncLoop {
+                submit: submit.clone().unbind(),
+            })
+        });
         let state = Arc::new(BridgeState::default());
         let threads = Arc::new(
             PythonThreads::start(opts.concurrency, state.clone(), async_loop).map_err(|e| {

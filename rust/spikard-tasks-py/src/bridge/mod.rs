@@ -46,7 +46,7 @@ pub(crate) enum Work {
 pub struct BridgeState {
     /// Jobs whose cancellation was requested while running.
     cancel_requested: Mutex<HashSet<String>>,
-    /// `concurrent.futures.Future`s of running `async def` attempts, by job id.
+    /// Handles (with a thread-safe `cancel()`) of running `async def` attempts, by job id.
     running_async: Mutex<HashMap<String, Py<PyAny>>>,
     /// Sync attempts running right now, by job id and attempt; `true` once abandoned
     /// after its timeout (a replacement thread took its place, and the thread running it

@@ -16,10 +16,9 @@ use crate::convert::{json_to_args, json_to_kwargs};
 
 /// What each thread needs to submit `async def` handlers.
 pub struct AsyncLoop {
-    /// `spikard_tasks._bridge.submit(loop, fn, args, kwargs, done)`.
+    /// `EventLoopThread.submit(fn, args, kwargs, done)` of `spikard_tasks._bridge`:
+    /// returns an attempt handle with a thread-safe `cancel()`.
     pub submit: Py<PyAny>,
-    /// The worker's event loop.
-    pub event_loop: Py<PyAny>,
 }
 
 /// A pool of Python threads fed by one channel.
@@ -216,13 +215,11 @@ fn run(
                 Ok(d) => d,
                 Err(_) => return false,
             };
-            match lp.submit.bind(py).call1((
-                lp.event_loop.bind(py),
-                entry.func.bind(py),
-                args,
-                kwargs,
-                done.bind(py),
-            )) {
+            match lp
+                .submit
+                .bind(py)
+                .call1((entry.func.bind(py), args, kwargs, done.bind(py)))
+            {
                 Ok(fut) => {
                     state.track_async(job.id.clone(), fut.unbind());
                     if done.get().is_finished() {
