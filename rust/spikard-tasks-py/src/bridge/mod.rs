@@ -9,6 +9,7 @@
 mod completion;
 mod outcome;
 mod threads;
+mod work_queue;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
 use pyo3::prelude::*;
 use spikard_tasks::TaskOutcome;
 
 use super::completion::Completion;
 use super::outcome::{error_outcome, value_outcome};
+use super::work_queue::WorkQueue;
 use super::{BridgeState, Work};
 use crate::convert::{json_to_args, json_to_kwargs};
 
@@ -21,15 +21,14 @@ pub struct AsyncLoop {
     pub submit: Py<PyAny>,
 }
 
-/// A pool of Python threads fed by one channel.
+/// A pool of Python threads fed by one [`WorkQueue`].
 ///
 /// A sync handler that runs past its timeout cannot be interrupted: its thread is
 /// abandoned to finish on its own and a replacement thread is started, so the pool keeps
 /// its size; the abandoned thread retires once its handler returns (never, if it blocks
 /// forever: the pool still has its full size of live threads).
 pub struct PythonThreads {
-    tx: Mutex<Option<Sender<Work>>>,
-    rx: Receiver<Work>,
+    queue: Arc<WorkQueue<Work>>,
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
     spawned: AtomicUsize,
@@ -46,10 +45,8 @@ impl PythonThreads {
         state: Arc<BridgeState>,
         async_loop: Option<Arc<AsyncLoop>>,
     ) -> std::io::Result<Self> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Work>();
         let pool = Self {
-            tx: Mutex::new(Some(tx)),
-            rx,
+            queue: Arc::new(WorkQueue::new()),
             state,
             async_loop,
             spawned: AtomicUsize::new(0),
@@ -64,7 +61,7 @@ impl PythonThreads {
     fn spawn_one(&self) -> std::io::Result<()> {
         let i = self.spawned.fetch_add(1, Ordering::Relaxed);
         let ctx = ThreadContext {
-            rx: self.rx.clone(),
+            queue: self.queue.clone(),
             state: self.state.clone(),
             async_loop: self.async_loop.clone(),
         };
@@ -87,19 +84,14 @@ impl PythonThreads {
 
     /// Queues work; false once the pool is shut down.
     pub(crate) fn send(&self, work: Work) -> bool {
-        match self.tx.lock().ok().and_then(|tx| tx.clone()) {
-            Some(tx) => tx.send(work).is_ok(),
-            None => false,
-        }
+        self.queue.send(work)
     }
 
-    /// Closes the channel and waits for the threads (call with the interpreter
+    /// Closes the queue and waits for the threads (call with the interpreter
     /// released). Threads still stuck in a handler after a short grace are left to
     /// finish on their own.
     pub fn shutdown(&self) {
-        if let Ok(mut tx) = self.tx.lock() {
-            tx.take();
-        }
+        self.queue.close();
         let threads: Vec<_> = self
             .threads
             .lock()
@@ -118,14 +110,14 @@ impl PythonThreads {
 }
 
 struct ThreadContext {
-    rx: Receiver<Work>,
+    queue: Arc<WorkQueue<Work>>,
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
 }
 
 fn thread_main(ctx: ThreadContext) {
     Python::attach(|py| loop {
-        let Ok(mut work) = py.detach(|| ctx.rx.recv()) else {
+        let Some(mut work) = py.detach(|| ctx.queue.recv()) else {
             break;
         };
         // While work is already queued (every other thread is busy), keep the
@@ -134,9 +126,9 @@ fn thread_main(ctx: ThreadContext) {
             if run_caught(py, work, &ctx) {
                 return;
             }
-            match ctx.rx.try_recv() {
-                Ok(next) => work = next,
-                Err(_) => break,
+            match ctx.queue.try_recv() {
+                Some(next) => work = next,
+                None => break,
             }
         }
     });
