@@ -37,6 +37,17 @@ def start_worker(
     )
 
 
+def wait_started(proc: subprocess.Popen[str]) -> None:
+    """Reads the worker's stderr until it logs that it started (or exits)."""
+    assert proc.stderr is not None
+    seen: list[str] = []
+    while line := proc.stderr.readline():
+        seen.append(line)
+        if " started: " in line:
+            return
+    raise AssertionError("the worker exited before it started:\n" + "".join(seen))
+
+
 def events(log: Path, kind: str) -> Counter[str]:
     """How often each detail was logged with ``kind`` (e.g. which job numbers started)."""
     if not log.exists():

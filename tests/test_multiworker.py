@@ -11,7 +11,7 @@ import pytest
 
 from spikard_tasks import JobStatus, TaskQueue
 
-from .procs import start_worker, stop, wait_for
+from .procs import start_worker, stop, wait_for, wait_started
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -26,6 +26,10 @@ def test_three_workers_run_each_job_exactly_once(shared_url: str, tmp_path: Path
     producer = TaskQueue(shared_url, queue=queue_name)
     workers = [start_worker(shared_url, log, "--concurrency", "8", env=env) for _ in range(WORKERS)]
     try:
+        # Every worker polls before the jobs arrive, or a fast backend can finish all
+        # of them before the last worker has started.
+        for w in workers:
+            wait_started(w)
         jobs = producer.enqueue_many([("add", [i, 0], {}) for i in range(JOBS)], strict=False)
 
         def all_done() -> bool:
