@@ -83,6 +83,11 @@ const INSERT_CHUNK: usize = 400;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Taken around this store's writes: SQLite has one writer at a time, and writers of
+    /// one process that collide (a claim while outcomes are written) would otherwise
+    /// meet in SQLite's busy handler, which sleeps for milliseconds. Other processes
+    /// still wait on the busy timeout.
+    writes: Arc<tokio::sync::Mutex<()>>,
     /// Keeps an in-memory database alive; never used for queries.
     _anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
     /// How to open another connection to the same file (for the change watcher).
@@ -236,6 +241,7 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(Self {
             pool,
+            writes: Arc::default(),
             _anchor: None,
             file_options: None,
         })
@@ -254,6 +260,7 @@ fn insert_statement<'q>(
 #[async_trait]
 impl Store for SqliteStore {
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        let _writing = self.writes.lock().await;
         if let [row] = rows.as_slice() {
             if row.unique_key.is_none() {
                 // One row, nothing to look up first: one autocommit statement.
@@ -277,6 +284,7 @@ impl Store for SqliteStore {
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        let _writing = self.writes.lock().await;
         let now = now_ms();
         let done = sqlx::query(
             "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
@@ -324,6 +332,7 @@ impl Store for SqliteStore {
         if q.bind(now).fetch_optional(&self.pool).await?.is_none() {
             return Ok(Vec::new());
         }
+        let _writing = self.writes.lock().await;
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
              locked_by = ?, lease_until = ?, started_at = ? \
@@ -389,6 +398,7 @@ impl Store for SqliteStore {
         }
         let now = now_ms();
         let mut written = 0;
+        let _writing = self.writes.lock().await;
         let mut tx = self.begin_write().await?;
         // One statement per chunk: the outcomes travel as a VALUES table.
         for chunk in done.chunks(COMPLETE_CHUNK) {
@@ -432,6 +442,7 @@ impl Store for SqliteStore {
     ) -> CoreResult<Vec<String>> {
         let until = now_ms() + lease.as_millis() as i64;
         let mut cancel = Vec::new();
+        let _writing = self.writes.lock().await;
         for chunk in ids.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? \
@@ -451,6 +462,7 @@ impl Store for SqliteStore {
     }
 
     async fn rescue_expired(&self) -> CoreResult<u64> {
+        let _writing = self.writes.lock().await;
         let now = now_ms();
         let res = sqlx::query(
             "UPDATE spikard_jobs SET \
@@ -470,6 +482,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
+        let _writing = self.writes.lock().await;
         let base = "UPDATE spikard_jobs SET \
                  status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
                  attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
@@ -546,6 +559,7 @@ impl Store for SqliteStore {
     }
 
     async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+        let _writing = self.writes.lock().await;
         let res = sqlx::query(
             "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
         )

@@ -19,6 +19,7 @@ use apalis_core::worker::context::WorkerContext;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tower::layer::util::Identity;
 
 use super::held::HeldJobs;
@@ -32,8 +33,8 @@ const ERROR_PAUSE: Duration = Duration::from_millis(100);
 enum Phase {
     /// Ready to claim.
     Idle,
-    /// A claim query is in flight.
-    Claiming(BoxFuture<'static, CoreResult<Vec<ClaimedJob>>>),
+    /// A claim query is in flight, on its own task so that it runs while jobs do.
+    Claiming(JoinHandle<CoreResult<Vec<ClaimedJob>>>),
     /// Nothing was ready (or the store failed): waiting before the next claim.
     Waiting(BoxFuture<'static, ()>),
     /// Shutting down: buffered jobs are being released.
@@ -71,19 +72,52 @@ impl StoreBackend {
         }
     }
 
-    fn start_claim(&mut self) {
-        // Claim for every free slot plus up to `concurrency` jobs ahead, so that under
-        // load one query feeds many slots instead of one query per freed slot. Jobs
-        // claimed ahead are held (their leases renewed) and released on shutdown.
+    /// How many jobs the next claim may take: every free slot plus up to `concurrency`
+    /// jobs ahead, so that under load one query feeds many slots. Jobs claimed ahead
+    /// are held (their leases renewed) and released on shutdown.
+    fn room(&self) -> usize {
         let busy = self.parts.inflight.load(Ordering::Acquire) + self.buffer.len();
-        let limit = (2 * self.parts.concurrency).saturating_sub(busy).max(1);
+        (2 * self.parts.concurrency).saturating_sub(busy)
+    }
+
+    /// Whether to claim ahead while jobs are still buffered: once there is room for at
+    /// least half a round, so the next jobs are on their way before the slots free and
+    /// no slot waits for a query.
+    fn wants_prefetch(&self) -> bool {
+        self.room() >= (self.parts.concurrency / 2).max(1)
+    }
+
+    fn start_claim(&mut self) {
+        let limit = self.room().max(1);
         let store = self.parts.store.clone();
         let queues = self.parts.queues.clone();
         let worker = self.parts.worker.clone();
         let lease = self.parts.lease;
-        self.phase = Phase::Claiming(
-            async move { store.claim(&queues, &worker, limit, lease).await }.boxed(),
-        );
+        self.phase = Phase::Claiming(tokio::spawn(async move {
+            store.claim(&queues, &worker, limit, lease).await
+        }));
+    }
+
+    /// Takes the result of a finished claim.
+    fn claimed(&mut self, result: CoreResult<Vec<ClaimedJob>>) {
+        match result {
+            Ok(jobs) if jobs.is_empty() => {
+                self.error_pause = ERROR_PAUSE;
+                self.start_wait(self.parts.poll_interval);
+            }
+            Ok(jobs) => {
+                self.error_pause = ERROR_PAUSE;
+                self.parts.held.add(jobs.iter().map(|j| j.id.as_str()));
+                self.buffer.extend(jobs);
+                self.phase = Phase::Idle;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?self.error_pause, "claiming jobs failed");
+                let pause = self.error_pause;
+                self.error_pause = (self.error_pause * 2).min(Duration::from_secs(5));
+                self.start_wait(pause);
+            }
+        }
     }
 
     fn start_wait(&mut self, pause: Duration) {
@@ -114,36 +148,37 @@ impl Backend for StoreBackend {
         _w: &WorkerContext,
     ) -> Poll<Option<CoreResult<Self::Task>>> {
         loop {
-            if let Some(job) = self.buffer.pop_front() {
-                return Poll::Ready(Some(Ok(Task::new(job))));
+            if matches!(self.phase, Phase::Idle)
+                && (self.buffer.is_empty() || self.wants_prefetch())
+            {
+                self.start_claim();
             }
-            match &mut self.phase {
-                Phase::Idle => self.start_claim(),
-                Phase::Claiming(fut) => match fut.poll_unpin(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(jobs)) if jobs.is_empty() => {
-                        self.error_pause = ERROR_PAUSE;
-                        self.start_wait(self.parts.poll_interval);
-                    }
-                    Poll::Ready(Ok(jobs)) => {
-                        self.error_pause = ERROR_PAUSE;
-                        self.parts.held.add(jobs.iter().map(|j| j.id.as_str()));
-                        self.buffer.extend(jobs);
-                        self.phase = Phase::Idle;
-                    }
-                    Poll::Ready(Err(err)) => {
-                        tracing::warn!(error = %err, retry_in = ?self.error_pause, "claiming jobs failed");
-                        let pause = self.error_pause;
-                        self.error_pause = (self.error_pause * 2).min(Duration::from_secs(5));
-                        self.start_wait(pause);
+            let waiting = match &mut self.phase {
+                Phase::Idle => false,
+                Phase::Claiming(handle) => match handle.poll_unpin(cx) {
+                    Poll::Pending => true,
+                    Poll::Ready(joined) => {
+                        self.claimed(joined.unwrap_or_else(|e| {
+                            Err(CoreError::Worker(format!("the claim task failed: {e}")))
+                        }));
+                        continue;
                     }
                 },
                 Phase::Waiting(fut) => match fut.poll_unpin(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(()) => self.phase = Phase::Idle,
+                    Poll::Pending => true,
+                    Poll::Ready(()) => {
+                        self.phase = Phase::Idle;
+                        continue;
+                    }
                 },
                 // Not reached while running: releasing happens in poll_close.
-                Phase::Releasing(_) => return Poll::Pending,
+                Phase::Releasing(_) => true,
+            };
+            if let Some(job) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(Task::new(job))));
+            }
+            if waiting {
+                return Poll::Pending;
             }
         }
     }
@@ -160,15 +195,15 @@ impl Backend for StoreBackend {
                         }
                     }
                 }
-                Phase::Claiming(fut) => {
+                Phase::Claiming(handle) => {
                     // Let an in-flight claim land so its jobs are released, not orphaned.
-                    match fut.poll_unpin(cx) {
+                    match handle.poll_unpin(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(jobs)) => {
+                        Poll::Ready(Ok(Ok(jobs))) => {
                             self.parts.held.add(jobs.iter().map(|j| j.id.as_str()));
                             self.buffer.extend(jobs)
                         }
-                        Poll::Ready(Err(_)) => {}
+                        Poll::Ready(_) => {}
                     }
                     self.phase = Phase::Idle;
                 }
@@ -187,6 +222,17 @@ impl Backend for StoreBackend {
                     );
                 }
             }
+        }
+    }
+}
+
+impl Drop for StoreBackend {
+    fn drop(&mut self) {
+        // Dropped without a drain (the drain timeout passed): stop claiming. Jobs a
+        // claim already took are released by the worker's final release, or rescued
+        // when their leases expire.
+        if let Phase::Claiming(handle) = &self.phase {
+            handle.abort();
         }
     }
 }
