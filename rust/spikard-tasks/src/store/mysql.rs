@@ -5,11 +5,13 @@
 //! results and arguments are never truncated, and the error history is appended as text
 //! (the two servers' JSON functions differ).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlRow};
 use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
+use tokio::sync::Notify;
 
 use super::rows::{
     all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
@@ -256,12 +258,14 @@ impl Store for MySqlStore {
         }
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        // One ordered range of the claim index per queue; the best `limit` of them win
-        // (rows locked but not taken are unlocked at commit).
-        let mut picked: Vec<(std::cmp::Reverse<i32>, i64, String)> = Vec::new();
+        // One ordered range of the claim index per queue, read with everything a claimed
+        // job needs; the best `limit` of them win (rows locked but not taken are
+        // unlocked at commit).
+        let mut picked: Vec<((std::cmp::Reverse<i32>, i64, String), MySqlRow)> = Vec::new();
         for queue in queues {
-            let rows: Vec<(String, i32, i64)> = sqlx::query_as(
-                "SELECT id, priority, run_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
+            let rows = sqlx::query(
+                "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
+                 priority, run_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
                  WHERE ready_queue = ? AND run_at <= ? \
                  ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
             )
@@ -270,50 +274,46 @@ impl Store for MySqlStore {
             .bind(limit as i64)
             .fetch_all(&mut *tx)
             .await?;
-            picked.extend(
-                rows.into_iter()
-                    .map(|(id, p, r)| (std::cmp::Reverse(p), r, id)),
-            );
+            for row in rows {
+                let key = (
+                    std::cmp::Reverse(row.try_get::<i32, _>("priority")?),
+                    row.try_get::<i64, _>("run_at")?,
+                    row.try_get::<String, _>("id")?,
+                );
+                picked.push((key, row));
+            }
         }
-        picked.sort_unstable();
+        picked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         picked.truncate(limit);
-        let ids: Vec<String> = picked.into_iter().map(|(_, _, id)| id).collect();
-        if ids.is_empty() {
+        if picked.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
         }
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
              locked_by = ?, lease_until = ?, started_at = ? WHERE id IN ({})",
-            placeholders(ids.len())
+            placeholders(picked.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(worker)
             .bind(now + lease.as_millis() as i64)
             .bind(now);
-        for id in &ids {
+        for ((_, _, id), _) in &picked {
             q = q.bind(id);
         }
         q.execute(&mut *tx).await?;
-        let sql = format!(
-            "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, priority, \
-             run_at FROM spikard_jobs WHERE id IN ({}) ORDER BY priority DESC, run_at, id",
-            placeholders(ids.len())
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for id in &ids {
-            q = q.bind(id);
-        }
-        let rows = q.fetch_all(&mut *tx).await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let mut claimed = Vec::with_capacity(picked.len());
+        for ((_, _, id), row) in &picked {
             match claimed_from_row(row) {
-                Ok(job) => claimed.push(job),
+                Ok(mut job) => {
+                    // The row was read before the update counted this attempt.
+                    job.attempt += 1;
+                    claimed.push(job);
+                }
                 Err(err) => {
-                    let id: String = row.try_get("id")?;
                     tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
                     let entry = serde_json::to_string(&AttemptError {
-                        attempt: row.try_get::<i32, _>("attempts")? as u32,
+                        attempt: row.try_get::<i32, _>("attempts")? as u32 + 1,
                         error: err.to_string(),
                         traceback: None,
                         at_ms: now,
@@ -326,7 +326,7 @@ impl Store for MySqlStore {
                         .bind(now)
                         .bind(&entry)
                         .bind(&entry)
-                        .bind(&id)
+                        .bind(id)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -345,34 +345,25 @@ impl Store for MySqlStore {
             return Ok(0);
         }
         let now = now_ms();
-        let sql = format!(
-            "UPDATE spikard_jobs SET status = ?, result = ?, run_at = COALESCE(?, run_at), \
-             errors = CASE WHEN ? IS NULL THEN errors ELSE {APPEND_ERROR} END, \
-             cancel_reason = COALESCE(?, cancel_reason), finished_at = ?, \
-             locked_by = NULL, lease_until = NULL \
-             WHERE id = ? AND locked_by = ? AND attempts = ? AND status = 'running'"
-        );
         let mut written = 0usize;
-        let mut tx = self.pool.begin().await?;
-        for (job, outcome) in &done {
-            let c = CompletionColumns::new(outcome, now)?;
-            let res = sqlx::query(AssertSqlSafe(sql.clone()))
-                .bind(c.status)
-                .bind(c.result)
-                .bind(c.run_at_ms)
-                .bind(&c.error)
-                .bind(&c.error)
-                .bind(&c.error)
-                .bind(c.cancel_reason)
-                .bind(c.finished_at_ms)
-                .bind(&job.id)
-                .bind(worker)
-                .bind(job.attempt as i32)
-                .execute(&mut *tx)
-                .await?;
+        let chunks: Vec<_> = done.chunks(COMPLETE_CHUNK).collect();
+        // One statement writes a chunk; only several chunks need a transaction.
+        let mut tx = if chunks.len() > 1 {
+            Some(self.pool.begin().await?)
+        } else {
+            None
+        };
+        for chunk in chunks {
+            let q = complete_statement(worker, chunk, now)?;
+            let res = match tx.as_mut() {
+                Some(tx) => q.execute(&mut **tx).await?,
+                None => q.execute(&self.pool).await?,
+            };
             written += res.rows_affected() as usize;
         }
-        tx.commit().await?;
+        if let Some(tx) = tx {
+            tx.commit().await?;
+        }
         Ok(written)
     }
 
@@ -487,7 +478,142 @@ impl Store for MySqlStore {
         .await?;
         Ok(res.rows_affected())
     }
+
+    /// MySQL and MariaDB have no notifications: a dedicated connection asks for the
+    /// newest job id every [`WATCH_INTERVAL`] (ids are UUIDv7, ordered by creation time,
+    /// so `MAX(id)` is one look at the end of the primary key) and wakes the worker when
+    /// it moves. Jobs that become ready later (delays, retries) wait for the poll.
+    fn spawn_listener(
+        &self,
+        _queues: Vec<String>,
+        wake: Arc<Notify>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let options = self.pool.connect_options();
+        Some(tokio::spawn(async move {
+            let mut pause = WATCH_PAUSE;
+            loop {
+                match sqlx::ConnectOptions::connect(&*options).await {
+                    Ok(mut conn) => {
+                        pause = WATCH_PAUSE;
+                        let mut last: Option<Option<String>> = None;
+                        loop {
+                            tokio::time::sleep(WATCH_INTERVAL).await;
+                            match sqlx::query_scalar::<_, Option<String>>(
+                                "SELECT MAX(id) FROM spikard_jobs",
+                            )
+                            .fetch_one(&mut conn)
+                            .await
+                            {
+                                Ok(newest) => {
+                                    // Also on the first look after a (re)connect: jobs
+                                    // may have come while nobody watched.
+                                    if last.as_ref() != Some(&newest) {
+                                        wake.notify_one();
+                                    }
+                                    last = Some(newest);
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "MySQL job watcher lost its connection; reconnecting");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "MySQL job watcher cannot connect; retrying")
+                    }
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }))
+    }
 }
+
+/// Most outcomes written by one statement (at most 16 bound values each).
+const COMPLETE_CHUNK: usize = 512;
+
+/// One `UPDATE` writing the outcomes of `chunk`, each only while `worker` holds that
+/// attempt's lease: every column is a `CASE id WHEN … THEN … END` over the chunk and the
+/// rows are found by primary key only (no scan, no gap locks to deadlock with claims).
+fn complete_statement<'q>(
+    worker: &'q str,
+    chunk: &'q [(ClaimedJob, Completion)],
+    now: i64,
+) -> CoreResult<sqlx::query::Query<'q, MySql, sqlx::mysql::MySqlArguments>> {
+    let cols = chunk
+        .iter()
+        .map(|(job, outcome)| Ok((job, CompletionColumns::new(outcome, now)?)))
+        .collect::<CoreResult<Vec<_>>>()?;
+    let when = |n: usize| "WHEN ? THEN ? ".repeat(n);
+    let errors = cols.iter().filter(|(_, c)| c.error.is_some()).count();
+    let retries = cols.iter().filter(|(_, c)| c.run_at_ms.is_some()).count();
+    let reasons = cols
+        .iter()
+        .filter(|(_, c)| c.cancel_reason.is_some())
+        .count();
+    let mut sets = vec![
+        format!("status = CASE id {}END", when(cols.len())),
+        format!("result = CASE id {}END", when(cols.len())),
+        format!("finished_at = CASE id {}END", when(cols.len())),
+    ];
+    if retries > 0 {
+        sets.push(format!("run_at = CASE id {}ELSE run_at END", when(retries)));
+    }
+    if errors > 0 {
+        let append = "WHEN ? THEN CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
+             THEN CONCAT('[', ?, ']') ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', ?, ']') END ";
+        sets.push(format!(
+            "errors = CASE id {}ELSE errors END",
+            append.repeat(errors)
+        ));
+    }
+    if reasons > 0 {
+        sets.push(format!(
+            "cancel_reason = CASE id {}ELSE cancel_reason END",
+            when(reasons)
+        ));
+    }
+    let sql = format!(
+        "UPDATE spikard_jobs SET {}, locked_by = NULL, lease_until = NULL \
+         WHERE id IN ({}) AND locked_by = ? AND status = 'running' AND attempts = CASE id {}END",
+        sets.join(", "),
+        placeholders(cols.len()),
+        when(cols.len())
+    );
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for (job, c) in &cols {
+        q = q.bind(&job.id).bind(c.status);
+    }
+    for (job, c) in &cols {
+        q = q.bind(&job.id).bind(c.result.clone());
+    }
+    for (job, c) in &cols {
+        q = q.bind(&job.id).bind(c.finished_at_ms);
+    }
+    for (job, c) in cols.iter().filter(|(_, c)| c.run_at_ms.is_some()) {
+        q = q.bind(&job.id).bind(c.run_at_ms);
+    }
+    for (job, c) in cols.iter().filter(|(_, c)| c.error.is_some()) {
+        q = q.bind(&job.id).bind(c.error.clone()).bind(c.error.clone());
+    }
+    for (job, c) in cols.iter().filter(|(_, c)| c.cancel_reason.is_some()) {
+        q = q.bind(&job.id).bind(c.cancel_reason.clone());
+    }
+    for (job, _) in &cols {
+        q = q.bind(&job.id);
+    }
+    q = q.bind(worker);
+    for (job, _) in &cols {
+        q = q.bind(&job.id).bind(job.attempt as i32);
+    }
+    Ok(q)
+}
+
+/// How often an idle worker's watcher asks for the newest job id.
+const WATCH_INTERVAL: Duration = Duration::from_millis(5);
+/// Pause before the watcher reconnects, doubled up to 5 s.
+const WATCH_PAUSE: Duration = Duration::from_millis(100);
 
 super::rows::sql_schedule_store!(
     MySqlStore,
