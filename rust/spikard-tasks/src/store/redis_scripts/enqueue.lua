@@ -6,14 +6,24 @@ local now = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local F = 11
 
--- Validate everything before the first write.
-local seen = {}
+-- Validate everything before the first write: one EXISTS per 1000 ids, and a look at
+-- each id of a slice only when that slice has a taken one.
+local seen, keys = {}, {}
 for i = 0, n - 1 do
   local id = ARGV[4 + i * F]
-  if seen[id] or redis.call('EXISTS', jkey(id)) == 1 then
-    return redis.error_reply('duplicate job id ' .. id)
-  end
+  if seen[id] then return redis.error_reply('duplicate job id ' .. id) end
   seen[id] = true
+  keys[#keys + 1] = jkey(id)
+end
+for i = 1, #keys, 1000 do
+  local last = math.min(#keys, i + 999)
+  if redis.call('EXISTS', unpack(keys, i, last)) > 0 then
+    for j = i, last do
+      if redis.call('EXISTS', keys[j]) == 1 then
+        return redis.error_reply('duplicate job id ' .. ARGV[4 + (j - 1) * F])
+      end
+    end
+  end
 end
 
 local out = {}
@@ -34,11 +44,11 @@ for i = 0, n - 1 do
     out[#out + 1] = existing
     out[#out + 1] = 0
   else
+    -- The id is in the key; an absent cancel_requested means none was.
     local fields = {
-      'id', id, 'queue', queue, 'task', ARGV[b + 2], 'args', ARGV[b + 3],
+      'queue', queue, 'task', ARGV[b + 2], 'args', ARGV[b + 3],
       'kwargs', ARGV[b + 4], 'status', 'pending', 'priority', ARGV[b + 5], 'attempts', '0',
       'max_attempts', ARGV[b + 6], 'run_at', run_at, 'enqueued_at', ARGV[b + 10],
-      'cancel_requested', '0',
     }
     local timeout_ms = opt(ARGV[b + 8])
     if timeout_ms then
