@@ -52,8 +52,9 @@ CREATE INDEX IF NOT EXISTS jobs_ready
     ON spikard_tasks.jobs (queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_lease
     ON spikard_tasks.jobs (lease_until) WHERE status = 'running';
-CREATE INDEX IF NOT EXISTS jobs_locked
-    ON spikard_tasks.jobs (locked_by) WHERE locked_by IS NOT NULL;
+-- Heartbeats and outcomes go by id, and a release by worker reads the running rows of
+-- jobs_lease: one index less to update on every claim.
+DROP INDEX IF EXISTS spikard_tasks.jobs_locked;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
     ON spikard_tasks.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
