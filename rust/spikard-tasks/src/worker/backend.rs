@@ -1,10 +1,12 @@
 //! `StoreBackend`: our store as an apalis [`Backend`], so apalis' worker drives fetching.
 //!
 //! apalis only asks for a job when its concurrency limit has a free slot; the backend
-//! then claims as many ready jobs as there are free slots in one query and hands them
-//! out one by one. When nothing is ready it sleeps until the poll interval passes or a
-//! producer in this process wakes it. On shutdown, jobs claimed but not yet started are
-//! released back to the queue.
+//! hands out buffered jobs one by one and keeps the buffer filled: one query claims
+//! jobs for every free slot plus up to `concurrency` ahead, on its own task, started
+//! while the buffer still holds jobs so that freed slots never wait for it. When nothing
+//! is ready it sleeps until the poll interval passes or a wake-up (a producer in this
+//! process, or the store's listener) comes. On shutdown, jobs claimed but not yet started
+//! are released back to the queue.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
