@@ -216,8 +216,11 @@ class TaskQueue:
         ``(task, args, kwargs)`` tuple.
         """
         batch: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
+        # Each task name is resolved once per call, not once per job.
+        resolved: dict[Any, tuple[str, dict[str, Any]]] = {}
         for item in jobs:
-            if isinstance(item, Mapping):
+            # `type(...) is dict` first: the Mapping check goes through the ABC machinery.
+            if type(item) is dict or isinstance(item, Mapping):
                 spec = dict(item)
                 if "task" not in spec:
                     raise ConfigError("each job needs a 'task'")
@@ -233,7 +236,12 @@ class TaskQueue:
                     "enqueue_many takes dicts {'task', 'args', 'kwargs', ...options} "
                     "or (task, args, kwargs) tuples"
                 )
-            name, defaults = self._resolve_task(task, strict)
+            hit = resolved.get(task) if type(task) is str else None
+            if hit is None:
+                hit = self._resolve_task(task, strict)
+                if type(task) is str:
+                    resolved[task] = hit
+            name, defaults = hit
             batch.append((name, _as_args(args), _as_kwargs(kwargs), _merge(defaults, options)))
         if not batch:
             return []
@@ -428,6 +436,8 @@ def _merge(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
 
 
 def _as_args(args: Any) -> list[Any]:
+    if type(args) is list:
+        return args[:]
     if args is None:
         return []
     if isinstance(args, (list, tuple)):
@@ -438,6 +448,8 @@ def _as_args(args: Any) -> list[Any]:
 def _as_kwargs(kwargs: Any) -> dict[str, Any]:
     if kwargs is None:
         return {}
+    if type(kwargs) is dict:
+        return kwargs.copy()
     if isinstance(kwargs, Mapping):
         return dict(kwargs)
     raise ConfigError(f"kwargs must be a dict, not {type(kwargs).__name__}")
