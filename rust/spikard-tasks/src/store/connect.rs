@@ -16,10 +16,17 @@ const PING_IF_IDLE: Duration = Duration::from_secs(1);
 
 /// Pool settings shared by the SQL servers. A connection that sat idle (a server restart
 /// may have closed it) is pinged before use and replaced if dead; one in steady use is
-/// not, which saves a round trip per call (sqlx pings on every acquire by default).
-pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+/// not, which saves a round trip per call (sqlx pings on every acquire by default). New
+/// connections to the server's `port` get `TCP_NODELAY` (see [`super::nodelay`]).
+pub(crate) fn pool_options<DB: sqlx::Database>(port: u16) -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new()
         .max_connections(10)
+        .after_connect(move |_conn, _meta| {
+            Box::pin(async move {
+                super::nodelay::set_nodelay_to_port(port);
+                Ok(())
+            })
+        })
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
@@ -32,6 +39,14 @@ pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> 
                     .is_ok())
             })
         })
+}
+
+/// The TCP port `url` names, or the server's `default`.
+pub(crate) fn port_of(url: &str, default: u16) -> u16 {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.port())
+        .unwrap_or(default)
 }
 
 /// Parses `url` and opens one connection right away, so a wrong host, port or password

@@ -91,7 +91,8 @@ impl PostgresStore {
     /// once: setup runs under a transaction-scoped advisory lock).
     pub async fn connect(url: &str) -> CoreResult<Self> {
         super::connect::probe::<sqlx::PgConnection>(url).await?;
-        let pool = super::connect::pool_options::<sqlx::Postgres>()
+        let port = super::connect::port_of(url, 5432);
+        let pool = super::connect::pool_options::<sqlx::Postgres>(port)
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;
