@@ -47,25 +47,28 @@ async def _run(
 class Attempt:
     """One submitted ``async def`` attempt; :meth:`cancel` may be called from any thread."""
 
-    __slots__ = ("_cancelled", "_loop", "_task")
+    __slots__ = ("_args", "_cancelled", "_fn", "_kwargs", "_loop", "_task", "done")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._task: asyncio.Task[None] | None = None
-        self._cancelled = False
-
-    def _start(
+    def __init__(
         self,
+        loop: asyncio.AbstractEventLoop,
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         done: _Done,
     ) -> None:
+        self._loop = loop
+        self._fn, self._args, self._kwargs = fn, args, kwargs
+        self.done = done
+        self._task: asyncio.Task[None] | None = None
+        self._cancelled = False
+
+    def _start(self) -> None:
         # On the loop thread.
         if self._cancelled:
-            done.error(asyncio.CancelledError())
+            self.done.error(asyncio.CancelledError())
         else:
-            self._task = self._loop.create_task(_run(fn, args, kwargs, done))
+            self._task = self._loop.create_task(_run(self._fn, self._args, self._kwargs, self.done))
 
     def _cancel_here(self) -> None:
         self._cancelled = True
@@ -77,15 +80,12 @@ class Attempt:
         self._loop.call_soon_threadsafe(self._cancel_here)
 
 
-_Submission = tuple[Callable[..., Awaitable[Any]], tuple[Any, ...], dict[str, Any], _Done, Attempt]
-
-
 class EventLoopThread:
     """An asyncio event loop (uvloop when installed) running on a daemon thread."""
 
     def __init__(self, name: str = "spikard-tasks-asyncio") -> None:
         self.loop = _new_loop()
-        self._inbox: collections.deque[_Submission] = collections.deque()
+        self._inbox: collections.deque[Attempt] = collections.deque()
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -106,8 +106,8 @@ class EventLoopThread:
 
         Raises ``RuntimeError`` when the loop is closed.
         """
-        attempt = Attempt(self.loop)
-        self._inbox.append((fn, args, kwargs, done, attempt))
+        attempt = Attempt(self.loop, fn, args, kwargs, done)
+        self._inbox.append(attempt)
         with self._inbox_lock:
             if self._wake_pending:
                 return attempt
@@ -126,8 +126,7 @@ class EventLoopThread:
             self._wake_pending = False
         inbox = self._inbox
         while inbox:
-            fn, args, kwargs, done, attempt = inbox.popleft()
-            attempt._start(fn, args, kwargs, done)
+            inbox.popleft()._start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancels what still runs on the loop, stops it and joins the thread."""
@@ -149,4 +148,4 @@ class EventLoopThread:
             self.loop.close()
             # Submissions the loop never started end as cancelled attempts.
             while self._inbox:
-                self._inbox.popleft()[3].error(asyncio.CancelledError())
+                self._inbox.popleft().done.error(asyncio.CancelledError())

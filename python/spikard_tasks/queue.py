@@ -236,11 +236,12 @@ class TaskQueue:
                     "enqueue_many takes dicts {'task', 'args', 'kwargs', ...options} "
                     "or (task, args, kwargs) tuples"
                 )
-            hit = resolved.get(task) if type(task) is str else None
-            if hit is None:
+            if type(task) is str:
+                hit = resolved.get(task)
+                if hit is None:
+                    hit = resolved[task] = self._resolve_task(task, strict)
+            else:
                 hit = self._resolve_task(task, strict)
-                if type(task) is str:
-                    resolved[task] = hit
             name, defaults = hit
             batch.append((name, _as_args(args), _as_kwargs(kwargs), _merge(defaults, options)))
         if not batch:

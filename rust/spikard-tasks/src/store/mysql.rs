@@ -562,8 +562,7 @@ fn complete_statement<'q>(
         sets.push(format!("run_at = CASE id {}ELSE run_at END", when(retries)));
     }
     if errors > 0 {
-        let append = "WHEN ? THEN CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
-             THEN CONCAT('[', ?, ']') ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', ?, ']') END ";
+        let append = format!("WHEN ? THEN {APPEND_ERROR} ");
         sets.push(format!(
             "errors = CASE id {}ELSE errors END",
             append.repeat(errors)

@@ -73,12 +73,12 @@ async fn run(store: Arc<dyn Store>, worker: Arc<str>, mut rx: mpsc::UnboundedRec
 }
 
 async fn write_batch(store: Arc<dyn Store>, worker: Arc<str>, batch: Vec<Item>) {
-    let outcomes: Vec<(ClaimedJob, Completion)> = batch
-        .iter()
-        .map(|(job, completion, _)| (job.clone(), completion.clone()))
-        .collect();
+    let (outcomes, acks): (Vec<(ClaimedJob, Completion)>, Vec<oneshot::Sender<()>>) = batch
+        .into_iter()
+        .map(|(job, completion, ack)| ((job, completion), ack))
+        .unzip();
     write(&*store, &worker, outcomes).await;
-    for (_, _, ack) in batch {
+    for ack in acks {
         let _ = ack.send(());
     }
 }

@@ -15,7 +15,7 @@ for _, queue in ipairs(queues) do
     for _, id in ipairs(due) do
       local h = redis.call('HMGET', jkey(id), 'status', 'priority', 'run_at')
       if h[1] == 'pending' or h[1] == 'retrying' then
-        defer('ZADD', qkey(queue, 'ready'), 0, member(h[2], h[3], id))
+        make_ready(queue, h[2], h[3], id)
       end
       defer('ZREM', key, id)
     end

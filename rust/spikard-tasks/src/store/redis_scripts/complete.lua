@@ -38,17 +38,15 @@ for i = 0, n - 1 do
     end
     redis.call('HSET', k, unpack(sets))
     redis.call('HDEL', k, unpack(dels))
-    defer('ZREM', RUNNING, id)
-    defer('SREM', wkey(worker), id)
+    drop_lease(id, worker)
     count(queue, 'running', -1)
     count(queue, status, 1)
     if done then
-      defer('ZADD', FINISHED, now, id)
-      release_unique(queue, h[8], id)
+      finish(queue, id, h[8], now)
     elseif tonumber(run_at) > tonumber(now) then
       defer('ZADD', qkey(queue, 'retry'), run_at, id)
     else
-      defer('ZADD', qkey(queue, 'ready'), 0, member(h[5], run_at, id))
+      make_ready(queue, h[5], run_at, id)
       woken[queue] = true
     end
     written = written + 1

@@ -64,7 +64,7 @@ for i = 0, n - 1 do
     if tonumber(run_at) > now then
       redis.call('ZADD', qkey(queue, 'scheduled'), run_at, id)
     else
-      defer('ZADD', qkey(queue, 'ready'), 0, member(ARGV[b + 5], run_at, id))
+      make_ready(queue, ARGV[b + 5], run_at, id)
       woken[queue] = true
     end
     count(queue, 'pending', 1)

@@ -22,10 +22,6 @@ local function member(priority, run_at, id)
   return string.format('%010d%016d', 2147483647 - p, r) .. id
 end
 
-local function make_ready(queue, priority, run_at, id)
-  redis.call('ZADD', qkey(queue, 'ready'), 0, member(priority, run_at, id))
-end
-
 local function wake(queue) redis.call('PUBLISH', P .. 'wake:' .. queue, '1') end
 
 -- Writes gathered during a script and sent by `flush()` (which every script calls
@@ -44,6 +40,11 @@ local function defer(cmd, key, ...)
     later_order[#later_order + 1] = slot
   end
   for i = 1, select('#', ...) do b[#b + 1] = select(i, ...) end
+end
+
+-- The job joins its queue's ready set (at the next flush).
+local function make_ready(queue, priority, run_at, id)
+  defer('ZADD', qkey(queue, 'ready'), 0, member(priority, run_at, id))
 end
 
 -- Per-queue counters of stored states.
@@ -96,14 +97,19 @@ local function release_unique(queue, key, id)
 end
 
 -- A job leaves `running`: drop its lease and the lease indexes.
-local function unlock(k, id, worker)
-  redis.call('HDEL', k, 'locked_by', 'lease_until')
-  redis.call('ZREM', RUNNING, id)
-  if worker then redis.call('SREM', wkey(worker), id) end
+-- The lease indexes forget the job (at the next flush).
+local function drop_lease(id, worker)
+  defer('ZREM', RUNNING, id)
+  if worker then defer('SREM', wkey(worker), id) end
 end
 
--- A job reaches a finished state.
+local function unlock(k, id, worker)
+  redis.call('HDEL', k, 'locked_by', 'lease_until')
+  drop_lease(id, worker)
+end
+
+-- A job reaches a finished state (its place in `finished` at the next flush).
 local function finish(queue, id, unique_key, now)
-  redis.call('ZADD', FINISHED, now, id)
+  defer('ZADD', FINISHED, now, id)
   release_unique(queue, unique_key, id)
 end
