@@ -11,6 +11,10 @@ use crate::error::{CoreError, CoreResult};
 /// their claims and outcome writes on their own. Kept short so producers fail fast.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most connections a store's hot path ([`super::conns::Conns`]) keeps open at once,
+/// besides those of its pool.
+pub(crate) const HOT_CONNECTIONS: usize = 8;
+
 /// A pooled connection idle for longer than this is pinged before use.
 const PING_IF_IDLE: Duration = Duration::from_secs(1);
 

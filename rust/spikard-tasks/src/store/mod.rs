@@ -15,6 +15,8 @@ use crate::url::BackendUrl;
 
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod connect;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod conns;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(any(feature = "postgres", feature = "mysql"))]

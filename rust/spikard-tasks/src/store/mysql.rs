@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::mysql::{MySqlPool, MySqlRow};
-use sqlx::{AssertSqlSafe, MySql, Row, Transaction};
+use sqlx::{AssertSqlSafe, Connection, MySql, Row, Transaction};
 use tokio::sync::Notify;
 
+use super::conns::Conns;
 use super::rows::{
     all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
 };
@@ -96,6 +97,8 @@ const ER_DUP_ENTRY: &str = "1062";
 #[derive(Clone, Debug)]
 pub struct MySqlStore {
     pool: MySqlPool,
+    /// The hot path's connections (enqueue, claim, outcomes, heartbeats).
+    conns: Conns<MySql>,
 }
 
 impl MySqlStore {
@@ -116,7 +119,8 @@ impl MySqlStore {
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         sqlx::raw_sql(SCHEDULES).execute(&pool).await?;
         Self::migrate(&pool).await?;
-        Ok(Self { pool })
+        let conns = Conns::new(pool.clone(), super::connect::HOT_CONNECTIONS);
+        Ok(Self { pool, conns })
     }
 
     /// Adds the claim index to a table that lacks it; safe when several workers start
@@ -138,7 +142,7 @@ impl MySqlStore {
     }
 
     async fn insert_batch(
-        tx: &mut Transaction<'static, MySql>,
+        tx: &mut Transaction<'_, MySql>,
         rows: &[&JobRow],
     ) -> Result<(), sqlx::Error> {
         for chunk in rows.chunks(INSERT_CHUNK) {
@@ -151,20 +155,24 @@ impl MySqlStore {
         if rows.len() <= INSERT_CHUNK && rows.iter().all(|r| r.unique_key.is_none()) {
             // One autocommit statement (atomic on its own): one round trip.
             let plain: Vec<&JobRow> = rows.iter().collect();
+            let mut conn = self.conns.get().await?;
             insert_jobs_query!(&plain[..], i32)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await?;
+            conn.release();
             return Ok(all_created(rows));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await?;
         let out = Self::insert_jobs(&mut tx, rows).await?;
         tx.commit().await?;
+        conn.release();
         Ok(out)
     }
 
     /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs).
     async fn insert_jobs(
-        tx: &mut Transaction<'static, MySql>,
+        tx: &mut Transaction<'_, MySql>,
         rows: &[JobRow],
     ) -> Result<Vec<Enqueued>, sqlx::Error> {
         let mut out: Vec<Enqueued> = all_created(rows);
@@ -258,7 +266,8 @@ impl Store for MySqlStore {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin().await?;
         // One ordered range of the claim index per queue, read with everything a claimed
         // job needs; the best `limit` of them win (rows locked but not taken are
         // unlocked at commit).
@@ -288,6 +297,7 @@ impl Store for MySqlStore {
         picked.truncate(limit);
         if picked.is_empty() {
             tx.commit().await?;
+            conn.release();
             return Ok(Vec::new());
         }
         let sql = format!(
@@ -334,6 +344,7 @@ impl Store for MySqlStore {
             }
         }
         tx.commit().await?;
+        conn.release();
         Ok(claimed)
     }
 
@@ -348,23 +359,20 @@ impl Store for MySqlStore {
         let now = now_ms();
         let mut written = 0usize;
         let chunks: Vec<_> = done.chunks(COMPLETE_CHUNK).collect();
+        let mut conn = self.conns.get().await?;
         // One statement writes a chunk; only several chunks need a transaction.
-        let mut tx = if chunks.len() > 1 {
-            Some(self.pool.begin().await?)
-        } else {
-            None
-        };
-        for chunk in chunks {
+        if let [chunk] = chunks.as_slice() {
             let q = complete_statement(worker, chunk, now)?;
-            let res = match tx.as_mut() {
-                Some(tx) => q.execute(&mut **tx).await?,
-                None => q.execute(&self.pool).await?,
-            };
-            written += res.rows_affected() as usize;
-        }
-        if let Some(tx) = tx {
+            written = q.execute(&mut *conn).await?.rows_affected() as usize;
+        } else {
+            let mut tx = conn.begin().await?;
+            for chunk in chunks {
+                let q = complete_statement(worker, chunk, now)?;
+                written += q.execute(&mut *tx).await?.rows_affected() as usize;
+            }
             tx.commit().await?;
         }
+        conn.release();
         Ok(written)
     }
 
@@ -376,6 +384,7 @@ impl Store for MySqlStore {
     ) -> CoreResult<Vec<String>> {
         let until = now_ms() + lease.as_millis() as i64;
         let mut cancel = Vec::new();
+        let mut conn = self.conns.get().await?;
         // By primary key only: no gap locks on the locked_by index to deadlock with claims.
         for chunk in ids.chunks(INSERT_CHUNK) {
             let list = placeholders(chunk.len());
@@ -387,7 +396,7 @@ impl Store for MySqlStore {
             for id in chunk {
                 q = q.bind(id);
             }
-            q.bind(worker).execute(&self.pool).await?;
+            q.bind(worker).execute(&mut *conn).await?;
             let sql = format!(
                 "SELECT id FROM spikard_jobs WHERE id IN ({list}) AND locked_by = ? \
                  AND status = 'running' AND cancel_requested = 1"
@@ -396,8 +405,9 @@ impl Store for MySqlStore {
             for id in chunk {
                 q = q.bind(id);
             }
-            cancel.extend(q.bind(worker).fetch_all(&self.pool).await?);
+            cancel.extend(q.bind(worker).fetch_all(&mut *conn).await?);
         }
+        conn.release();
         Ok(cancel)
     }
 

@@ -13,6 +13,7 @@ use sqlx::postgres::{PgListener, PgPool, PgRow};
 use sqlx::Row;
 use tokio::sync::Notify;
 
+use super::conns::Conns;
 use super::rows::{all_created, CompletionColumns};
 use super::Store;
 use crate::error::{CoreError, CoreResult};
@@ -79,6 +80,8 @@ const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// The hot path's connections (enqueue, claim, outcomes, heartbeats).
+    conns: Conns<sqlx::Postgres>,
 }
 
 impl PostgresStore {
@@ -102,7 +105,8 @@ impl PostgresStore {
             .await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Self { pool })
+        let conns = Conns::new(pool.clone(), super::connect::HOT_CONNECTIONS);
+        Ok(Self { pool, conns })
     }
 
     /// Inserts rows without unique keys in one statement, whatever their number, and
@@ -230,7 +234,9 @@ impl Store for PostgresStore {
         if rows.iter().all(|r| r.unique_key.is_none()) {
             // One autocommit statement: one round trip for a single job or a batch.
             let plain: Vec<&JobRow> = rows.iter().collect();
-            Self::insert_plain(&self.pool, &plain).await?;
+            let mut conn = self.conns.get().await?;
+            Self::insert_plain(&mut *conn, &plain).await?;
+            conn.release();
             return Ok(all_created(&rows));
         }
         let mut tx = self.pool.begin().await?;
@@ -282,6 +288,7 @@ impl Store for PostgresStore {
             return Ok(Vec::new());
         }
         let now = now_ms();
+        let mut conn = self.conns.get().await?;
         let rows = sqlx::query(
             // Per queue, an ordered scan of the ready index that stops at the limit (a
             // plain `queue = ANY($1)` sorts every ready row of the queues on each claim).
@@ -303,7 +310,7 @@ impl Store for PostgresStore {
         .bind(limit as i64)
         .bind(worker)
         .bind(now + lease.as_millis() as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
         let mut keyed = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -328,11 +335,12 @@ impl Store for PostgresStore {
                     .bind(now)
                     .bind(serde_json::to_string(&entry)?)
                     .bind(&id)
-                    .execute(&self.pool)
+                    .execute(&mut *conn)
                     .await?;
                 }
             }
         }
+        conn.release();
         keyed.sort_by(|(a, ra), (b, rb)| {
             b.priority
                 .cmp(&a.priority)
@@ -371,6 +379,7 @@ impl Store for PostgresStore {
             reasons.push(c.cancel_reason);
             finished.push(c.finished_at_ms);
         }
+        let mut conn = self.conns.get().await?;
         // One statement for the whole batch, by primary key. `(…) IS TRUE` keeps the
         // planner off the `locked_by`/`status` indexes: bitmap scans of those walk every
         // dead entry left by earlier outcomes (cost grows with the jobs run since vacuum).
@@ -396,8 +405,9 @@ impl Store for PostgresStore {
         .bind(reasons)
         .bind(finished)
         .bind(worker)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await?;
+        conn.release();
         Ok(res.rows_affected() as usize)
     }
 
@@ -407,6 +417,7 @@ impl Store for PostgresStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
+        let mut conn = self.conns.get().await?;
         let rows: Vec<(String, bool)> = sqlx::query_as(
             "UPDATE spikard_tasks.jobs SET lease_until = $1 \
              WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
@@ -415,8 +426,9 @@ impl Store for PostgresStore {
         .bind(now_ms() + lease.as_millis() as i64)
         .bind(worker)
         .bind(ids)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await?;
+        conn.release();
         Ok(rows
             .into_iter()
             .filter(|(_, c)| *c)

@@ -15,8 +15,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Connection, Row};
 
+use super::conns::Conns;
 use super::rows::{
     all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
 };
@@ -83,6 +84,8 @@ const INSERT_CHUNK: usize = 400;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The hot path's connections (enqueue, get, claim, outcomes, heartbeats).
+    conns: Conns<sqlx::Sqlite>,
     /// Taken around this store's writes: SQLite has one writer at a time, and writers of
     /// one process that collide (a claim while outcomes are written) would otherwise
     /// meet in SQLite's busy handler, which sleeps for milliseconds. Other processes
@@ -96,6 +99,9 @@ pub struct SqliteStore {
 
 /// How often an idle worker's watcher asks SQLite whether another process committed.
 const WATCH_INTERVAL: Duration = Duration::from_millis(4);
+
+/// Connections to a database file: the pool's and, besides them, the hot path's.
+const FILE_CONNECTIONS: usize = 4;
 
 /// Most outcomes written by one statement (8 bound values each).
 const COMPLETE_CHUNK: usize = 512;
@@ -174,12 +180,12 @@ impl SqliteStore {
     async fn try_open_file(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
         let pool = SqlitePoolOptions::new()
             .min_connections(1)
-            .max_connections(4)
+            .max_connections(FILE_CONNECTIONS as u32)
             .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
-        Self::setup(pool).await
+        Self::setup(pool, FILE_CONNECTIONS).await
     }
 
     /// Opens a private in-memory database that lives as long as this store.
@@ -199,14 +205,14 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(options)
             .await?;
-        let mut store = Self::setup(pool).await?;
+        let mut store = Self::setup(pool, 1).await?;
         store._anchor = Some(Arc::new(tokio::sync::Mutex::new(anchor)));
         Ok(store)
     }
 
     /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs).
     async fn insert_jobs(
-        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         rows: &[JobRow],
     ) -> CoreResult<Vec<Enqueued>> {
         let mut out: Vec<Enqueued> = all_created(rows);
@@ -235,11 +241,13 @@ impl SqliteStore {
         Ok(out)
     }
 
-    async fn setup(pool: SqlitePool) -> Result<Self, sqlx::Error> {
+    /// Sets up the schema; the hot path keeps at most `hot` connections open.
+    async fn setup(pool: SqlitePool, hot: usize) -> Result<Self, sqlx::Error> {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Self {
+            conns: Conns::new(pool.clone(), hot),
             pool,
             writes: Arc::default(),
             _anchor: None,
@@ -264,22 +272,28 @@ impl Store for SqliteStore {
         if let [row] = rows.as_slice() {
             if row.unique_key.is_none() {
                 // One row, nothing to look up first: one autocommit statement.
-                insert_statement(&[row]).execute(&self.pool).await?;
+                let mut conn = self.conns.get().await?;
+                insert_statement(&[row]).execute(&mut *conn).await?;
+                conn.release();
                 return Ok(all_created(&rows));
             }
         }
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         let out = Self::insert_jobs(&mut tx, &rows).await?;
         tx.commit().await?;
+        conn.release();
         Ok(out)
     }
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM spikard_jobs WHERE id = ?");
+        let mut conn = self.conns.get().await?;
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await?;
+        conn.release();
         row.as_ref().map(record_from_row).transpose()
     }
 
@@ -329,10 +343,15 @@ impl Store for SqliteStore {
         for queue in queues {
             q = q.bind(queue);
         }
-        if q.bind(now).fetch_optional(&self.pool).await?.is_none() {
+        let mut conn = self.conns.get().await?;
+        let ready = q.bind(now).fetch_optional(&mut *conn).await?.is_some();
+        conn.release();
+        if !ready {
             return Ok(Vec::new());
         }
+        // Writers take the write lock before a connection (never the other way round).
         let _writing = self.writes.lock().await;
+        let mut conn = self.conns.get().await?;
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
              locked_by = ?, lease_until = ?, started_at = ? \
@@ -350,7 +369,7 @@ impl Store for SqliteStore {
         for queue in queues {
             q = q.bind(queue);
         }
-        let rows = q.bind(now).bind(limit as i64).fetch_all(&self.pool).await?;
+        let rows = q.bind(now).bind(limit as i64).fetch_all(&mut *conn).await?;
         let mut keyed = Vec::with_capacity(rows.len());
         for row in &rows {
             let run_at: i64 = row.try_get("run_at")?;
@@ -373,11 +392,12 @@ impl Store for SqliteStore {
                         at_ms: now,
                     })?)
                     .bind(&id)
-                    .execute(&self.pool)
+                    .execute(&mut *conn)
                     .await?;
                 }
             }
         }
+        conn.release();
         // RETURNING order is unspecified: hand jobs out in priority order.
         keyed.sort_by(|(a, ra), (b, rb)| {
             b.priority
@@ -399,7 +419,8 @@ impl Store for SqliteStore {
         let now = now_ms();
         let mut written = 0;
         let _writing = self.writes.lock().await;
-        let mut tx = self.begin_write().await?;
+        let mut conn = self.conns.get().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         // One statement per chunk: the outcomes travel as a VALUES table.
         for chunk in done.chunks(COMPLETE_CHUNK) {
             let sql = format!(
@@ -431,6 +452,7 @@ impl Store for SqliteStore {
             written += res.rows_affected() as usize;
         }
         tx.commit().await?;
+        conn.release();
         Ok(written)
     }
 
@@ -443,6 +465,7 @@ impl Store for SqliteStore {
         let until = now_ms() + lease.as_millis() as i64;
         let mut cancel = Vec::new();
         let _writing = self.writes.lock().await;
+        let mut conn = self.conns.get().await?;
         for chunk in ids.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? \
@@ -455,9 +478,10 @@ impl Store for SqliteStore {
             for id in chunk {
                 q = q.bind(id);
             }
-            let rows = q.fetch_all(&self.pool).await?;
+            let rows = q.fetch_all(&mut *conn).await?;
             cancel.extend(rows.into_iter().filter(|(_, c)| *c != 0).map(|(id, _)| id));
         }
+        conn.release();
         Ok(cancel)
     }
 
