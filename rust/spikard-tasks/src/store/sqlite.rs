@@ -562,13 +562,14 @@ impl Store for SqliteStore {
             };
             let mut last: Option<i64> = None;
             loop {
-                tokio::time::sleep(WATCH_INTERVAL).await;
                 match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
                     .fetch_one(&mut conn)
                     .await
                 {
                     Ok(version) => {
-                        if last.is_some_and(|l| l != version) {
+                        // The first reading wakes the worker too: a commit made after
+                        // its first claim but before this baseline would be missed.
+                        if last != Some(version) {
                             wake.notify_one();
                         }
                         last = Some(version);
@@ -578,6 +579,7 @@ impl Store for SqliteStore {
                         return;
                     }
                 }
+                tokio::time::sleep(WATCH_INTERVAL).await;
             }
         }))
     }
