@@ -89,7 +89,13 @@ impl NativeQueue {
             });
         }
         let client = self.client.clone();
-        let out = block_on(py, async move { client.enqueue(new_jobs).await })?;
+        let rows = client.resolve_all(new_jobs)?;
+        // The insert runs on this thread when the store can (SQLite files), else on the
+        // runtime; either way without holding the interpreter.
+        let out = py.detach(|| match client.enqueue_rows_blocking(&rows) {
+            Some(out) => out,
+            None => runtime().block_on(client.enqueue_rows(rows)),
+        })?;
         Ok(out.into_iter().map(|e| (e.id, e.created)).collect())
     }
 

@@ -49,6 +49,13 @@ impl From<sqlx::Error> for CoreError {
     }
 }
 
+#[cfg(feature = "sqlite")]
+impl From<rusqlite::Error> for CoreError {
+    fn from(err: rusqlite::Error) -> Self {
+        Self::Backend(err.to_string())
+    }
+}
+
 impl From<serde_json::Error> for CoreError {
     fn from(err: serde_json::Error) -> Self {
         Self::Serialization(err.to_string())

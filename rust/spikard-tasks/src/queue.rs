@@ -126,12 +126,14 @@ impl TaskQueueClient {
 
     /// Enqueues jobs in one transaction (all or nothing) and returns their ids in order.
     pub async fn enqueue(&self, jobs: Vec<NewJob>) -> CoreResult<Vec<Enqueued>> {
-        let now = now_ms();
-        let rows = jobs
-            .into_iter()
-            .map(|j| self.resolve(j, now))
-            .collect::<CoreResult<Vec<_>>>()?;
+        let rows = self.resolve_all(jobs)?;
         self.enqueue_rows(rows).await
+    }
+
+    /// Resolves jobs with [`Self::resolve`], all at the same moment.
+    pub fn resolve_all(&self, jobs: Vec<NewJob>) -> CoreResult<Vec<JobRow>> {
+        let now = now_ms();
+        jobs.into_iter().map(|j| self.resolve(j, now)).collect()
     }
 
     /// Enqueues rows already resolved with [`Self::resolve`].
@@ -142,6 +144,20 @@ impl TaskQueueClient {
         let out = self.store.enqueue(rows).await?;
         self.enqueued.notify_one();
         Ok(out)
+    }
+
+    /// Enqueues rows on the calling thread when the store can (see
+    /// [`Store::enqueue_blocking`]); `None` when the caller must use
+    /// [`Self::enqueue_rows`] instead. For blocking callers only, never async code.
+    pub fn enqueue_rows_blocking(&self, rows: &[JobRow]) -> Option<CoreResult<Vec<Enqueued>>> {
+        if rows.is_empty() {
+            return Some(Ok(Vec::new()));
+        }
+        let out = self.store.enqueue_blocking(rows)?;
+        if out.is_ok() {
+            self.enqueued.notify_one();
+        }
+        Some(out)
     }
 
     /// Reads a job; `None` for an unknown id.

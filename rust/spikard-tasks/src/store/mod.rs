@@ -29,6 +29,8 @@ pub mod redis;
 mod rows;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_direct;
 
 /// A stored cron schedule: its definition (JSON of `CronSchedule`) and firing state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +77,13 @@ pub trait Store: ScheduleStore {
     /// Inserts rows in one transaction (all or nothing). A row whose `unique_key` matches
     /// an unfinished job in its queue is not inserted; that job's id is returned instead.
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>>;
+
+    /// Like [`Store::enqueue`], but on the calling thread, for a producer that would
+    /// block on the insert anyway; `None` when this store cannot for these rows (the
+    /// caller then uses [`Store::enqueue`]). Never call it from async code.
+    fn enqueue_blocking(&self, _rows: &[JobRow]) -> Option<CoreResult<Vec<Enqueued>>> {
+        None
+    }
 
     /// Reads a job; `None` for an unknown id.
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>>;

@@ -21,6 +21,7 @@ use super::conns::Conns;
 use super::rows::{
     all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
 };
+use super::sqlite_direct::DirectWriter;
 use super::Store;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -78,7 +79,7 @@ const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts
      finished_at";
 
 /// Rows per multi-row INSERT (12 bound values each, far below SQLite's variable limit).
-const INSERT_CHUNK: usize = 400;
+pub(crate) const INSERT_CHUNK: usize = 400;
 
 /// A job store in a SQLite database.
 #[derive(Clone, Debug)]
@@ -95,6 +96,8 @@ pub struct SqliteStore {
     _anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
     /// How to open another connection to the same file (for the change watcher).
     file_options: Option<SqliteConnectOptions>,
+    /// Inserts on a blocking producer's own thread (file databases only).
+    direct: Option<Arc<DirectWriter>>,
 }
 
 /// How often an idle worker's watcher asks SQLite whether another process committed.
@@ -160,6 +163,7 @@ impl SqliteStore {
             match Self::try_open_file(options.clone()).await {
                 Ok(mut store) => {
                     store.file_options = Some(options);
+                    store.direct = Some(Arc::new(DirectWriter::open(path, synchronous_full)?));
                     return Ok(store);
                 }
                 Err(e) if is_busy(&e) && started.elapsed() < OPEN_BUSY_BUDGET => {
@@ -252,6 +256,7 @@ impl SqliteStore {
             writes: Arc::default(),
             _anchor: None,
             file_options: None,
+            direct: None,
         })
     }
 }
@@ -267,6 +272,16 @@ fn insert_statement<'q>(
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn enqueue_blocking(&self, rows: &[JobRow]) -> Option<CoreResult<Vec<Enqueued>>> {
+        let direct = self.direct.as_ref()?;
+        let in_async_code = tokio::runtime::Handle::try_current().is_ok();
+        if in_async_code || rows.iter().any(|r| r.unique_key.is_some()) {
+            return None;
+        }
+        let _writing = self.writes.blocking_lock();
+        Some(direct.insert(rows))
+    }
+
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
         let _writing = self.writes.lock().await;
         if let [row] = rows.as_slice() {
