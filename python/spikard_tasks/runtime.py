@@ -65,34 +65,34 @@ Shutdown
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
-import contextlib
-import functools
-import heapq
-import inspect
 import itertools
 import logging
 import math
 import os
 import threading
-import time
-import traceback as _traceback
-import types
-import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from ._runtime_checks import (
+    _callable_name,
+    _check_positive_int,
+    _check_priority,
+    _check_timeout,
+    _is_async_callable,
+    _no_op,
+    _optional_seconds,
+)
+from ._runtime_drain import _LIVE_RUNTIMES, _Drainer
+from ._runtime_exec import _CANCELLED_BY_REQUEST, _THREAD_STATE, _now
 from ._runtime_job import (
     _CANCELLED,
     _EMPTY_KWARGS,
-    _FAILED,
     _PENDING,
     _RETRYING,
     _RUNNING,
     _SCHEDULED,
-    _SUCCEEDED,
     _WAITING,
     DrainReport,
     RetryPolicy,
@@ -100,9 +100,8 @@ from ._runtime_job import (
     RuntimeJobStatus,
     RuntimeStats,
     _notify,
-    _resolve_future,
 )
-from .exceptions import Cancel, QueueFull, RuntimeShutDown
+from .exceptions import QueueFull, RuntimeShutDown
 from .task import Task
 
 if TYPE_CHECKING:
@@ -117,129 +116,20 @@ __all__ = [
     "RuntimeStats",
 ]
 
+# The logger of every runtime module (_runtime_exec and _runtime_drain log to it too).
 logger = logging.getLogger("spikard_tasks.runtime")
 
 T = TypeVar("T")
 P = ParamSpec("P")
 
-# A worker coroutine yields to the loop after this many async jobs in a row that finished
-# without suspending, so callbacks (wake-ups, waiters, shutdown) are never starved.
-_YIELD_EVERY = 64
-# What _finish may start in the slot it frees: nothing, a sync job only, or any job.
-_TAKE_NONE = 0
-_TAKE_SYNC = 1
-_TAKE_ANY = 2
-# Extra time given to cancelled handlers to unwind after the drain timeout.
-_CANCEL_GRACE = 1.0
 # Extra time the caller of shutdown() waits for the loop thread to answer before it gives
 # up on an unresponsive loop (one blocked by a handler that never awaits).
 _RESPONSE_GRACE = 5.0
 
-_CO_COROUTINE = inspect.CO_COROUTINE
-_THREAD_STATE = threading.local()
-_now = time.time
-_CANCELLED_BY_REQUEST = "cancelled by request"
-_TOO_LATE = "runtime shut down before the job's time"
-_TOO_LATE_RETRY = "runtime shut down before the job's next attempt"
 
-
-def _is_async_callable(fn: Callable[..., Any]) -> bool:
-    """Return whether calling ``fn`` returns a coroutine (an ``async def`` function)."""
-    while True:
-        if type(fn) is types.FunctionType:
-            return bool(fn.__code__.co_flags & _CO_COROUTINE)
-        if isinstance(fn, types.MethodType):
-            fn = fn.__func__
-        elif isinstance(fn, functools.partial):
-            fn = fn.func
-        else:
-            break
-    if inspect.iscoroutinefunction(fn):
-        return True
-    # An instance whose class defines ``async def __call__``.
-    return inspect.iscoroutinefunction(type(fn).__call__)
-
-
-def _callable_name(fn: Callable[..., Any]) -> str:
-    name = getattr(fn, "__qualname__", None)
-    if isinstance(name, str):
-        return name
-    if isinstance(fn, functools.partial):
-        return _callable_name(fn.func)
-    return type(fn).__qualname__
-
-
-def _error_text(exc: BaseException) -> str:
-    """Format ``exc`` as ``"ExcType: message"`` (just ``"ExcType"`` without a message)."""
-    try:
-        message = str(exc)
-    except Exception:  # a broken __str__ must not break failure reporting
-        message = "<unprintable exception>"
-    kind = type(exc).__name__
-    return f"{kind}: {message}" if message else kind
-
-
-def _describe(job: RuntimeJob[Any]) -> str:
-    return f"{job.name} ({job.id})"
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_timeout(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
-    seconds = float(value)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"{name} must be a finite, non-negative number of seconds, got {value!r}")
-    return seconds
-
-
-def _no_op() -> None:
-    """A placeholder callable."""
-
-
-def _check_priority(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"priority must be an int, got {value!r}")
-    return value
-
-
-def _optional_seconds(name: str, value: object) -> float | None:
-    return None if value is None else _check_timeout(name, value)
-
-
-def _timeout_text(job: RuntimeJob[Any]) -> str:
-    limit = job._timeout
-    return f"attempt {job._attempts} ran past its {limit:g}s timeout"
-
-
-async def _with_timeout(job: RuntimeJob[Any], coro: Coroutine[Any, Any, Any]) -> Any:
-    """Await ``coro`` with the job's timeout; a timeout becomes a ``TimeoutError``
-    naming the attempt (the handler is cancelled)."""
-    limit = job._timeout
-    assert limit is not None
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        return await asyncio.wait_for(coro, limit)
-    except asyncio.TimeoutError:
-        if loop.time() - started < limit:
-            raise  # the handler itself raised TimeoutError before the deadline
-        raise TimeoutError(_timeout_text(job)) from None
-
-
-def _uncancel(task: asyncio.Task[Any] | None) -> None:
-    """Undo one ``task.cancel()`` that was aimed at a job, not at the worker (3.11+)."""
-    cancelling = getattr(task, "cancelling", None)
-    if cancelling is not None and cancelling() > 0:
-        task.uncancel()  # type: ignore[union-attr]
-
-
-class BackgroundRuntime:
+# The loop-side execution is _runtime_exec._Executor; the drain at shutdown is
+# _runtime_drain._Drainer (a subclass of it).
+class BackgroundRuntime(_Drainer):
     """An in-process, bounded, non-durable job runner: the fast path of spikard-tasks.
 
     The runtime starts itself on the first :meth:`submit` (or an explicit :meth:`start`)
@@ -491,18 +381,6 @@ class BackgroundRuntime:
         await asyncio.to_thread(self._finalize, True)
         return report
 
-    def _start_drain(self, seconds: float) -> concurrent.futures.Future[DrainReport] | None:
-        """Schedule the drain on the loop; ``None`` if the loop thread is gone.
-
-        The thread is gone in a child process after ``fork`` (only the forking thread
-        survives), and nobody can drain there.
-        """
-        loop = self._loop
-        thread = self._thread
-        if loop is None or thread is None or not thread.is_alive() or loop.is_closed():
-            return None
-        return asyncio.run_coroutine_threadsafe(self._drain(seconds), loop)
-
     def _prepare_shutdown(self, timeout: float | None) -> float | None:
         """Close the runtime; return the drain timeout, or ``None`` if nothing to drain."""
         seconds = self._drain_timeout if timeout is None else _check_timeout("timeout", timeout)
@@ -736,40 +614,8 @@ class BackgroundRuntime:
         if arm:
             self._call_on_loop(self._arm_timer)
 
-    def _insert_by_priority_locked(self, job: RuntimeJob[Any]) -> None:
-        """Queue ``job`` before the first job of lower priority; the caller holds the lock."""
-        pending = self._pending
-        priority = job._priority
-        for index, other in enumerate(pending):
-            if other._priority < priority:
-                pending.insert(index, job)
-                return
-        pending.append(job)
-
-    def _schedule_locked(self, job: RuntimeJob[Any], due: float) -> bool:
-        """Make ``job`` wait until ``due``; return whether the timer must be re-armed."""
-        heapq.heappush(self._heap, (due, next(self._seq), job))
-        self._waiting += 1
-        return self._heap[0][2] is job
-
     def _shut_down_message(self) -> str:
         return f"background runtime {self._name!r} has shut down and no longer accepts jobs"
-
-    def _on_loop_thread(self) -> bool:
-        return self._loop_ident is not None and threading.get_ident() == self._loop_ident
-
-    def _call_on_loop(self, callback: Callable[..., None], *args: Any) -> None:
-        """Run ``callback`` on the loop thread soon (a no-op once the loop is closed)."""
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            if self._on_loop_thread():
-                loop.call_soon(callback, *args)
-            else:
-                loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # loop closed by a concurrent shutdown: drain saw the job
-            pass
 
     # -- cancellation ----------------------------------------------------------------
 
@@ -819,495 +665,3 @@ class BackgroundRuntime:
             if current is job:
                 self._workers[slot].cancel()
                 return
-
-    # -- the loop thread -------------------------------------------------------------
-
-    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop_ident = threading.get_ident()
-        asyncio.set_event_loop(loop)
-        try:
-            self._workers = [
-                loop.create_task(self._worker(slot), name=f"{self._name}-worker-{slot}")
-                for slot in range(self._max_concurrent)
-            ]
-            loop.run_forever()
-        finally:
-            try:
-                tasks = asyncio.all_tasks(loop)
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    loop.run_until_complete(asyncio.wait(tasks, timeout=_CANCEL_GRACE))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            except Exception:  # pragma: no cover - best-effort cleanup
-                logger.exception("error while closing the event loop of %r", self._name)
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
-
-    def _wake(self) -> None:
-        """Wake as many idle workers as there are queued jobs (runs on the loop)."""
-        with self._lock:
-            self._wake_scheduled = False
-            count = min(len(self._pending), len(self._idle))
-            woken = self._idle[:count]
-            del self._idle[:count]
-        for fut in woken:
-            if not fut.done():
-                fut.set_result(None)
-
-    def _wake_all(self) -> None:
-        """Wake every idle worker, e.g. so that they exit when draining (runs on the loop)."""
-        with self._lock:
-            woken = self._idle
-            self._idle = []
-        for fut in woken:
-            if not fut.done():
-                fut.set_result(None)
-
-    def _arm_timer(self) -> None:
-        """Set the loop timer for the earliest waiting job (runs on the loop)."""
-        loop = self._loop
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        with self._lock:
-            due = self._heap[0][0] if self._heap else None
-        if due is not None and loop is not None:
-            self._timer = loop.call_later(max(0.0, due - _now()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        """Move waiting jobs whose time has come to the queue (runs on the loop).
-
-        Due times are wall-clock times and are checked against the wall clock here, so a
-        job never starts early even if the loop's monotonic clock drifts from it.
-        """
-        self._timer = None
-        now = _now()
-        heap = self._heap
-        with self._lock:
-            while heap and heap[0][0] <= now:
-                _, _, job = heapq.heappop(heap)
-                if job._state not in _WAITING:  # cancelled meanwhile
-                    continue
-                self._waiting -= 1
-                job._state = _PENDING
-                pending = self._pending
-                if not pending or pending[-1]._priority >= job._priority:
-                    pending.append(job)
-                else:
-                    self._insert_by_priority_locked(job)
-            wake_all = self._stopping and not self._waiting
-        self._arm_timer()
-        if wake_all:
-            self._wake_all()
-        else:
-            self._wake()
-
-    async def _worker(self, slot: int) -> None:
-        """Run jobs from the queue one at a time; there is one worker per execution slot.
-
-        Finishing a job and starting the next happen under one lock acquisition; after
-        ``_YIELD_EVERY`` async jobs in a row the worker yields to the loop. While the
-        runtime drains, a worker exits once nothing is queued and no job waits for its
-        time.
-        """
-        loop = asyncio.get_running_loop()
-        lock = self._lock
-        pending = self._pending
-        slots = self._slots
-        streak = 0
-        job: RuntimeJob[Any] | None = None
-        while True:
-            if job is None:
-                idle: asyncio.Future[None] | None = None
-                with lock:
-                    if pending:
-                        job = pending.popleft()
-                        self._running += 1
-                        slots[slot] = job
-                        job._attempts += 1
-                        job._started_at = _now()
-                        job._state = _RUNNING
-                    elif self._stopping and not self._waiting:
-                        return
-                    else:
-                        idle = loop.create_future()
-                        self._idle.append(idle)
-                if job is None:
-                    assert idle is not None
-                    streak = 0
-                    await idle
-                    continue
-            if job._is_async:
-                streak += 1
-                take = _TAKE_ANY if streak < _YIELD_EVERY else _TAKE_NONE
-                job = await self._run_async(job, slot, take)
-                if take == _TAKE_NONE:
-                    streak = 0
-                    await asyncio.sleep(0)
-            else:
-                streak = 0
-                job = await self._run_sync(job, slot, loop)
-
-    async def _run_async(
-        self, job: RuntimeJob[Any], slot: int, take: int
-    ) -> RuntimeJob[Any] | None:
-        """Run an async job on this loop; return the next job started in its slot, if any."""
-        fn = job._fn
-        assert fn is not None
-        try:
-            if job._timeout is None:
-                value = await fn(*job._args, **job._kwargs)
-            else:
-                value = await _with_timeout(job, fn(*job._args, **job._kwargs))
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if job._cancel_requested and not self._abandoned:  # job.cancel()
-                _uncancel(task)
-                return self._finish(job, slot, _CANCELLED, None, None, _CANCELLED_BY_REQUEST, take)
-            cancelling = getattr(task, "cancelling", None)
-            external = self._abandoned or (cancelling is not None and cancelling() > 0)
-            if external:  # the drain timed out: this worker is being cancelled
-                self._finish(job, slot, _CANCELLED, None, None, "cancelled at shutdown")
-                raise
-            reason = "handler raised CancelledError"
-            return self._finish(job, slot, _CANCELLED, None, None, reason, take)
-        except Cancel as exc:
-            return self._finish(job, slot, _CANCELLED, None, None, exc.reason or str(exc), take)
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt included
-            return self._finish(job, slot, _FAILED, None, exc, None, take)
-        if job._cancel_requested:  # the handler swallowed the cancellation
-            _uncancel(asyncio.current_task())
-        return self._finish(job, slot, _SUCCEEDED, value, None, None, take)
-
-    async def _run_sync(
-        self, job: RuntimeJob[Any], slot: int, loop: asyncio.AbstractEventLoop
-    ) -> RuntimeJob[Any] | None:
-        """Run a sync job (and the sync jobs queued behind it) on the thread pool."""
-        executor = self._executor
-        assert executor is not None
-        done: asyncio.Future[None] = loop.create_future()
-        try:
-            executor.submit(self._sync_batch, job, slot, loop, done)
-        except RuntimeError as exc:  # the pool is shut down (interpreter exit)
-            return self._finish(job, slot, _FAILED, None, exc, None, _TAKE_ANY)
-        await done
-        return None
-
-    def _sync_batch(
-        self,
-        job: RuntimeJob[Any],
-        slot: int,
-        loop: asyncio.AbstractEventLoop,
-        done: asyncio.Future[None],
-    ) -> None:
-        """Run ``job`` on a pool thread, then more sync jobs from the head of the queue.
-
-        Chaining sync jobs on the same thread (while holding the same execution slot)
-        saves one loop round trip per job. The loop-side worker is told once at the end.
-        """
-        _THREAD_STATE.runtime = self
-        try:
-            next_job: RuntimeJob[Any] | None = job
-            while next_job is not None:
-                job = next_job
-                fn = job._fn
-                assert fn is not None
-                try:
-                    if job._timeout is None:
-                        value = fn(*job._args, **job._kwargs)
-                    else:
-                        started = time.monotonic()
-                        value = fn(*job._args, **job._kwargs)
-                        if time.monotonic() - started > job._timeout:
-                            raise TimeoutError(_timeout_text(job))
-                except Cancel as exc:
-                    reason = exc.reason or str(exc)
-                    next_job = self._finish(job, slot, _CANCELLED, None, None, reason, _TAKE_SYNC)
-                except BaseException as exc:  # SystemExit and KeyboardInterrupt included
-                    next_job = self._finish(job, slot, _FAILED, None, exc, None, _TAKE_SYNC)
-                else:
-                    next_job = self._finish(job, slot, _SUCCEEDED, value, None, None, _TAKE_SYNC)
-        finally:
-            _THREAD_STATE.runtime = None
-            # RuntimeError: the loop closed after a drain timeout; nobody awaits `done`.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_resolve_future, done)
-
-    def _next_attempt_at(
-        self, job: RuntimeJob[Any], exc: BaseException, now: float
-    ) -> float | None:
-        """Ask the job's retry policy when the next attempt runs (``None``: no retry)."""
-        policy = job._retry
-        if policy is None or self._abandoned:
-            return None
-        try:
-            delay = policy(exc, job._attempts)
-        except Exception:
-            logger.exception("retry policy of background job %s (%s) raised", job._name, job.id)
-            return None
-        if delay is None:
-            return None
-        seconds = float(delay)
-        return now + (seconds if math.isfinite(seconds) and seconds > 0 else 0.0)
-
-    def _finish(
-        self,
-        job: RuntimeJob[Any],
-        slot: int,
-        state: RuntimeJobStatus,
-        value: Any,
-        exc: BaseException | None,
-        reason: str | None = None,
-        take: int = 0,
-    ) -> RuntimeJob[Any] | None:
-        """Record the end of an attempt and, as ``take`` says, start the next queued job
-        in its slot.
-
-        ``take`` is ``_TAKE_NONE``, ``_TAKE_SYNC`` (only if the next job is sync: a pool
-        thread is calling) or ``_TAKE_ANY``. Returns the job started, if any. A failed
-        attempt whose retry policy asks for another one makes the job ``"retrying"``
-        (it waits for its time outside the execution slots); otherwise the job ends.
-
-        A failure is logged before the job is marked done, so whoever sees the job done
-        also sees its log record.
-        """
-        now = _now()
-        error = reason
-        tb: str | None = None
-        retry_at: float | None = None
-        if exc is not None and job._cancel_requested:
-            state, exc, error = _CANCELLED, None, _CANCELLED_BY_REQUEST
-        if exc is not None:
-            error = _error_text(exc)
-            tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-            retry_at = self._next_attempt_at(job, exc, now)
-            if retry_at is None:
-                logger.error(
-                    "background job %s (%s) failed: %s",
-                    job._name,
-                    job.id,
-                    error,
-                    exc_info=(type(exc), exc, exc.__traceback__),
-                )
-            else:
-                logger.warning(
-                    "background job %s (%s) attempt %d failed, next attempt in %.3fs: %s",
-                    job._name,
-                    job.id,
-                    job._attempts,
-                    retry_at - now,
-                    error,
-                )
-        next_job: RuntimeJob[Any] | None = None
-        waiters: list[_Waiter] | None = None
-        arm = False
-        with self._lock:
-            if exc is not None:
-                entry = (job._attempts, error or "failed", tb, now)
-                if job._errors is None:
-                    job._errors = [entry]
-                else:
-                    job._errors.append(entry)
-            cut = retry_at is not None and self._stopping and retry_at > self._drain_deadline
-            # The outcome first, the state last: readers check the state without the lock.
-            job._exc = exc
-            job._traceback = tb
-            if retry_at is not None and not cut:
-                job._error = error
-                job._due = retry_at
-                job._state = _RETRYING
-                arm = self._schedule_locked(job, retry_at)
-                self._retried += 1
-            else:
-                if cut:
-                    self._cut_off.append(job)
-                    state, error = _CANCELLED, _TOO_LATE_RETRY
-                else:
-                    self._finished += 1
-                job._value = value
-                job._error = error
-                job._finished_at = now
-                job._state = state
-                job._fn = None
-                job._args = ()
-                job._kwargs = _EMPTY_KWARGS
-                if state == _SUCCEEDED:
-                    self._succeeded += 1
-                elif state == _FAILED:
-                    self._failed += 1
-                else:
-                    self._cancelled += 1
-                waiters = job._waiters
-                job._waiters = None
-            pending = self._pending
-            if (
-                take
-                and pending
-                and (take == _TAKE_ANY or not pending[0]._is_async)
-                and not self._abandoned
-            ):
-                next_job = pending.popleft()  # it inherits the slot: _running is unchanged
-                self._slots[slot] = next_job
-                next_job._attempts += 1
-                next_job._started_at = now
-                next_job._state = _RUNNING
-            else:
-                self._running -= 1
-                if self._slots[slot] is job:
-                    self._slots[slot] = None
-        if waiters:
-            _notify(waiters)
-        if arm:
-            self._call_on_loop(self._arm_timer)
-        return next_job
-
-    # -- draining --------------------------------------------------------------------
-
-    async def _drain(self, timeout: float) -> DrainReport:
-        """Let the workers empty the queue, then cancel leftovers (runs on the loop)."""
-        deadline = _now() + timeout
-        with self._lock:
-            self._stopping = True
-            self._drain_deadline = deadline
-            too_late = self._cut_waiting_locked(deadline)
-            idle = self._idle
-            self._idle = []
-        if too_late:
-            _notify(too_late)
-        for fut in idle:
-            if not fut.done():
-                fut.set_result(None)
-        still_running: set[asyncio.Task[None]] = set()
-        if self._workers:
-            _, still_running = await asyncio.wait(self._workers, timeout=timeout)
-        with self._lock:
-            completed = self._finished - self._finished_at_close
-            timed_out = bool(still_running or self._pending or any(self._slots) or self._waiting)
-            unfinished_jobs: list[RuntimeJob[Any]] = []
-            waiters: list[_Waiter] = []
-            if timed_out:
-                unfinished_jobs, waiters = self._abandon_locked()
-            unfinished_jobs += self._cut_off
-            self._cut_off = []
-        if waiters:
-            _notify(waiters)
-        unfinished = [_describe(job) for job in unfinished_jobs]
-        if timed_out:
-            logger.warning(
-                "background runtime %r: drain timed out after %ss; %d job(s) unfinished: %s",
-                self._name,
-                timeout,
-                len(unfinished),
-                ", ".join(unfinished),
-            )
-            for task in still_running:
-                task.cancel()
-            if still_running:
-                await asyncio.wait(still_running, timeout=_CANCEL_GRACE)
-        return DrainReport(
-            completed=completed,
-            unfinished=len(unfinished),
-            unfinished_jobs=unfinished,
-            timed_out=timed_out,
-        )
-
-    def _cut_waiting_locked(self, deadline: float) -> list[_Waiter]:
-        """Cancel waiting jobs due after ``deadline``; the caller holds ``_lock``.
-
-        Returns their waiters, to be notified once the lock is released.
-        """
-        waiters: list[_Waiter] = []
-        for due, _, job in self._heap:
-            if due > deadline and job._state in _WAITING:
-                reason = _TOO_LATE if job._state == _SCHEDULED else _TOO_LATE_RETRY
-                self._waiting -= 1
-                waiters.extend(self._cancel_locked(job, reason) or ())
-                self._cut_off.append(job)
-        return waiters
-
-    def _abandon_locked(self) -> tuple[list[RuntimeJob[Any]], list[_Waiter]]:
-        """Give up on the remaining work; the caller holds ``_lock``.
-
-        Queued and waiting jobs end ``"cancelled"`` without starting. Returns the
-        unfinished jobs (those queued, then those running, then those waiting) and the
-        waiters of the cancelled ones, to be notified once the lock is released.
-        """
-        self._abandoned = True
-        leftovers = list(self._pending)
-        running = [job for job in self._slots if job is not None]
-        waiting = [job for _, _, job in self._heap if job._state in _WAITING]
-        self._pending.clear()
-        self._heap.clear()
-        self._waiting = 0
-        waiters: list[_Waiter] = []
-        for job in leftovers:
-            waiters.extend(
-                self._cancel_locked(job, "runtime shut down before the job started") or ()
-            )
-        for job in waiting:
-            waiters.extend(self._cancel_locked(job, _TOO_LATE) or ())
-        return leftovers + running + waiting, waiters
-
-    def _abandon_unresponsive(self) -> DrainReport:
-        """Build the report when the loop did not answer (a handler blocks it)."""
-        with self._lock:
-            completed = self._finished - self._finished_at_close
-            jobs, waiters = self._abandon_locked()
-            jobs += self._cut_off
-            self._cut_off = []
-        if waiters:
-            _notify(waiters)
-        unfinished = [_describe(job) for job in jobs]
-        logger.error(
-            "background runtime %r: event loop unresponsive or gone during shutdown (a"
-            " handler may be blocking it); %d job(s) unfinished: %s",
-            self._name,
-            len(unfinished),
-            ", ".join(unfinished),
-        )
-        return DrainReport(completed, len(unfinished), unfinished, True)
-
-    def _finalize(self, join: bool) -> None:
-        """Stop the loop, join its thread briefly (if ``join``) and release the pool.
-
-        The join is skipped when the loop did not answer: a handler is blocking it, and
-        the daemon thread ends whenever that handler returns.
-        """
-        loop = self._loop
-        thread = self._thread
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # already closed
-                loop.call_soon_threadsafe(loop.stop)
-        if join and thread is not None and thread is not threading.current_thread():
-            thread.join(_CANCEL_GRACE * 2)
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-_LIVE_RUNTIMES: weakref.WeakSet[BackgroundRuntime] = weakref.WeakSet()
-
-
-def _reset_locks_in_child() -> None:
-    """After ``fork``, a runtime's lock may be held by a thread that does not exist in
-    the child; give every inherited runtime a fresh one so the child can shut it down."""
-    for runtime in list(_LIVE_RUNTIMES):
-        runtime._lock = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_locks_in_child)
-
-
-@atexit.register
-def _shutdown_live_runtimes() -> None:
-    """Drain runtimes still running at interpreter exit (bounded by their drain_timeout)."""
-    pid = os.getpid()
-    for runtime in list(_LIVE_RUNTIMES):
-        if runtime._pid != pid:  # inherited through fork: its threads are not in this process
-            continue
-        try:
-            runtime.shutdown()
-        except Exception:  # pragma: no cover - never let one runtime break exit
-            logger.exception("error while shutting down %r at exit", runtime)
