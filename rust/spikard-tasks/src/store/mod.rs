@@ -32,6 +32,16 @@ pub mod sqlite;
 #[cfg(feature = "sqlite")]
 mod sqlite_direct;
 
+/// Every row as a newly created job (the outcome of inserting rows without unique keys).
+pub(crate) fn all_created(rows: &[JobRow]) -> Vec<Enqueued> {
+    rows.iter()
+        .map(|r| Enqueued {
+            id: r.id.clone(),
+            created: true,
+        })
+        .collect()
+}
+
 /// A stored cron schedule: its definition (JSON of `CronSchedule`) and firing state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredSchedule {

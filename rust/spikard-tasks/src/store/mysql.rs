@@ -14,10 +14,8 @@ use sqlx::{AssertSqlSafe, Connection, MySql, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::conns::Conns;
-use super::rows::{
-    all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
-};
-use super::Store;
+use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
+use super::{all_created, Store};
 use crate::error::CoreResult;
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,

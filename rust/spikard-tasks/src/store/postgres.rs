@@ -14,8 +14,8 @@ use sqlx::Row;
 use tokio::sync::Notify;
 
 use super::conns::Conns;
-use super::rows::{all_created, CompletionColumns};
-use super::Store;
+use super::rows::CompletionColumns;
+use super::{all_created, Store};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,

@@ -34,7 +34,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Script, ScriptInvocation};
 use serde_json::Value;
 
-use super::{Store, StoredSchedule};
+use super::{all_created, Store, StoredSchedule};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
@@ -370,14 +370,15 @@ impl Store for RedisStore {
         }
         let mut inv = SCRIPTS.enqueue.prepare_invoke();
         push_rows(&mut inv, &rows);
-        let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
-        Ok(flat
-            .chunks_exact(2)
-            .map(|pair| Enqueued {
-                id: pair[0].clone(),
-                created: pair[1] == "1",
-            })
-            .collect())
+        // Only the jobs that were not created come back, as (position, existing id).
+        let existing: Vec<(usize, String)> = self.invoke(&self.calls, &inv).await?;
+        let mut out = all_created(&rows);
+        for (i, id) in existing {
+            if let Some(e) = out.get_mut(i) {
+                *e = Enqueued { id, created: false };
+            }
+        }
+        Ok(out)
     }
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {

@@ -26,16 +26,6 @@ pub(crate) fn earlier_in_batch(rows: &[JobRow], out: &[Enqueued], i: usize) -> O
         .map(|(_, e)| e.id.clone())
 }
 
-/// Every row as a newly created job (the outcome of inserting rows without unique keys).
-pub(crate) fn all_created(rows: &[JobRow]) -> Vec<Enqueued> {
-    rows.iter()
-        .map(|r| Enqueued {
-            id: r.id.clone(),
-            created: true,
-        })
-        .collect()
-}
-
 /// `?, ?, …` with `n` placeholders.
 pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")

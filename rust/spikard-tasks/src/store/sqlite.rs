@@ -18,11 +18,9 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::conns::Conns;
-use super::rows::{
-    all_created, earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns,
-};
+use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
 use super::sqlite_direct::DirectWriter;
-use super::Store;
+use super::{all_created, Store};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,

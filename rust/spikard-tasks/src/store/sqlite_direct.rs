@@ -58,7 +58,7 @@ impl DirectWriter {
             }
             tx.commit()?;
         }
-        Ok(super::rows::all_created(rows))
+        Ok(super::all_created(rows))
     }
 }
 

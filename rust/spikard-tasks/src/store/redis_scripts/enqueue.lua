@@ -1,7 +1,8 @@
 -- Inserts a batch of jobs, all or nothing.
 -- ARGV: prefix, now, n, then 11 per job: id, queue, task, args, kwargs, priority,
 -- max_attempts, run_at, timeout_ms (opt), unique_key (opt), enqueued_at.
--- Returns id, created (1|0) per job.
+-- Returns, for each job not created because an unfinished job has its unique key, its
+-- 0-based position and that job's id (an empty reply: every job was created).
 local now = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
 local F = 11
@@ -41,8 +42,8 @@ for i = 0, n - 1 do
     end
   end
   if existing then
+    out[#out + 1] = i
     out[#out + 1] = existing
-    out[#out + 1] = 0
   else
     -- The id is in the key; an absent cancel_requested means none was.
     local fields = {
@@ -68,8 +69,6 @@ for i = 0, n - 1 do
       woken[queue] = true
     end
     count(queue, 'pending', 1)
-    out[#out + 1] = id
-    out[#out + 1] = 1
   end
 end
 flush()
