@@ -107,13 +107,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn blocking_inserts_are_the_jobs_the_async_path_reads() {
+    /// A store on a fresh database file, with a runtime to call its async methods.
+    fn file_store() -> (tempfile::TempDir, tokio::runtime::Runtime, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let store = rt
             .block_on(SqliteStore::open_file(&dir.path().join("q.db"), false))
             .unwrap();
+        (dir, rt, store)
+    }
+
+    #[test]
+    fn blocking_inserts_are_the_jobs_the_async_path_reads() {
+        let (_dir, rt, store) = file_store();
 
         let one = store
             .enqueue_blocking(&[row("a", None)])
@@ -141,11 +147,7 @@ mod tests {
 
     #[test]
     fn unique_rows_and_async_callers_take_the_async_path() {
-        let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let store = rt
-            .block_on(SqliteStore::open_file(&dir.path().join("q.db"), false))
-            .unwrap();
+        let (_dir, rt, store) = file_store();
         assert!(store.enqueue_blocking(&[row("u", Some("k"))]).is_none());
         let inside = rt.block_on(async { store.enqueue_blocking(&[row("b", None)]).is_none() });
         assert!(inside, "never blocks a runtime thread");
