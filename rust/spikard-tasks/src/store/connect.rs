@@ -24,7 +24,9 @@ const PING_IF_IDLE: Duration = Duration::from_secs(1);
 /// connections to the server's `port` get `TCP_NODELAY` (see [`super::nodelay`]).
 pub(crate) fn pool_options<DB: sqlx::Database>(port: u16) -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new()
-        .max_connections(10)
+        // The calls off the hot path (reads, cancels, maintenance, schedules); with the
+        // hot path's own connections a process opens at most 12.
+        .max_connections(4)
         .after_connect(move |_conn, _meta| {
             Box::pin(async move {
                 super::nodelay::set_nodelay_to_port(port);
