@@ -4,6 +4,7 @@ assertions: the figures depend on the machine)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -68,3 +69,15 @@ def test_bench_quick_writes_every_figure(tmp_path: Path) -> None:
     for key in ("cores", "cpu", "python", "spikard_tasks", "python_sqlite3", "engine_sqlite"):
         assert machine[key], key
     assert data["meta"]["sizes"]["jobs"] == 40
+
+    # Every job the run enqueued was run: none is left pending in the database.
+    with sqlite3.connect(tmp_path / "bench.db") as db:
+        left = db.execute(
+            "SELECT queue, status, COUNT(*) FROM spikard_jobs "
+            "WHERE status != 'succeeded' GROUP BY 1, 2"
+        ).fetchall()
+        idle = db.execute(
+            "SELECT COUNT(*) FROM spikard_jobs WHERE queue LIKE 'bench-%-idle'"
+        ).fetchone()[0]
+    assert left == [], left
+    assert idle == 20 + 40, "the enqueue rounds' jobs ran in the clean-up"
