@@ -342,3 +342,18 @@ def test_sync_handler_past_its_timeout_frees_its_slot(queue: TaskQueue) -> None:
         # One slot, one thread stuck in `stuck`: a replacement thread runs the next job.
         assert quick.delay().result(timeout=10) == "ok"
         release.set()
+
+
+def test_a_worker_stopped_right_after_it_started_stops_cleanly(queue: TaskQueue) -> None:
+    # `with queue.worker(): ...` around code that fails at once must let the user's
+    # exception through, not replace it with an error of the stopping worker.
+    @queue.task
+    def noop() -> None:
+        return None
+
+    for _ in range(10):
+        with pytest.raises(ValueError, match="the caller's own error"):
+            with queue.worker(concurrency=1):
+                raise ValueError("the caller's own error")
+        report = queue.worker(concurrency=1).start().stop()
+        assert report["succeeded"] == 0 and report["released"] == 0

@@ -236,6 +236,12 @@ async fn run(
         let mut rx = stop_for_worker.clone();
         async move {
             let _ = rx.wait_for(|stop| *stop).await;
+            // apalis refuses a stop before it has marked the worker started ("Worker not
+            // started"), and a stop asked for right after the start can come first:
+            // wait for the start, which follows at once.
+            while ctx.is_pending() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             ctx.stop()
         }
     }));
