@@ -67,7 +67,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import itertools
-import logging
 import math
 import os
 import threading
@@ -115,9 +114,6 @@ __all__ = [
     "RuntimeJobStatus",
     "RuntimeStats",
 ]
-
-# The logger of every runtime module (_runtime_exec and _runtime_drain log to it too).
-logger = logging.getLogger("spikard_tasks.runtime")
 
 T = TypeVar("T")
 P = ParamSpec("P")

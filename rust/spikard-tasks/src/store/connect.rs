@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::conns::PING_IF_IDLE;
 use crate::error::{CoreError, CoreResult};
 
 /// How long a call waits for a pooled connection before failing with `BackendError`.
@@ -14,9 +15,6 @@ pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most connections a store's hot path ([`super::conns::Conns`]) keeps open at once,
 /// besides those of its pool.
 pub(crate) const HOT_CONNECTIONS: usize = 8;
-
-/// A pooled connection idle for longer than this is pinged before use.
-const PING_IF_IDLE: Duration = Duration::from_secs(1);
 
 /// Pool settings shared by the SQL servers. A connection that sat idle (a server restart
 /// may have closed it) is pinged before use and replaced if dead; one in steady use is

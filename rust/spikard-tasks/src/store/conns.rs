@@ -20,8 +20,8 @@ use sqlx::{Connection, Database, Pool};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A connection idle for longer than this is pinged before use (a server restart may
-/// have closed it); one in steady use is not.
-const PING_IF_IDLE: Duration = Duration::from_secs(1);
+/// have closed it); one in steady use is not. The pools' own connections follow it too.
+pub(crate) const PING_IF_IDLE: Duration = Duration::from_secs(1);
 
 /// Idle connections, each with the moment it was handed back; the last is used first.
 type IdleStack<DB> = Arc<Mutex<Vec<(<DB as Database>::Connection, Instant)>>>;

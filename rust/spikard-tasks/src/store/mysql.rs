@@ -150,20 +150,20 @@ impl MySqlStore {
     }
 
     async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, sqlx::Error> {
-        if rows.len() <= INSERT_CHUNK && rows.iter().all(|r| r.unique_key.is_none()) {
+        let mut conn = self.conns.get().await?;
+        let out = if rows.len() <= INSERT_CHUNK && rows.iter().all(|r| r.unique_key.is_none()) {
             // One autocommit statement (atomic on its own): one round trip.
             let plain: Vec<&JobRow> = rows.iter().collect();
-            let mut conn = self.conns.get().await?;
             insert_jobs_query!(&plain[..], i32)
                 .execute(&mut *conn)
                 .await?;
-            conn.release();
-            return Ok(all_created(rows));
-        }
-        let mut conn = self.conns.get().await?;
-        let mut tx = conn.begin().await?;
-        let out = Self::insert_jobs(&mut tx, rows).await?;
-        tx.commit().await?;
+            all_created(rows)
+        } else {
+            let mut tx = conn.begin().await?;
+            let out = Self::insert_jobs(&mut tx, rows).await?;
+            tx.commit().await?;
+            out
+        };
         conn.release();
         Ok(out)
     }
