@@ -39,9 +39,21 @@ async def _run(
     try:
         value = await fn(*args, **kwargs)
     except BaseException as exc:
-        done.error(exc)
+        _report(done, done.error, exc)
     else:
-        done.ok(value)
+        _report(done, done.ok, value)
+
+
+def _report(done: _Done, method: Callable[[Any], None], arg: Any) -> None:
+    """Hands the outcome to the native side; if that fails, reports the failure instead,
+    so the waiting worker always gets an answer."""
+    try:
+        method(arg)
+    except BaseException as exc:
+        try:
+            done.error(RuntimeError(f"the handler bridge could not report this attempt: {exc!r}"))
+        except BaseException:
+            pass  # The native side answers when ``done`` is dropped.
 
 
 class Attempt:

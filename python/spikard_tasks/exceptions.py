@@ -91,10 +91,18 @@ class Retry(SpikardTasksError):
     """
 
     def __init__(self, after: float = 0.0, reason: str | None = None) -> None:
-        if after < 0:
-            raise ValueError("Retry(after=...) must be >= 0 seconds")
-        super().__init__(reason or f"retry requested after {after}s")
-        self.after = float(after)
+        import math
+
+        ok = isinstance(after, (int, float)) and not isinstance(after, bool)
+        seconds = float(after) if ok else math.nan
+        # The limit of every duration (spikard_tasks._limits.MAX_SECONDS): 100 years.
+        if not (math.isfinite(seconds) and 0 <= seconds <= 3_155_760_000):
+            raise ConfigError(
+                "Retry(after=...) must be a number of seconds from 0 to 3155760000 "
+                f"(100 years), got {after!r}"
+            )
+        super().__init__(reason or f"retry requested after {seconds}s")
+        self.after = seconds
         self.reason = reason
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from ._limits import check_seconds, from_ms
 from .exceptions import JobCancelled, JobFailed
 from .status import JobStatus
 
@@ -16,9 +17,7 @@ __all__ = ["AttemptError", "Job", "JobInfo"]
 
 
 def _time(ms: int | None) -> dt.datetime | None:
-    if ms is None:
-        return None
-    return dt.datetime.fromtimestamp(ms / 1000.0, tz=dt.timezone.utc)
+    return from_ms(ms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,12 +125,17 @@ class Job:
         """Waits up to ``timeout`` seconds (forever with ``None``) for the job to finish.
 
         Returns the handler's return value; raises ``JobFailed`` (with ``error`` and
-        ``traceback``), ``JobCancelled``, or ``TimeoutError``.
+        ``traceback``), ``JobCancelled``, or ``TimeoutError``. A timeout that is not a
+        number of seconds from 0 to 100 years raises ``ConfigError``.
         """
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
         return self._queue._backend.result(self, timeout)
 
     async def wait(self, timeout: float | None = None) -> Any:
         """Awaitable twin of :meth:`result`."""
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
         return await self._queue._backend.wait(self, timeout)
 
     def cancel(self) -> bool:

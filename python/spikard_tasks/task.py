@@ -7,10 +7,10 @@ import asyncio
 import datetime as dt
 import functools
 import inspect
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
+from ._limits import MAX_ATTEMPTS, check_seconds
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -38,23 +38,15 @@ class TaskHandler:
         raise NotImplementedError
 
 
-def _seconds(name: str, value: float | dt.timedelta | None) -> float | None:
+def _seconds(
+    name: str, value: float | dt.timedelta | None, *, zero_ok: bool = True
+) -> float | None:
     if value is None:
         return None
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be seconds (a number) or a timedelta")
-    try:
-        seconds = float(value)
-    except OverflowError:
-        seconds = math.inf
-    if not math.isfinite(seconds):
-        raise ConfigError(f"{name} must be a finite number of seconds")
-    return seconds
+    return check_seconds(name, value, zero_ok=zero_ok)
 
 
-_INT_RANGES = {"priority": (-(2**31), 2**31 - 1), "max_attempts": (1, 2**32 - 1)}
+_INT_RANGES = {"priority": (-(2**31), 2**31 - 1), "max_attempts": (1, MAX_ATTEMPTS)}
 
 
 def build_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -79,13 +71,9 @@ def build_options(options: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     delay = _seconds("delay", options.get("delay"))
     if delay is not None:
-        if delay < 0:
-            raise ConfigError("delay must be a non-negative number of seconds")
         out["delay"] = delay
-    timeout = _seconds("timeout", options.get("timeout"))
+    timeout = _seconds("timeout", options.get("timeout"), zero_ok=False)
     if timeout is not None:
-        if timeout <= 0:
-            raise ConfigError("timeout must be a positive number of seconds")
         out["timeout"] = timeout
     run_at = options.get("run_at")
     if run_at is not None:

@@ -121,7 +121,7 @@ impl NativeQueue {
         timeout: Option<f64>,
     ) -> Result<Option<Py<PyAny>>> {
         let client = self.client.clone();
-        let limit = timeout.map(spikard_tasks::time::secs);
+        let limit = wait_limit(timeout)?;
         let rec = block_on_interruptible(py, async move { client.wait(job_id, limit).await })??;
         rec.map(|r| to_py_value(py, &r)).transpose()
     }
@@ -237,9 +237,22 @@ impl NativeQueue {
     }
 }
 
+/// A wait's timeout in seconds (`None`: no limit), checked like every duration.
+pub(crate) fn wait_limit(timeout: Option<f64>) -> Result<Option<std::time::Duration>> {
+    timeout
+        .map(|t| {
+            spikard_tasks::time::check_secs("timeout", t, true)?;
+            Ok(spikard_tasks::time::secs(t))
+        })
+        .transpose()
+}
+
 fn apply_worker_options(opts: &mut WorkerOptions, options: &Bound<'_, PyDict>) -> Result<()> {
-    let secs = |v: Bound<'_, PyAny>| -> PyResult<std::time::Duration> {
-        Ok(spikard_tasks::time::secs(v.extract::<f64>()?))
+    let secs = |v: Bound<'_, PyAny>, what: &str| -> Result<std::time::Duration> {
+        let value = v.extract::<f64>()?;
+        let zero_ok = !matches!(what, "lease" | "heartbeat");
+        spikard_tasks::time::check_secs(what, value, zero_ok)?;
+        Ok(spikard_tasks::time::secs(value))
     };
     for (key, value) in options.iter() {
         if value.is_none() {
@@ -250,10 +263,10 @@ fn apply_worker_options(opts: &mut WorkerOptions, options: &Bound<'_, PyDict>) -
             "concurrency" => opts.concurrency = value.extract()?,
             "queues" => opts.queues = value.extract()?,
             "name" => opts.name = value.extract()?,
-            "drain_timeout" => opts.drain_timeout = secs(value)?,
-            "poll_interval" => opts.poll_interval = secs(value)?,
-            "lease" => opts.lease = secs(value)?,
-            "heartbeat" => opts.heartbeat = secs(value)?,
+            "drain_timeout" => opts.drain_timeout = secs(value, "drain_timeout")?,
+            "poll_interval" => opts.poll_interval = secs(value, "poll_interval")?,
+            "lease" => opts.lease = secs(value, "lease")?,
+            "heartbeat" => opts.heartbeat = secs(value, "heartbeat")?,
             other => {
                 return Err(Error::Core(spikard_tasks::CoreError::config(format!(
                     "unknown worker option {other:?}"
@@ -264,6 +277,11 @@ fn apply_worker_options(opts: &mut WorkerOptions, options: &Bound<'_, PyDict>) -
     if opts.concurrency == 0 {
         return Err(Error::Core(spikard_tasks::CoreError::config(
             "concurrency must be at least 1",
+        )));
+    }
+    if opts.heartbeat >= opts.lease {
+        return Err(Error::Core(spikard_tasks::CoreError::config(
+            "heartbeat must be shorter than lease (leases are renewed every heartbeat)",
         )));
     }
     Ok(())

@@ -65,7 +65,7 @@ impl NativeWorker {
     #[pyo3(signature = (timeout=None))]
     fn join(&self, py: Python<'_>, timeout: Option<f64>) -> Result<Option<Py<PyAny>>> {
         let handle = self.handle.clone();
-        let limit = timeout.map(spikard_tasks::time::secs);
+        let limit = crate::queue::wait_limit(timeout)?;
         let outcome = block_on_interruptible(py, async move {
             let mut h = handle.lock().await;
             match limit {

@@ -5,6 +5,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, CoreResult};
+use crate::time::check_secs;
+
+/// The most attempts a job may have (the SQL stores keep a 32-bit integer).
+pub const MAX_ATTEMPTS: u32 = i32::MAX as u32;
 
 /// Exponential backoff between attempts of a failing job.
 ///
@@ -51,19 +55,17 @@ impl Backoff {
         (base * (1.0 + self.jitter * spread)).clamp(0.0, self.max)
     }
 
-    fn validate(&self) -> CoreResult<()> {
-        let ok = self.initial >= 0.0
-            && self.max >= 0.0
-            && self.multiplier >= 1.0
-            && (0.0..=1.0).contains(&self.jitter)
-            && [self.initial, self.max, self.multiplier, self.jitter]
-                .iter()
-                .all(|v| v.is_finite());
+    /// Checks every field: delays of 0 to 100 years, `multiplier` from 1 to 1000,
+    /// `jitter` from 0 to 1.
+    pub fn validate(&self) -> CoreResult<()> {
+        check_secs("backoff initial", self.initial, true)?;
+        check_secs("backoff max", self.max, true)?;
+        let ok = (1.0..=1000.0).contains(&self.multiplier) && (0.0..=1.0).contains(&self.jitter);
         if ok {
             Ok(())
         } else {
             Err(CoreError::config(format!(
-                "invalid backoff {self:?}: initial and max must be >= 0, multiplier >= 1, jitter in [0, 1]"
+                "invalid backoff {self:?}: multiplier must be from 1 to 1000, jitter from 0 to 1"
             )))
         }
     }
@@ -136,27 +138,22 @@ impl TaskQueueConfig {
         if self.max_attempts == 0 {
             return Err(CoreError::config("max_attempts must be at least 1"));
         }
-        for (name, value) in [
-            ("poll_interval", self.poll_interval),
-            ("lease", self.lease),
-            ("heartbeat", self.heartbeat),
-            ("drain_timeout", self.drain_timeout),
-        ] {
-            if !value.is_finite() || value < 0.0 {
-                return Err(CoreError::config(format!(
-                    "{name} must be a non-negative number of seconds"
-                )));
-            }
+        if self.max_attempts > MAX_ATTEMPTS {
+            return Err(CoreError::config(format!(
+                "max_attempts must be at most {MAX_ATTEMPTS}"
+            )));
         }
-        if self.lease <= 0.0 || self.heartbeat <= 0.0 || self.heartbeat >= self.lease {
+        check_secs("poll_interval", self.poll_interval, true)?;
+        check_secs("drain_timeout", self.drain_timeout, true)?;
+        check_secs("lease", self.lease, false)?;
+        check_secs("heartbeat", self.heartbeat, false)?;
+        if self.heartbeat >= self.lease {
             return Err(CoreError::config(
-                "lease and heartbeat must be > 0 and heartbeat shorter than lease",
+                "heartbeat must be shorter than lease (leases are renewed every heartbeat)",
             ));
         }
         if let Some(ttl) = self.result_ttl {
-            if !ttl.is_finite() || ttl < 0.0 {
-                return Err(CoreError::config("result_ttl must be >= 0 seconds or None"));
-            }
+            check_secs("result_ttl", ttl, true)?;
         }
         self.backoff.validate()?;
         crate::url::BackendUrl::parse(&self.url)?;

@@ -243,6 +243,10 @@ pub struct ClaimedJob {
     pub timeout: Option<f64>,
     /// Priority.
     pub priority: i32,
+    /// When this attempt began running in the worker, ms since epoch; `None` while the
+    /// job is only claimed (held ahead of a free slot). Set by the worker, written with
+    /// the outcome, so a finished job shows when its last attempt really started.
+    pub started_at_ms: Option<i64>,
 }
 
 /// The outcome of an attempt, as written back to the backend.

@@ -7,10 +7,11 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::config::TaskQueueConfig;
+use crate::config::MAX_ATTEMPTS;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
 use crate::store::{self, Store};
-use crate::time::{now_ms, secs_to_ms};
+use crate::time::{check_instant, check_secs, now_ms, secs_to_ms};
 
 /// Largest accepted unique key, in bytes.
 const MAX_UNIQUE_KEY: usize = 512;
@@ -73,29 +74,24 @@ impl TaskQueueClient {
         }
         let o = job.options;
         let max_attempts = o.max_attempts.unwrap_or(self.config.max_attempts);
-        if max_attempts == 0 {
-            return Err(CoreError::config("max_attempts must be at least 1"));
+        if !(1..=MAX_ATTEMPTS).contains(&max_attempts) {
+            return Err(CoreError::config(format!(
+                "max_attempts must be from 1 to {MAX_ATTEMPTS}"
+            )));
         }
         let run_at_ms = match (o.delay, o.run_at_ms) {
             (Some(_), Some(_)) => {
                 return Err(CoreError::config("give either delay or run_at, not both"))
             }
-            (Some(d), None) if !d.is_finite() || d < 0.0 => {
-                return Err(CoreError::config(
-                    "delay must be a non-negative number of seconds",
-                ))
+            (Some(d), None) => {
+                let at = now.saturating_add(secs_to_ms(check_secs("delay", d, true)?));
+                check_instant("delay (from now)", at)?
             }
-            (Some(d), None) => now + secs_to_ms(d),
-            (None, Some(at)) => at,
+            (None, Some(at)) => check_instant("run_at", at)?,
             (None, None) => now,
         };
         let timeout_ms = match o.timeout {
-            Some(t) if !t.is_finite() || t <= 0.0 => {
-                return Err(CoreError::config(
-                    "timeout must be a positive number of seconds",
-                ))
-            }
-            Some(t) => Some(secs_to_ms(t)),
+            Some(t) => Some(secs_to_ms(check_secs("timeout", t, false)?)),
             None => None,
         };
         if let Some(key) = &o.unique_key {

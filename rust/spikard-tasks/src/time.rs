@@ -1,6 +1,20 @@
-//! Wall-clock helpers: the engine stores instants as milliseconds since the Unix epoch.
+//! Wall-clock helpers and the limits of every duration and instant the engine accepts.
+//!
+//! The engine stores instants as milliseconds since the Unix epoch. Every duration a
+//! user gives (delays, timeouts, leases, intervals, `Retry(after=…)`) is checked against
+//! [`MAX_SECONDS`] and every instant against [`MIN_INSTANT_MS`]..=[`MAX_INSTANT_MS`]
+//! where it enters, so no later arithmetic can overflow, wrap or panic.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{CoreError, CoreResult};
+
+/// The longest duration accepted anywhere, in seconds: 100 years.
+pub const MAX_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
+/// The earliest instant accepted (`0001-01-01T00:00:00Z`), ms since the epoch.
+pub const MIN_INSTANT_MS: i64 = -62_135_596_800_000;
+/// The latest instant accepted (`9999-12-31T23:59:59.999Z`), ms since the epoch.
+pub const MAX_INSTANT_MS: i64 = 253_402_300_799_999;
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -11,16 +25,84 @@ pub fn now_ms() -> i64 {
 }
 
 /// Converts seconds (as users write them) to whole milliseconds, rounding up so a job
-/// delayed by a fraction of a millisecond never starts early.
+/// delayed by a fraction of a millisecond never starts early. Saturates (`NaN` is 0).
 pub fn secs_to_ms(secs: f64) -> i64 {
     (secs * 1000.0).ceil() as i64
 }
 
-/// Converts seconds to a [`Duration`], treating negative or non-finite values as zero.
+/// Converts seconds to a [`Duration`]: negative or `NaN` is zero, anything above
+/// [`MAX_SECONDS`] (infinity included) is [`MAX_SECONDS`]. Never panics.
 pub fn secs(secs: f64) -> Duration {
-    if secs.is_finite() && secs > 0.0 {
-        Duration::from_secs_f64(secs)
+    if secs > 0.0 {
+        Duration::from_secs_f64(secs.min(MAX_SECONDS))
     } else {
         Duration::ZERO
+    }
+}
+
+/// A duration in whole milliseconds, saturating at `i64::MAX`.
+pub fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Checks a duration given in seconds: finite, `>= 0` (`> 0` unless `zero_ok`) and at
+/// most [`MAX_SECONDS`]. The error names `what` and the limit.
+pub fn check_secs(what: &str, value: f64, zero_ok: bool) -> CoreResult<f64> {
+    let low_ok = if zero_ok { value >= 0.0 } else { value > 0.0 };
+    if value.is_finite() && low_ok && value <= MAX_SECONDS {
+        Ok(value)
+    } else {
+        let low = if zero_ok { "0" } else { "more than 0" };
+        Err(CoreError::config(format!(
+            "{what} must be a number of seconds from {low} to {MAX_SECONDS:.0} (100 years), got {value}"
+        )))
+    }
+}
+
+/// Checks an instant (ms since the epoch) against the years 1 to 9999.
+pub fn check_instant(what: &str, ms: i64) -> CoreResult<i64> {
+    if (MIN_INSTANT_MS..=MAX_INSTANT_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(CoreError::config(format!(
+            "{what} must lie between the years 1 and 9999 (got {ms} ms since the epoch)"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secs_never_panics() {
+        for v in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e300,
+            -1.0,
+            0.0,
+            1e20,
+        ] {
+            let d = secs(v);
+            assert!(d <= Duration::from_secs_f64(MAX_SECONDS), "{v}: {d:?}");
+        }
+        assert_eq!(secs(1.5), Duration::from_millis(1500));
+    }
+
+    #[test]
+    fn checks_name_the_limit() {
+        assert!(check_secs("delay", 1e16, true)
+            .unwrap_err()
+            .to_string()
+            .contains("100 years"));
+        assert!(check_secs("delay", f64::NAN, true).is_err());
+        assert!(check_secs("timeout", 0.0, false).is_err());
+        assert_eq!(check_secs("delay", 0.0, true).unwrap(), 0.0);
+        assert!(check_instant("run_at", MAX_INSTANT_MS + 1).is_err());
+        assert!(check_instant("run_at", 0).is_ok());
+        assert_eq!(secs_to_ms(f64::INFINITY), i64::MAX);
+        assert_eq!(duration_ms(Duration::MAX), i64::MAX);
     }
 }

@@ -659,7 +659,7 @@ async fn store_cancel_heartbeat_release_and_rescue() {
         let queues = [client.config().queue.clone()];
         let now = spikard_tasks::time::now_ms();
         // Purge is global: clear what earlier runs left behind first.
-        store.purge_finished(now - 60_000).await.unwrap();
+        store.purge_finished(now - 60_000, 1000).await.unwrap();
         let one = JobOptions {
             max_attempts: Some(1),
             ..Default::default()
@@ -719,27 +719,47 @@ async fn store_cancel_heartbeat_release_and_rescue() {
             0
         );
 
-        // The lease lapses: a and b retry, c has no attempts left and fails.
+        // a and c started (b was only claimed); a claim itself records no start.
+        assert_eq!(
+            store.get(&ids[0]).await.unwrap().unwrap().started_at_ms,
+            None
+        );
+        let marks = [(ids[0].clone(), now + 1), (ids[2].clone(), now + 2)];
+        assert_eq!(store.mark_started(&worker, &marks).await.unwrap(), 2);
+        assert_eq!(store.mark_started("someone-else", &marks).await.unwrap(), 0);
+        let a = store.get(&ids[0]).await.unwrap().unwrap();
+        assert_eq!(a.started_at_ms, Some(now + 1), "{url}");
+
+        // The lease lapses: a retries, c has no attempts left and fails, b never started
+        // and gets its attempt back.
         store
             .heartbeat(&worker, &ids, Duration::ZERO)
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(store.rescue_expired().await.unwrap() >= 3, "{url}");
+        assert!(store.rescue_expired(1000).await.unwrap() >= 3, "{url}");
         let a = store.get(&ids[0]).await.unwrap().unwrap();
         assert_eq!((a.status, a.attempts), (JobStatus::Retrying, 1), "{url}");
-        assert!(
-            a.errors[0].error.starts_with("WorkerLost"),
-            "{:?}",
-            a.errors
+        assert_eq!(a.errors[0].error, spikard_tasks::store::LOST, "{url}");
+        let b = store.get(&ids[1]).await.unwrap().unwrap();
+        assert_eq!((b.status, b.attempts), (JobStatus::Pending, 0), "{url}");
+        assert_eq!(
+            b.errors[0].error,
+            spikard_tasks::store::LOST_UNSTARTED,
+            "{url}"
         );
         let failed = store.get(&ids[2]).await.unwrap().unwrap();
         assert_eq!(failed.status, JobStatus::Failed, "{url}");
         assert!(failed.finished_at_ms.is_some() && failed.errors.len() == 1);
         let counts = store.counts(&queues[0]).await.unwrap();
         assert_eq!(
-            (counts.retrying, counts.failed, counts.running),
-            (2, 1, 0),
+            (
+                counts.pending,
+                counts.retrying,
+                counts.failed,
+                counts.running
+            ),
+            (1, 1, 1, 0),
             "{url}"
         );
         // A late outcome after the rescue is ignored, and the worker holds nothing now.
@@ -762,9 +782,22 @@ async fn store_cancel_heartbeat_release_and_rescue() {
         assert!(lost.iter().any(|j| j.id == d_id), "{url}");
         store.heartbeat(&worker, &[], lease).await.unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(store.rescue_expired().await.unwrap() >= 1, "{url}");
+        assert!(store.rescue_expired(1000).await.unwrap() >= 1, "{url}");
         let d = store.get(&d_id).await.unwrap().unwrap();
-        assert_eq!(d.status, JobStatus::Retrying, "{url}");
+        assert_eq!((d.status, d.attempts), (JobStatus::Pending, 0), "{url}");
+        // Rescued unstarted twice at the same attempt: the second time it counts, so a
+        // job that kills its worker at once cannot run forever.
+        let again = store.claim(&queues, &worker, 10, short).await.unwrap();
+        assert!(
+            again.iter().any(|j| j.id == d_id && j.attempt == 1),
+            "{url}"
+        );
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(store.rescue_expired(1000).await.unwrap() >= 1, "{url}");
+        let d = store.get(&d_id).await.unwrap().unwrap();
+        assert_eq!((d.status, d.attempts), (JobStatus::Retrying, 1), "{url}");
+        assert_eq!(d.errors.len(), 2, "{url}");
+        assert_eq!(d.errors[1].error, spikard_tasks::store::LOST, "{url}");
     }
 }
 
@@ -791,7 +824,7 @@ async fn purge_deletes_only_finished_jobs() {
         let queues = [client.config().queue.clone()];
         let now = spikard_tasks::time::now_ms();
         // Purge is global: clear what earlier runs left behind first.
-        store.purge_finished(now - 60_000).await.unwrap();
+        store.purge_finished(now - 60_000, 1000).await.unwrap();
         let rows: Vec<_> = (0..3)
             .map(|i| client.resolve(job("x", json!([i])), now).unwrap())
             .collect();
@@ -809,13 +842,16 @@ async fn purge_deletes_only_finished_jobs() {
             .collect();
         assert_eq!(store.complete(&worker, done).await.unwrap(), 2);
         assert_eq!(
-            store.purge_finished(now - 60_000).await.unwrap(),
+            store.purge_finished(now - 60_000, 1000).await.unwrap(),
             0,
             "{url}"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
         let cutoff = spikard_tasks::time::now_ms();
-        assert!(store.purge_finished(cutoff).await.unwrap() >= 2, "{url}");
+        assert!(
+            store.purge_finished(cutoff, 1000).await.unwrap() >= 2,
+            "{url}"
+        );
         assert!(store.get(&ids[0]).await.unwrap().is_none(), "{url}");
         assert!(store.get(&ids[1]).await.unwrap().is_none(), "{url}");
         assert_eq!(

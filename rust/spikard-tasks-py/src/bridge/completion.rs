@@ -46,17 +46,46 @@ impl Completion {
     }
 }
 
+impl Drop for Completion {
+    fn drop(&mut self) {
+        // Never leave the awaiting worker without an answer.
+        if !self.is_finished() {
+            self.finish(TaskOutcome::fail(
+                "WorkerError: the handler bridge lost this attempt before it reported an outcome",
+            ));
+        }
+    }
+}
+
+/// Runs `make` and answers with its outcome; a panic in it still answers (a failed
+/// attempt naming the panic), so the worker never waits forever.
+fn guarded(completion: &Completion, make: impl FnOnce() -> TaskOutcome) {
+    let outcome =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).unwrap_or_else(|panic| {
+            let text = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            TaskOutcome::fail(format!(
+                "PanicException: a panic in the handler bridge: {text}"
+            ))
+        });
+    completion.finish(outcome);
+}
+
 #[pymethods]
 impl Completion {
     /// The coroutine returned `value`.
     fn ok(&self, value: &Bound<'_, PyAny>) {
-        self.finish(value_outcome(value));
+        guarded(self, || value_outcome(value));
     }
 
     /// The coroutine raised `exc` (including `asyncio.CancelledError`).
     fn error(&self, exc: &Bound<'_, PyAny>) {
         let requested = self.state.is_cancel_requested(&self.job_id);
-        let outcome = error_outcome(exc.py(), PyErr::from_value(exc.clone()), requested);
-        self.finish(outcome);
+        guarded(self, || {
+            error_outcome(exc.py(), PyErr::from_value(exc.clone()), requested)
+        });
     }
 }

@@ -1,7 +1,5 @@
 //! Python return values and exceptions → [`TaskOutcome`].
 
-use std::time::Duration;
-
 use pyo3::exceptions::asyncio::CancelledError;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -39,9 +37,17 @@ pub fn error_outcome(py: Python<'_>, err: PyErr, cancel_requested: bool) -> Task
                 .and_then(|r| r.extract())
                 .ok()
                 .flatten();
-            return TaskOutcome::Retry {
-                after: Duration::from_secs_f64(after.max(0.0)),
-                reason,
+            // `Retry` checks `after` itself; a subclass or a changed attribute may not.
+            return match spikard_tasks::time::check_secs("Retry(after=...)", after, true) {
+                Ok(after) => TaskOutcome::Retry {
+                    after: spikard_tasks::time::secs(after),
+                    reason,
+                },
+                Err(bad) => TaskOutcome::Fail {
+                    error: format!("ConfigError: {bad}"),
+                    traceback: format_traceback(py, &err),
+                    retryable: true,
+                },
             };
         }
     }

@@ -104,7 +104,8 @@ pub trait Store: ScheduleStore {
 
     /// Claims up to `limit` ready jobs of `queues` (highest priority first, then oldest
     /// `run_at`) for `worker`, counting an attempt and taking a lease until `lease`
-    /// from now.
+    /// from now. A claimed job is `running` with no `started_at` until the worker
+    /// records its start ([`Store::mark_started`] or its outcome).
     async fn claim(
         &self,
         queues: &[String],
@@ -113,18 +114,24 @@ pub trait Store: ScheduleStore {
         lease: Duration,
     ) -> CoreResult<Vec<ClaimedJob>>;
 
-    /// Writes outcomes of attempts. An outcome is written only if `worker` still holds
-    /// the lease of that attempt, so a late worker never overwrites a newer attempt.
-    /// Returns how many were written.
+    /// Writes outcomes of attempts (and each attempt's `started_at_ms`). An outcome is
+    /// written only if `worker` still holds the lease of that attempt, so a late worker
+    /// never overwrites a newer attempt. Returns how many were written.
     async fn complete(
         &self,
         worker: &str,
         done: Vec<(ClaimedJob, Completion)>,
     ) -> CoreResult<usize>;
 
-    /// Renews the leases of the jobs `ids` that `worker` still runs; returns ids of
-    /// those jobs whose cancellation was requested. Jobs locked by `worker` but not in
-    /// `ids` are left to expire (their claim never reached the worker).
+    /// Records that the attempts of held jobs began running: `(id, started_at_ms)`,
+    /// sorted by id. Only jobs that `worker` holds in `running` are marked. Returns how
+    /// many were marked.
+    async fn mark_started(&self, worker: &str, started: &[(String, i64)]) -> CoreResult<u64>;
+
+    /// Renews the leases of the jobs `ids` (sorted by id) that `worker` still holds;
+    /// returns ids of those jobs whose cancellation was requested. Jobs locked by
+    /// `worker` but not in `ids` are left to expire (their claim never reached the
+    /// worker).
     async fn heartbeat(
         &self,
         worker: &str,
@@ -132,9 +139,16 @@ pub trait Store: ScheduleStore {
         lease: Duration,
     ) -> CoreResult<Vec<String>>;
 
-    /// Moves running jobs whose lease expired back to `retrying` (or `failed` when no
-    /// attempts are left). Returns how many were rescued.
-    async fn rescue_expired(&self) -> CoreResult<u64>;
+    /// Rescues up to `limit` running jobs whose lease expired (their worker died or
+    /// stalled). A job whose start was recorded used its attempt: it goes to `retrying`,
+    /// or `failed` when no attempts are left, with a `WorkerLost` error entry
+    /// ([`LOST`]). A job whose start was never recorded (claimed ahead, or its worker
+    /// died within moments of starting it) gets its attempt back: `pending` (or
+    /// `retrying` after earlier attempts) with a [`LOST_UNSTARTED`] entry — unless its
+    /// latest entry is already that one for the same attempt, in which case the attempt
+    /// counts (a job that kills its worker at once cannot run forever). Returns how many
+    /// were rescued.
+    async fn rescue_expired(&self, limit: usize) -> CoreResult<u64>;
 
     /// Puts jobs claimed by `worker` back to `pending` without counting the attempt
     /// (graceful shutdown). With `ids`, only those.
@@ -143,8 +157,17 @@ pub trait Store: ScheduleStore {
     /// Job counts per state in `queue`.
     async fn counts(&self, queue: &str) -> CoreResult<QueueCounts>;
 
-    /// Deletes finished jobs that finished before `before_ms`; returns how many.
-    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64>;
+    /// Deletes up to `limit` jobs that finished before `before_ms`; returns how many.
+    async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64>;
+
+    /// Runs one round of maintenance (rescue of expired leases, then expiry of old
+    /// results when `purge_before` is given), in bounded batches, if no other worker
+    /// on this store is running it right now; `None` when another one is. Stores with
+    /// several writers take a lock of their database for it (PostgreSQL advisory lock,
+    /// MySQL `GET_LOCK`, Redis `SET NX PX`); SQLite's one writer serializes it anyway.
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
+        maintenance_rounds(self, purge_before).await.map(Some)
+    }
 
     /// Starts a task that calls `wake.notify_one()` whenever another process enqueues
     /// into one of `queues` (e.g. PostgreSQL LISTEN/NOTIFY), so idle workers start new
@@ -156,6 +179,52 @@ pub trait Store: ScheduleStore {
     ) -> Option<tokio::task::JoinHandle<()>> {
         None
     }
+}
+
+/// The error entry of a rescued attempt that had started.
+pub const LOST: &str = "WorkerLost: the worker running this attempt stopped renewing its lease";
+/// The error entry of a rescued job whose attempt was never recorded as started.
+pub const LOST_UNSTARTED: &str = "WorkerLost: the worker holding this job stopped before \
+    recording its start; the attempt is not counted";
+
+/// Rows one maintenance statement touches at most.
+pub const MAINTENANCE_BATCH: usize = 1000;
+/// Statements of each kind one maintenance round runs at most.
+const MAINTENANCE_ROUNDS: usize = 100;
+
+/// What one maintenance round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Jobs whose expired lease was rescued.
+    pub rescued: u64,
+    /// Finished jobs deleted.
+    pub purged: u64,
+}
+
+/// Rescue then purge, each in batches of [`MAINTENANCE_BATCH`] rows, at most
+/// [`MAINTENANCE_ROUNDS`] statements each (the rest waits for the next round).
+pub async fn maintenance_rounds<S: Store + ?Sized>(
+    store: &S,
+    purge_before: Option<i64>,
+) -> CoreResult<Maintenance> {
+    let mut done = Maintenance::default();
+    for _ in 0..MAINTENANCE_ROUNDS {
+        let n = store.rescue_expired(MAINTENANCE_BATCH).await?;
+        done.rescued += n;
+        if n < MAINTENANCE_BATCH as u64 {
+            break;
+        }
+    }
+    if let Some(before) = purge_before {
+        for _ in 0..MAINTENANCE_ROUNDS {
+            let n = store.purge_finished(before, MAINTENANCE_BATCH).await?;
+            done.purged += n;
+            if n < MAINTENANCE_BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// Opens (and sets up, idempotently) the store a URL names.

@@ -15,12 +15,12 @@ use tokio::sync::Notify;
 
 use super::conns::Conns;
 use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
-use super::{all_created, Store};
+use super::{all_created, maintenance_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::CoreResult;
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
-use crate::time::now_ms;
+use crate::time::{duration_ms, now_ms};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS spikard_jobs (
@@ -87,6 +87,9 @@ const APPEND_ERROR: &str = "CASE WHEN errors IS NULL OR errors = '' OR errors = 
 
 /// Rows per multi-row INSERT.
 const INSERT_CHUNK: usize = 500;
+
+/// The server-wide name of the maintenance lock (`GET_LOCK`).
+const MAINTENANCE_LOCK: &str = "spikard_tasks.maintenance";
 
 /// MySQL error number of a duplicate key.
 const ER_DUP_ENTRY: &str = "1062";
@@ -300,13 +303,12 @@ impl Store for MySqlStore {
         }
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
-             locked_by = ?, lease_until = ?, started_at = ? WHERE id IN ({})",
+             locked_by = ?, lease_until = ?, started_at = NULL WHERE id IN ({})",
             placeholders(picked.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(worker)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now);
+            .bind(now.saturating_add(duration_ms(lease)));
         for ((_, _, id), _) in &picked {
             q = q.bind(id);
         }
@@ -380,7 +382,7 @@ impl Store for MySqlStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
-        let until = now_ms() + lease.as_millis() as i64;
+        let until = now_ms().saturating_add(duration_ms(lease));
         let mut cancel = Vec::new();
         let mut conn = self.conns.get().await?;
         // By primary key only: no gap locks on the locked_by index to deadlock with claims.
@@ -409,31 +411,96 @@ impl Store for MySqlStore {
         Ok(cancel)
     }
 
-    async fn rescue_expired(&self) -> CoreResult<u64> {
+    async fn mark_started(&self, worker: &str, started: &[(String, i64)]) -> CoreResult<u64> {
+        let mut marked = 0;
+        let mut conn = self.conns.get().await?;
+        for chunk in started.chunks(INSERT_CHUNK) {
+            let sql = format!(
+                "UPDATE spikard_jobs SET started_at = CASE id {}END \
+                 WHERE id IN ({}) AND locked_by = ? AND status = 'running'",
+                "WHEN ? THEN ? ".repeat(chunk.len()),
+                placeholders(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (id, at) in chunk {
+                q = q.bind(id).bind(at);
+            }
+            for (id, _) in chunk {
+                q = q.bind(id);
+            }
+            marked += q.bind(worker).execute(&mut *conn).await?.rows_affected();
+        }
+        conn.release();
+        Ok(marked)
+    }
+
+    async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
         let now = now_ms();
-        let res = sqlx::query(
-            "UPDATE spikard_jobs SET \
-                 errors = CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
-                     THEN CONCAT('[', JSON_OBJECT('attempt', attempts, 'error', \
-                         'WorkerLost: the worker running this attempt stopped renewing its lease', \
-                         'traceback', NULL, 'at_ms', ?), ']') \
-                     ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', JSON_OBJECT( \
-                         'attempt', attempts, 'error', \
-                         'WorkerLost: the worker running this attempt stopped renewing its lease', \
-                         'traceback', NULL, 'at_ms', ?), ']') END, \
-                 finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END, \
-                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
-                 run_at = ?, locked_by = NULL, lease_until = NULL \
-             WHERE status = 'running' AND lease_until < ?",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected())
+        let mut tx = self.pool.begin().await?;
+        // `counted`: the attempt ran (its start was recorded), or it is the second
+        // rescue of the same unrecorded attempt. Decided in a locked read, then written
+        // by two plain updates (no SET expression reads a column assigned before it).
+        // The latest entry is indexed by JSON_LENGTH: MariaDB 10.11's `$[last]` returned
+        // NULL for some rows of a multi-row statement.
+        let sql = format!(
+            "SELECT id, CAST(started_at IS NOT NULL OR COALESCE( \
+                 JSON_EXTRACT(errors, CONCAT('$[', JSON_LENGTH(errors) - 1, '].attempt')) = attempts \
+                 AND JSON_UNQUOTE(JSON_EXTRACT(errors, \
+                     CONCAT('$[', JSON_LENGTH(errors) - 1, '].error'))) = '{LOST_UNSTARTED}', \
+                 FALSE) AS SIGNED) \
+             FROM spikard_jobs WHERE status = 'running' AND lease_until < ? \
+             ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED"
+        );
+        let expired: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+        let (counted, unstarted): (Vec<_>, Vec<_>) = expired.iter().partition(|(_, c)| *c != 0);
+        let entry = |text: &str| {
+            format!(
+                "JSON_OBJECT('attempt', attempts, 'error', '{text}', 'traceback', NULL, 'at_ms', ?)"
+            )
+        };
+        for (ids, text, rest) in [
+            (
+                &counted,
+                LOST,
+                "status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
+                 finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END",
+            ),
+            (
+                &unstarted,
+                LOST_UNSTARTED,
+                "status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
+                 finished_at = NULL + ?, attempts = attempts - 1",
+            ),
+        ] {
+            if ids.is_empty() {
+                continue;
+            }
+            let e = entry(text);
+            let sql = format!(
+                "UPDATE spikard_jobs SET \
+                     errors = CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
+                         THEN CONCAT('[', {e}, ']') \
+                         ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', {e}, ']') END, \
+                     {rest}, run_at = ?, locked_by = NULL, lease_until = NULL \
+                 WHERE id IN ({})",
+                placeholders(ids.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql))
+                .bind(now)
+                .bind(now)
+                .bind(now)
+                .bind(now);
+            for (id, _) in ids.iter() {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(expired.len() as u64)
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
@@ -478,14 +545,38 @@ impl Store for MySqlStore {
         Ok(counts)
     }
 
-    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+    async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
         let res = sqlx::query(
-            "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+            "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
+             ORDER BY finished_at LIMIT ?",
         )
         .bind(before_ms)
+        .bind(limit as i64)
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected())
+    }
+
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
+        // One worker at a time: a named lock of the server, held by one connection's
+        // session while the rounds run on others; the server drops it if we die.
+        let mut lock = self.pool.acquire().await?;
+        let leader: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
+            .bind(MAINTENANCE_LOCK)
+            .fetch_one(&mut *lock)
+            .await?;
+        if leader != Some(1) {
+            return Ok(None);
+        }
+        let done = maintenance_rounds(self, purge_before).await;
+        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
+            .bind(MAINTENANCE_LOCK)
+            .execute(&mut *lock)
+            .await;
+        if released.is_err() {
+            lock.close_on_drop();
+        }
+        done.map(Some)
     }
 
     /// MySQL and MariaDB have no notifications: a dedicated connection asks for the
@@ -582,6 +673,16 @@ fn complete_statement<'q>(
             when(reasons)
         ));
     }
+    let starts = cols
+        .iter()
+        .filter(|(j, _)| j.started_at_ms.is_some())
+        .count();
+    if starts > 0 {
+        sets.push(format!(
+            "started_at = CASE id {}ELSE started_at END",
+            when(starts)
+        ));
+    }
     let sql = format!(
         "UPDATE spikard_jobs SET {}, locked_by = NULL, lease_until = NULL \
          WHERE id IN ({}) AND locked_by = ? AND status = 'running' AND attempts = CASE id {}END",
@@ -607,6 +708,9 @@ fn complete_statement<'q>(
     }
     for (job, c) in cols.iter().filter(|(_, c)| c.cancel_reason.is_some()) {
         q = q.bind(&job.id).bind(c.cancel_reason.clone());
+    }
+    for (job, _) in cols.iter().filter(|(j, _)| j.started_at_ms.is_some()) {
+        q = q.bind(&job.id).bind(job.started_at_ms);
     }
     for (job, _) in &cols {
         q = q.bind(&job.id);

@@ -10,19 +10,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPool, PgRow};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::Notify;
 
 use super::conns::Conns;
 use super::rows::CompletionColumns;
-use super::{all_created, Store};
+use super::{all_created, maintenance_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
-use crate::time::now_ms;
+use crate::time::{duration_ms, now_ms};
 
 const CHANNEL: &str = "spikard_tasks_enqueued";
+/// The advisory lock key of the maintenance round (any fixed number; "spkt" in ASCII).
+const MAINTENANCE_LOCK: i64 = 0x7370_6b74;
 
 const SCHEMA: &str = r#"
 CREATE SCHEMA IF NOT EXISTS spikard_tasks;
@@ -302,7 +304,7 @@ impl Store for PostgresStore {
                      ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
                  ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
              UPDATE spikard_tasks.jobs j SET status = 'running', attempts = j.attempts + 1, \
-                 locked_by = $4, lease_until = $5, started_at = $2 \
+                 locked_by = $4, lease_until = $5, started_at = NULL \
              FROM picked WHERE j.id = picked.id \
              RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
                  j.timeout_ms, j.priority, j.run_at",
@@ -311,7 +313,7 @@ impl Store for PostgresStore {
         .bind(now)
         .bind(limit as i64)
         .bind(worker)
-        .bind(now + lease.as_millis() as i64)
+        .bind(now.saturating_add(duration_ms(lease)))
         .fetch_all(&mut *conn)
         .await?;
         let mut keyed = Vec::with_capacity(rows.len());
@@ -370,8 +372,10 @@ impl Store for PostgresStore {
         let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
         let mut reasons: Vec<Option<String>> = Vec::with_capacity(n);
         let mut finished: Vec<Option<i64>> = Vec::with_capacity(n);
+        let mut started: Vec<Option<i64>> = Vec::with_capacity(n);
         for (job, outcome) in &done {
             ids.push(job.id.clone());
+            started.push(job.started_at_ms);
             attempts.push(job.attempt as i32);
             let c = CompletionColumns::new(outcome, now)?;
             statuses.push(c.status.to_owned());
@@ -391,10 +395,10 @@ impl Store for PostgresStore {
                  errors = CASE WHEN u.error IS NULL THEN j.errors \
                      ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(u.error::jsonb) END, \
                  cancel_reason = COALESCE(u.reason, j.cancel_reason), finished_at = u.finished, \
-                 locked_by = NULL, lease_until = NULL \
+                 locked_by = NULL, lease_until = NULL, started_at = COALESCE(u.started, j.started_at) \
              FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], \
-                 $6::text[], $7::text[], $8::bigint[]) \
-                 AS u(id, attempt, status, result, run_at, error, reason, finished) \
+                 $6::text[], $7::text[], $8::bigint[], $10::bigint[]) \
+                 AS u(id, attempt, status, result, run_at, error, reason, finished, started) \
              WHERE j.id = u.id AND j.attempts = u.attempt \
                  AND (j.locked_by = $9 AND j.status = 'running') IS TRUE",
         )
@@ -407,6 +411,7 @@ impl Store for PostgresStore {
         .bind(reasons)
         .bind(finished)
         .bind(worker)
+        .bind(started)
         .execute(&mut *conn)
         .await?;
         conn.release();
@@ -425,7 +430,7 @@ impl Store for PostgresStore {
              WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
              RETURNING id, cancel_requested",
         )
-        .bind(now_ms() + lease.as_millis() as i64)
+        .bind(now_ms().saturating_add(duration_ms(lease)))
         .bind(worker)
         .bind(ids)
         .fetch_all(&mut *conn)
@@ -438,21 +443,56 @@ impl Store for PostgresStore {
             .collect())
     }
 
-    async fn rescue_expired(&self) -> CoreResult<u64> {
+    async fn mark_started(&self, worker: &str, started: &[(String, i64)]) -> CoreResult<u64> {
+        if started.is_empty() {
+            return Ok(0);
+        }
+        let (ids, at): (Vec<&str>, Vec<i64>) =
+            started.iter().map(|(id, at)| (id.as_str(), *at)).unzip();
+        let mut conn = self.conns.get().await?;
         let res = sqlx::query(
+            "UPDATE spikard_tasks.jobs j SET started_at = u.at \
+             FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
+             WHERE j.id = u.id AND (j.locked_by = $3 AND j.status = 'running') IS TRUE",
+        )
+        .bind(ids)
+        .bind(at)
+        .bind(worker)
+        .execute(&mut *conn)
+        .await?;
+        conn.release();
+        Ok(res.rows_affected())
+    }
+
+    async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
+        // `counted`: the attempt ran (its start was recorded), or it is the second
+        // rescue of the same unrecorded attempt. Every expression reads the old row.
+        let counted = format!(
+            "(started_at IS NOT NULL OR ((errors->-1->>'attempt')::int = attempts \
+             AND errors->-1->>'error' = '{LOST_UNSTARTED}'))"
+        );
+        let sql = format!(
             "UPDATE spikard_tasks.jobs SET \
-                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
-                 finished_at = CASE WHEN attempts >= max_attempts THEN $1 ELSE NULL END, \
+                 status = CASE WHEN {counted} THEN \
+                     CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END \
+                     ELSE CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END END, \
+                 finished_at = CASE WHEN {counted} AND attempts >= max_attempts \
+                     THEN $1 ELSE NULL END, \
                  errors = COALESCE(errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object( \
                      'attempt', attempts, \
-                     'error', 'WorkerLost: the worker running this attempt stopped renewing its lease', \
+                     'error', CASE WHEN {counted} THEN '{LOST}' ELSE '{LOST_UNSTARTED}' END, \
                      'traceback', NULL, 'at_ms', $1)), \
+                 attempts = CASE WHEN {counted} THEN attempts ELSE attempts - 1 END, \
                  run_at = $1, locked_by = NULL, lease_until = NULL \
-             WHERE status = 'running' AND lease_until < $1",
-        )
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+             WHERE id IN (SELECT id FROM spikard_tasks.jobs \
+                 WHERE status = 'running' AND lease_until < $1 \
+                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        );
+        let res = sqlx::query(AssertSqlSafe(sql))
+            .bind(now_ms())
+            .bind(limit as i64)
+            .execute(&self.pool)
+            .await?;
         Ok(res.rows_affected())
     }
 
@@ -491,14 +531,39 @@ impl Store for PostgresStore {
         Ok(counts)
     }
 
-    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+    async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
         let res = sqlx::query(
-            "DELETE FROM spikard_tasks.jobs WHERE finished_at IS NOT NULL AND finished_at < $1",
+            "DELETE FROM spikard_tasks.jobs WHERE id IN (SELECT id FROM spikard_tasks.jobs \
+             WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
         )
         .bind(before_ms)
+        .bind(limit as i64)
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected())
+    }
+
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
+        // One worker at a time: a session advisory lock, held on one connection while
+        // the rounds run on others; the server drops it if this process dies.
+        let mut lock = self.pool.acquire().await?;
+        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(MAINTENANCE_LOCK)
+            .fetch_one(&mut *lock)
+            .await?;
+        if !leader {
+            return Ok(None);
+        }
+        let done = maintenance_rounds(self, purge_before).await;
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(MAINTENANCE_LOCK)
+            .execute(&mut *lock)
+            .await;
+        if unlocked.is_err() {
+            // Never hand a connection that may still hold the lock back to the pool.
+            lock.close_on_drop();
+        }
+        done.map(Some)
     }
 
     fn spawn_listener(

@@ -34,12 +34,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Script, ScriptInvocation};
 use serde_json::Value;
 
-use super::{all_created, Store, StoredSchedule};
+use super::{
+    all_created, maintenance_rounds, Maintenance, Store, StoredSchedule, LOST, LOST_UNSTARTED,
+};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
-use crate::time::now_ms;
+use crate::time::{duration_ms, now_ms};
 use crate::url::redact;
 
 /// Prefix of every key and channel this store uses.
@@ -53,9 +55,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT_RETRIES: usize = 4;
 /// Most due scheduled (or retrying) jobs one claim moves to the ready set, per set.
 const PROMOTE_BATCH: usize = 1000;
-/// Most jobs one rescue or purge script touches; the client loops over batches so the
-/// server is never blocked for long.
-const SCAN_BATCH: usize = 1000;
+/// How long a worker may hold the maintenance lock before it expires by itself (ms).
+const MAINTENANCE_LOCK_MS: u64 = 60_000;
 /// Pause before the wake-up listener reconnects, doubled up to [`LISTEN_MAX_PAUSE`].
 const LISTEN_PAUSE: Duration = Duration::from_millis(100);
 const LISTEN_MAX_PAUSE: Duration = Duration::from_secs(5);
@@ -83,6 +84,8 @@ struct Scripts {
     release: Script,
     counts: Script,
     purge: Script,
+    mark: Script,
+    maintenance: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -102,10 +105,12 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: script!("release.lua"),
     counts: script!("counts.lua"),
     purge: script!("purge.lua"),
+    mark: script!("mark.lua"),
+    maintenance: script!("maintenance.lua"),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 13] {
         [
             &self.enqueue,
             &self.fire,
@@ -118,6 +123,8 @@ impl Scripts {
             &self.release,
             &self.counts,
             &self.purge,
+            &self.mark,
+            &self.maintenance,
         ]
     }
 }
@@ -358,6 +365,7 @@ fn claimed_from_row(row: &ClaimRow) -> CoreResult<ClaimedJob> {
         max_attempts: num(6, "max_attempts")? as u32,
         timeout: number::<i64>(field(7), "timeout_ms", &id)?.map(|ms| ms as f64 / 1000.0),
         priority: num(8, "priority")? as i32,
+        started_at_ms: None,
         id,
     })
 }
@@ -413,7 +421,7 @@ impl Store for RedisStore {
         let mut inv = SCRIPTS.claim.prepare_invoke();
         inv.arg(PREFIX)
             .arg(now)
-            .arg(now + lease.as_millis() as i64)
+            .arg(now.saturating_add(duration_ms(lease)))
             .arg(worker)
             .arg(limit)
             .arg(PROMOTE_BATCH);
@@ -442,6 +450,7 @@ impl Store for RedisStore {
                         max_attempts: 0,
                         timeout: None,
                         priority: 0,
+                        started_at_ms: None,
                     };
                     let error = AttemptError {
                         attempt,
@@ -493,9 +502,22 @@ impl Store for RedisStore {
                 .arg(opt(result.as_deref()))
                 .arg(opt(run_at.as_deref()))
                 .arg(opt(error.as_deref()))
-                .arg(opt(reason.as_deref()));
+                .arg(opt(reason.as_deref()))
+                .arg(opt(job.started_at_ms.map(|at| at.to_string()).as_deref()));
         }
         Ok(self.invoke::<usize>(&self.work, &inv).await?)
+    }
+
+    async fn mark_started(&self, worker: &str, started: &[(String, i64)]) -> CoreResult<u64> {
+        if started.is_empty() {
+            return Ok(0);
+        }
+        let mut inv = SCRIPTS.mark.prepare_invoke();
+        inv.arg(PREFIX).arg(worker);
+        for (id, at) in started {
+            inv.arg(id).arg(at);
+        }
+        self.invoke(&self.work, &inv).await
     }
 
     async fn heartbeat(
@@ -507,23 +529,25 @@ impl Store for RedisStore {
         let mut inv = SCRIPTS.heartbeat.prepare_invoke();
         inv.arg(PREFIX)
             .arg(worker)
-            .arg(now_ms() + lease.as_millis() as i64)
+            .arg(now_ms().saturating_add(duration_ms(lease)))
             .arg(ids);
         self.invoke(&self.work, &inv).await
     }
 
-    async fn rescue_expired(&self) -> CoreResult<u64> {
-        let now = now_ms();
-        let mut total = 0;
-        loop {
-            let mut inv = SCRIPTS.rescue.prepare_invoke();
-            inv.arg(PREFIX).arg(now).arg(SCAN_BATCH);
-            let (rescued, scanned): (u64, usize) = self.invoke(&self.work, &inv).await?;
-            total += rescued;
-            if scanned < SCAN_BATCH {
-                return Ok(total);
-            }
-        }
+    async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
+        let mut inv = SCRIPTS.rescue.prepare_invoke();
+        inv.arg(PREFIX)
+            .arg(now_ms())
+            .arg(limit)
+            .arg(LOST)
+            .arg(LOST_UNSTARTED);
+        let (rescued, scanned): (u64, usize) = self.invoke(&self.work, &inv).await?;
+        // Stale entries of the lease index count as work done: the round goes on.
+        Ok(if scanned >= limit {
+            limit as u64
+        } else {
+            rescued
+        })
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
@@ -563,17 +587,36 @@ impl Store for RedisStore {
         Ok(counts)
     }
 
-    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
-        let mut total = 0;
-        loop {
-            let mut inv = SCRIPTS.purge.prepare_invoke();
-            inv.arg(PREFIX).arg(before_ms).arg(SCAN_BATCH);
-            let (deleted, scanned): (u64, usize) = self.invoke(&self.calls, &inv).await?;
-            total += deleted;
-            if scanned < SCAN_BATCH {
-                return Ok(total);
-            }
+    async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
+        let mut inv = SCRIPTS.purge.prepare_invoke();
+        inv.arg(PREFIX).arg(before_ms).arg(limit);
+        let (deleted, scanned): (u64, usize) = self.invoke(&self.calls, &inv).await?;
+        Ok(if scanned >= limit {
+            limit as u64
+        } else {
+            deleted
+        })
+    }
+
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
+        // One worker at a time: a key set with NX that expires by itself should this
+        // process die while it holds it.
+        let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let mut take = SCRIPTS.maintenance.prepare_invoke();
+        take.arg(PREFIX)
+            .arg("take")
+            .arg(&token)
+            .arg(MAINTENANCE_LOCK_MS);
+        if self.invoke::<i64>(&self.work, &take).await? != 1 {
+            return Ok(None);
         }
+        let done = maintenance_rounds(self, purge_before).await;
+        let mut give = SCRIPTS.maintenance.prepare_invoke();
+        give.arg(PREFIX).arg("give").arg(&token).arg(0);
+        if let Err(e) = self.invoke::<i64>(&self.work, &give).await {
+            tracing::debug!(error = %e, "giving back the maintenance lock failed; it expires");
+        }
+        done.map(Some)
     }
 
     fn spawn_listener(
@@ -688,12 +731,60 @@ impl super::ScheduleStore for RedisStore {
         push_rows(&mut inv, job.as_slice());
         inv.arg(name).arg(tick_ms);
         let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
-        Ok(match flat.as_slice() {
-            [id, created] => Some(Enqueued {
-                id: id.clone(),
-                created: created == "1",
-            }),
-            _ => None,
-        })
+        fire_reply(&flat, job.as_ref())
+    }
+}
+
+/// Reads the reply of `fire.lua` for `job` (see the script).
+fn fire_reply(flat: &[String], job: Option<&JobRow>) -> CoreResult<Option<Enqueued>> {
+    match (flat, job) {
+        ([lost], _) if lost == "lost" => Ok(None),
+        ([], Some(job)) => Ok(Some(Enqueued {
+            id: job.id.clone(),
+            created: true,
+        })),
+        ([], None) => Ok(None),
+        ([_, existing], Some(_)) => Ok(Some(Enqueued {
+            id: existing.clone(),
+            created: false,
+        })),
+        _ => Err(CoreError::Backend(format!(
+            "unexpected reply of the schedule script: {flat:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod fire_reply_tests {
+    use super::*;
+
+    fn row() -> JobRow {
+        JobRow {
+            id: "new".into(),
+            queue: "q".into(),
+            task: "t".into(),
+            args: "[]".into(),
+            kwargs: "{}".into(),
+            priority: 0,
+            max_attempts: 1,
+            run_at_ms: 0,
+            timeout_ms: None,
+            unique_key: None,
+            enqueued_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn created_lost_and_unique_hits_are_told_apart() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let created = fire_reply(&[], Some(&row())).unwrap().unwrap();
+        assert_eq!((created.id.as_str(), created.created), ("new", true));
+        assert_eq!(fire_reply(&s(&["lost"]), Some(&row())).unwrap(), None);
+        let hit = fire_reply(&s(&["0", "old"]), Some(&row()))
+            .unwrap()
+            .unwrap();
+        assert_eq!((hit.id.as_str(), hit.created), ("old", false));
+        assert_eq!(fire_reply(&[], None).unwrap(), None);
+        assert!(fire_reply(&s(&["a", "b", "c"]), Some(&row())).is_err());
     }
 }

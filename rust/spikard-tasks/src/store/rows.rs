@@ -163,6 +163,7 @@ macro_rules! row_decoders {
                     .try_get::<Option<i64>, _>("timeout_ms")?
                     .map(|ms| ms as f64 / 1000.0),
                 priority: row.try_get::<$int, _>("priority")? as i32,
+                started_at_ms: None,
                 id,
             })
         }

@@ -20,12 +20,12 @@ use sqlx::{AssertSqlSafe, Connection, Row};
 use super::conns::Conns;
 use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
 use super::sqlite_direct::DirectWriter;
-use super::{all_created, Store};
+use super::{all_created, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
-use crate::time::now_ms;
+use crate::time::{duration_ms, now_ms};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS spikard_jobs (
@@ -367,7 +367,7 @@ impl Store for SqliteStore {
         let mut conn = self.conns.get().await?;
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
-             locked_by = ?, lease_until = ?, started_at = ? \
+             locked_by = ?, lease_until = ?, started_at = NULL \
              WHERE id IN (SELECT id FROM spikard_jobs \
                  WHERE queue IN ({}) AND status IN ('pending', 'retrying') AND run_at <= ? \
                  ORDER BY priority DESC, run_at, id LIMIT ?) \
@@ -377,8 +377,7 @@ impl Store for SqliteStore {
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))
             .bind(worker)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now);
+            .bind(now.saturating_add(duration_ms(lease)));
         for queue in queues {
             q = q.bind(queue);
         }
@@ -442,11 +441,12 @@ impl Store for SqliteStore {
                  errors = CASE WHEN v.column4 IS NULL THEN spikard_jobs.errors \
                      ELSE json_insert(COALESCE(spikard_jobs.errors, '[]'), '$[#]', json(v.column4)) END, \
                  cancel_reason = COALESCE(v.column5, spikard_jobs.cancel_reason), \
-                 finished_at = v.column6, locked_by = NULL, lease_until = NULL \
+                 finished_at = v.column6, locked_by = NULL, lease_until = NULL, \
+                 started_at = COALESCE(v.column9, spikard_jobs.started_at) \
                  FROM (VALUES {}) AS v \
                  WHERE spikard_jobs.id = v.column7 AND spikard_jobs.attempts = v.column8 \
                  AND spikard_jobs.locked_by = ? AND spikard_jobs.status = 'running'",
-                vec!["(?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+                vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for (job, outcome) in chunk {
@@ -459,7 +459,8 @@ impl Store for SqliteStore {
                     .bind(c.cancel_reason)
                     .bind(c.finished_at_ms)
                     .bind(&job.id)
-                    .bind(job.attempt as i64);
+                    .bind(job.attempt as i64)
+                    .bind(job.started_at_ms);
             }
             let res = q.bind(worker).execute(&mut *tx).await?;
             written += res.rows_affected() as usize;
@@ -475,7 +476,7 @@ impl Store for SqliteStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
-        let until = now_ms() + lease.as_millis() as i64;
+        let until = now_ms().saturating_add(duration_ms(lease));
         let mut cancel = Vec::new();
         let _writing = self.writes.lock().await;
         let mut conn = self.conns.get().await?;
@@ -498,23 +499,60 @@ impl Store for SqliteStore {
         Ok(cancel)
     }
 
-    async fn rescue_expired(&self) -> CoreResult<u64> {
+    async fn mark_started(&self, worker: &str, started: &[(String, i64)]) -> CoreResult<u64> {
+        if started.is_empty() {
+            return Ok(0);
+        }
+        let _writing = self.writes.lock().await;
+        let mut conn = self.conns.get().await?;
+        let mut marked = 0;
+        for chunk in started.chunks(INSERT_CHUNK / 2) {
+            let sql = format!(
+                "UPDATE spikard_jobs SET started_at = v.column2 FROM (VALUES {}) AS v \
+                 WHERE spikard_jobs.id = v.column1 AND spikard_jobs.locked_by = ? \
+                 AND spikard_jobs.status = 'running'",
+                vec!["(?, ?)"; chunk.len()].join(", ")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (id, at) in chunk {
+                q = q.bind(id).bind(at);
+            }
+            marked += q.bind(worker).execute(&mut *conn).await?.rows_affected();
+        }
+        conn.release();
+        Ok(marked)
+    }
+
+    async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
         let _writing = self.writes.lock().await;
         let now = now_ms();
-        let res = sqlx::query(
+        // `counted`: the attempt ran (its start was recorded), or it is the second
+        // rescue of the same unrecorded attempt. Every expression reads the old row.
+        let counted = format!(
+            "(started_at IS NOT NULL OR (json_extract(errors, '$[#-1].attempt') = attempts \
+             AND json_extract(errors, '$[#-1].error') = '{LOST_UNSTARTED}'))"
+        );
+        let sql = format!(
             "UPDATE spikard_jobs SET \
-                 status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
-                 finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, \
+                 status = CASE WHEN {counted} THEN \
+                     CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END \
+                     ELSE CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END END, \
+                 finished_at = CASE WHEN {counted} AND attempts >= max_attempts \
+                     THEN ?1 ELSE NULL END, \
                  errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object( \
                      'attempt', attempts, \
-                     'error', 'WorkerLost: the worker running this attempt stopped renewing its lease', \
+                     'error', CASE WHEN {counted} THEN '{LOST}' ELSE '{LOST_UNSTARTED}' END, \
                      'traceback', NULL, 'at_ms', ?1)), \
+                 attempts = CASE WHEN {counted} THEN attempts ELSE attempts - 1 END, \
                  run_at = ?1, locked_by = NULL, lease_until = NULL \
-             WHERE status = 'running' AND lease_until < ?1",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+             WHERE id IN (SELECT id FROM spikard_jobs \
+                 WHERE status = 'running' AND lease_until < ?1 LIMIT ?2)"
+        );
+        let res = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(limit as i64)
+            .execute(&self.pool)
+            .await?;
         Ok(res.rows_affected())
     }
 
@@ -597,12 +635,14 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn purge_finished(&self, before_ms: i64) -> CoreResult<u64> {
+    async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
         let _writing = self.writes.lock().await;
         let res = sqlx::query(
-            "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+            "DELETE FROM spikard_jobs WHERE id IN (SELECT id FROM spikard_jobs \
+             WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
         )
         .bind(before_ms)
+        .bind(limit as i64)
         .execute(&self.pool)
         .await?;
         Ok(res.rows_affected())

@@ -95,8 +95,14 @@ impl StoreBackend {
         let queues = self.parts.queues.clone();
         let worker = self.parts.worker.clone();
         let lease = self.parts.lease;
+        let held = self.parts.held.clone();
         self.phase = Phase::Claiming(tokio::spawn(async move {
-            store.claim(&queues, &worker, limit, lease).await
+            let jobs = store.claim(&queues, &worker, limit, lease).await?;
+            // Held (and so heartbeated) from the moment the claim returns, not from when
+            // apalis next asks for a job: with every slot busy that may be long after
+            // the claim's lease ran out.
+            held.add(jobs.iter().map(|j| j.id.as_str()));
+            Ok(jobs)
         }));
     }
 
@@ -109,7 +115,6 @@ impl StoreBackend {
             }
             Ok(jobs) => {
                 self.error_pause = ERROR_PAUSE;
-                self.parts.held.add(jobs.iter().map(|j| j.id.as_str()));
                 self.buffer.extend(jobs);
                 self.phase = Phase::Idle;
             }
@@ -201,10 +206,7 @@ impl Backend for StoreBackend {
                     // Let an in-flight claim land so its jobs are released, not orphaned.
                     match handle.poll_unpin(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(Ok(jobs))) => {
-                            self.parts.held.add(jobs.iter().map(|j| j.id.as_str()));
-                            self.buffer.extend(jobs)
-                        }
+                        Poll::Ready(Ok(Ok(jobs))) => self.buffer.extend(jobs),
                         Poll::Ready(_) => {}
                     }
                     self.phase = Phase::Idle;

@@ -24,7 +24,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::handler::TaskHandler;
 use crate::queue::TaskQueueClient;
 use crate::store::Store;
-use crate::time::{now_ms, secs, secs_to_ms};
+use crate::time::{check_secs, duration_ms, now_ms, secs};
 use backend::{BackendParts, StoreBackend};
 use completer::Completer;
 use held::HeldJobs;
@@ -67,6 +67,20 @@ impl WorkerOptions {
             result_ttl: cfg.result_ttl.map(secs),
             name: default_worker_name(),
         }
+    }
+}
+
+impl WorkerOptions {
+    /// Checks the intervals: each from 0 (`lease` and `heartbeat` more than 0) to 100
+    /// years. A heartbeat at least as long as the lease is allowed here (it lets the
+    /// leases lapse, as a dead worker's do); [`TaskQueueConfig`] refuses it.
+    pub fn validate(&self) -> CoreResult<()> {
+        let s = |d: Duration| d.as_secs_f64();
+        check_secs("poll_interval", s(self.poll_interval), true)?;
+        check_secs("drain_timeout", s(self.drain_timeout), true)?;
+        check_secs("lease", s(self.lease), false)?;
+        check_secs("heartbeat", s(self.heartbeat), false)?;
+        self.backoff.validate()
     }
 }
 
@@ -165,6 +179,7 @@ pub fn spawn_worker(
     if options.queues.is_empty() {
         return Err(CoreError::config("a worker needs at least one queue"));
     }
+    options.validate()?;
     let (stop, stop_rx) = watch::channel(false);
     let stats = Arc::new(WorkerStats::default());
     let name = options.name.clone();
@@ -280,8 +295,9 @@ async fn run(
     result.map(|_| report)
 }
 
-/// Heartbeats this worker's leases, forwards cancel requests, rescues expired leases of
-/// dead workers and expires old results.
+/// Heartbeats this worker's leases, forwards cancel requests and, when no other worker
+/// of the store is doing it, rescues expired leases of dead workers and expires old
+/// results (in bounded batches).
 async fn maintain(
     store: Arc<dyn Store>,
     handler: Arc<dyn TaskHandler>,
@@ -298,9 +314,11 @@ async fn maintain(
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let ids = held.snapshot();
+        let mut ids = held.snapshot();
         // An idle worker holds nothing: no leases to renew, no cancellations to hear of.
         if !ids.is_empty() {
+            // One lock order (by id) for every statement that touches several jobs.
+            ids.sort_unstable();
             match store.heartbeat(&worker, &ids, options.lease).await {
                 Ok(cancel_ids) => {
                     for id in cancel_ids {
@@ -310,25 +328,29 @@ async fn maintain(
                 Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
             }
         }
-        match store.rescue_expired().await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                rescued = n,
-                "re-queued jobs whose worker stopped heartbeating"
-            ),
-            Err(e) => tracing::warn!(error = %e, "rescuing expired leases failed"),
-        }
-        if let Some(ttl) = options.result_ttl {
-            let now = now_ms();
-            if now - last_purge > 60_000 {
-                last_purge = now;
-                if let Err(e) = store
-                    .purge_finished(now - secs_to_ms(ttl.as_secs_f64()))
-                    .await
-                {
-                    tracing::warn!(error = %e, "expiring old results failed");
+        let now = now_ms();
+        let purge_before = match options.result_ttl {
+            Some(ttl) if now - last_purge > 60_000 => Some(now.saturating_sub(duration_ms(ttl))),
+            _ => None,
+        };
+        match store.maintain(purge_before).await {
+            Ok(Some(done)) => {
+                if purge_before.is_some() {
+                    last_purge = now;
+                }
+                if done.rescued > 0 {
+                    tracing::warn!(
+                        rescued = done.rescued,
+                        "re-queued jobs whose worker stopped heartbeating"
+                    );
+                }
+                if done.purged > 0 {
+                    tracing::debug!(purged = done.purged, "expired old results");
                 }
             }
+            // Another worker runs it this round.
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "maintenance (rescue, expiry) failed"),
         }
     }
 }

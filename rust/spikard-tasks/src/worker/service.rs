@@ -22,7 +22,7 @@ use super::stats::WorkerStats;
 use crate::config::Backoff;
 use crate::handler::{TaskHandler, TaskOutcome};
 use crate::job::{AttemptError, ClaimedJob, Completion};
-use crate::time::{now_ms, secs, secs_to_ms};
+use crate::time::{duration_ms, now_ms, secs, secs_to_ms, MAX_INSTANT_MS};
 
 /// Runs one claimed job per call.
 #[derive(Clone)]
@@ -60,7 +60,10 @@ impl tower::Service<Task<ClaimedJob>> for JobService {
         let this = self.clone();
         Box::pin(async move {
             let _guard = guard;
-            let job = task.args;
+            let mut job = task.args;
+            let started = now_ms();
+            job.started_at_ms = Some(started);
+            this.completer.started(job.id.clone(), started);
             let outcome = this.run(&job).await;
             let completion = decide(&job, outcome, &this.backoff);
             this.stats.record(&completion);
@@ -121,7 +124,7 @@ pub(crate) fn decide(job: &ClaimedJob, outcome: TaskOutcome, backoff: &Backoff) 
             );
             if attempts_left {
                 Completion::Retry {
-                    run_at_ms: now + after.as_millis() as i64,
+                    run_at_ms: now.saturating_add(duration_ms(after)).min(MAX_INSTANT_MS),
                     error: error_entry(text, None),
                 }
             } else {
@@ -138,7 +141,9 @@ pub(crate) fn decide(job: &ClaimedJob, outcome: TaskOutcome, backoff: &Backoff) 
         } => {
             if retryable && attempts_left {
                 Completion::Retry {
-                    run_at_ms: now + secs_to_ms(backoff.delay(job.attempt)),
+                    run_at_ms: now
+                        .saturating_add(secs_to_ms(backoff.delay(job.attempt)))
+                        .min(MAX_INSTANT_MS),
                     error: error_entry(error, traceback),
                 }
             } else {

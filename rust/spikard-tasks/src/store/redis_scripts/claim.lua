@@ -54,8 +54,10 @@ for _ = 1, 8 do
       'max_attempts', 'timeout_ms', 'priority')
     if h[1] == 'pending' or h[1] == 'retrying' then
       local attempts = int((tonumber(h[2]) or 0) + 1)
+      -- Not started until the worker says so (mark.lua, or the outcome).
       redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'locked_by', worker,
-        'lease_until', lease_until, 'started_at', now)
+        'lease_until', lease_until)
+      redis.call('HDEL', k, 'started_at')
       defer('ZADD', RUNNING, lease_until, id)
       defer('SADD', wkey(worker), id)
       count(queue, h[1], -1)

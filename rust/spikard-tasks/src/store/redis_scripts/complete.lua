@@ -1,10 +1,10 @@
 -- Writes attempt outcomes, each only while `worker` holds that attempt's lease.
--- ARGV: prefix, now, worker, n, then 7 per outcome: id, attempt, status, result (opt),
--- run_at (opt), error (opt JSON object), cancel reason (opt).
+-- ARGV: prefix, now, worker, n, then 8 per outcome: id, attempt, status, result (opt),
+-- run_at (opt), error (opt JSON object), cancel reason (opt), started_at (opt).
 -- Returns how many were written.
 local now, worker = ARGV[2], ARGV[3]
 local n = tonumber(ARGV[4])
-local F = 7
+local F = 8
 local written = 0
 local woken = {}
 for i = 0, n - 1 do
@@ -19,6 +19,10 @@ for i = 0, n - 1 do
     local err, reason = opt(ARGV[b + 5]), opt(ARGV[b + 6])
     local done = is_finished(status)
     local sets = { 'status', status, 'run_at', run_at }
+    local started = opt(ARGV[b + 7])
+    if started then
+      sets[#sets + 1] = 'started_at'; sets[#sets + 1] = started
+    end
     local dels = { 'locked_by', 'lease_until' }
     if result then
       sets[#sets + 1] = 'result'; sets[#sets + 1] = result
