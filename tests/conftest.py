@@ -30,7 +30,7 @@ SERVERS = {
 REQUIRE_BACKENDS = os.environ.get("SPIKARD_TASKS_REQUIRE_BACKENDS") == "1"
 
 
-def _reachable(url: str) -> bool:
+def reachable(url: str) -> bool:
     parsed = urllib.parse.urlsplit(url)
     port = parsed.port or {"postgres": 5432, "mysql": 3306, "redis": 6379}.get(parsed.scheme, 0)
     try:
@@ -48,7 +48,7 @@ def server_url(backend: str) -> str:
     problem = None
     if backend not in _native.FEATURES:
         problem = f"{backend} backend not compiled into this build"
-    elif not _reachable(url):
+    elif not reachable(url):
         problem = f"no {backend} server at {_native.redact_url(url)} (set {var})"
     if problem:
         skip_or_fail(problem)
