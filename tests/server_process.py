@@ -63,7 +63,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """Runs in the server's process before exec: SIGKILL when the test process dies."""
+    """Runs in the server's process before exec: SIGKILL when the test process dies
+    (strictly: when the thread that started it ends; pytest fixtures run in the main
+    thread)."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -74,9 +76,11 @@ _LIVE: dict[int, ServerProcess] = {}
 
 @atexit.register
 def destroy_all() -> None:
-    """Destroys every server this process started and did not destroy yet."""
+    """Destroys every server this process started and did not destroy yet (not those
+    of the parent of a forked child: the child inherits this hook and the list)."""
     for server in list(_LIVE.values()):
-        server.destroy()
+        if server.owner == os.getpid():
+            server.destroy()
 
 
 class ServerProcess:
@@ -87,6 +91,7 @@ class ServerProcess:
     programs: tuple[str, ...] = ()
 
     def __init__(self) -> None:
+        self.owner = os.getpid()
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix=f"spikard-tasks-{self.backend}-"))
         self.log = self.root / "server.log"
