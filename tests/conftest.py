@@ -1,4 +1,5 @@
-"""Shared fixtures: every backend URL the conformance tests run on."""
+"""Shared fixtures: every backend URL the conformance tests run on, and disposable
+servers for the tests that stop, restart or reconfigure one."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from spikard_tasks import Backoff, TaskQueue, _native
+
+from . import services
 
 #: Backends every conformance test runs on. A new backend is added here.
 BACKENDS = ["sqlite", "memory", "postgres", "mysql", "redis"]
@@ -27,7 +30,7 @@ SERVERS = {
 REQUIRE_BACKENDS = os.environ.get("SPIKARD_TASKS_REQUIRE_BACKENDS") == "1"
 
 
-def _reachable(url: str) -> bool:
+def reachable(url: str) -> bool:
     parsed = urllib.parse.urlsplit(url)
     port = parsed.port or {"postgres": 5432, "mysql": 3306, "redis": 6379}.get(parsed.scheme, 0)
     try:
@@ -45,13 +48,38 @@ def server_url(backend: str) -> str:
     problem = None
     if backend not in _native.FEATURES:
         problem = f"{backend} backend not compiled into this build"
-    elif not _reachable(url):
+    elif not reachable(url):
         problem = f"no {backend} server at {_native.redact_url(url)} (set {var})"
     if problem:
-        if REQUIRE_BACKENDS:
-            pytest.fail(f"{problem}, and SPIKARD_TASKS_REQUIRE_BACKENDS=1")
-        pytest.skip(problem)
+        skip_or_fail(problem)
     return url
+
+
+def skip_or_fail(problem: str) -> NoReturn:
+    """Skips the test, or fails it with SPIKARD_TASKS_REQUIRE_BACKENDS=1."""
+    if REQUIRE_BACKENDS:
+        pytest.fail(f"{problem}, and SPIKARD_TASKS_REQUIRE_BACKENDS=1")
+    pytest.skip(problem)
+
+
+def require_disposable(backend: str) -> None:
+    """Skips (or fails, see :func:`skip_or_fail`) unless a disposable ``backend`` server
+    can run here and the backend is compiled in."""
+    if backend not in _native.FEATURES:
+        skip_or_fail(f"{backend} backend not compiled into this build")
+    problem = services.missing(backend)
+    if problem:
+        skip_or_fail(problem)
+
+
+@pytest.fixture(params=["postgres", "mysql", "redis"])
+def disposable_server(request: pytest.FixtureRequest) -> Iterator[services.Server]:
+    """A PostgreSQL, MariaDB or Redis of this test's own (a free port, a temporary data
+    directory, an empty ``test`` database), for tests that stop, restart or reconfigure
+    a server; destroyed afterwards, also when the test fails."""
+    require_disposable(request.param)
+    with services.disposable(request.param) as server:
+        yield server
 
 
 def _url(backend: str, tmp_path: Path) -> str:

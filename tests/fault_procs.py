@@ -13,8 +13,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from .procs import REPO
 
 FAULTY = "tests.apps.faulty:queue"
@@ -130,10 +128,3 @@ def backend_of(url: str) -> str:
     """``sqlite``, ``postgres``, ``mysql`` or ``redis``."""
     scheme = urllib.parse.urlsplit(url).scheme
     return {"postgresql": "postgres", "mariadb": "mysql", "rediss": "redis"}.get(scheme, scheme)
-
-
-def require_local_server(url: str) -> None:
-    """Skips tests that restart servers unless ``url`` names one on this machine."""
-    host = urllib.parse.urlsplit(url).hostname
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        pytest.skip(f"the server at {host} is not local: cannot restart it")

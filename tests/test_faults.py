@@ -2,6 +2,7 @@
 database servers restarted while a worker drains the queue.
 
 Real worker processes (``tests/apps/faulty.py``) and real servers; nothing is mocked.
+The restarted servers are disposable ones of the test's own, never the shared ones.
 """
 
 from __future__ import annotations
@@ -15,15 +16,7 @@ import pytest
 from spikard_tasks import BackendError, JobStatus, TaskQueue
 
 from . import services
-from .conftest import server_url
-from .fault_procs import (
-    Workers,
-    backend_of,
-    count_events,
-    read_log,
-    require_local_server,
-    unique_queue,
-)
+from .fault_procs import Workers, backend_of, count_events, read_log, unique_queue
 from .procs import wait_for
 
 #: A lease short enough that killed workers' jobs come back within seconds.
@@ -131,13 +124,11 @@ RESTART_JOBS = 2000
 FAIL_FAST = 10.0
 
 
-@pytest.fixture(params=["postgres", "mysql", "redis"])
-def server_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Workers]:
-    """Worker processes on a local server backend (one that this test may restart)."""
-    url = server_url(request.param)
-    require_local_server(url)
+@pytest.fixture
+def server_workers(disposable_server: services.Server, tmp_path: Path) -> Iterator[Workers]:
+    """Worker processes on the test's disposable server (which it restarts)."""
     made = Workers(
-        url=url,
+        url=disposable_server.url,
         log=tmp_path / "runs.log",
         directory=tmp_path,
         env={
@@ -150,12 +141,13 @@ def server_workers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[W
         yield made
     finally:
         made.cleanup()
-        services.ensure_all_up()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_server_restart_mid_drain_loses_nothing(server_workers: Workers) -> None:
+def test_server_restart_mid_drain_loses_nothing(
+    server_workers: Workers, disposable_server: services.Server
+) -> None:
     backend = backend_of(server_workers.url)
     producer = _producer(server_workers)
     worker = server_workers.start("--concurrency", "4")
@@ -167,7 +159,7 @@ def test_server_restart_mid_drain_loses_nothing(server_workers: Workers) -> None
         timeout=60,
         what="the worker to get going",
     )
-    with services.outage(backend):
+    with services.outage(disposable_server):
         down_at = time.time()
         # The first call may meet a dead pooled connection, the second a reconnect
         # attempt: both must fail soon, with the typed error.

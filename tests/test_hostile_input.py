@@ -37,7 +37,7 @@ from spikard_tasks import (
 
 from . import services
 from .conftest import server_url
-from .fault_procs import Workers, backend_of, read_log, require_local_server, unique_queue
+from .fault_procs import Workers, backend_of, read_log, unique_queue
 from .procs import REPO, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,12 +101,12 @@ def _corrupt(url: str, job_id: str, column: str, text: str) -> None:
             conn.execute(f"UPDATE spikard_jobs SET {column} = ? WHERE id = ?", (text, job_id))
     elif backend == "postgres":
         services.sql(
-            backend, f"UPDATE spikard_tasks.jobs SET {column} = '{text}' WHERE id = '{job_id}'"
+            url, f"UPDATE spikard_tasks.jobs SET {column} = '{text}' WHERE id = '{job_id}'"
         )
     elif backend == "mysql":
-        services.sql(backend, f"UPDATE spikard_jobs SET {column} = '{text}' WHERE id = '{job_id}'")
+        services.sql(url, f"UPDATE spikard_jobs SET {column} = '{text}' WHERE id = '{job_id}'")
     else:
-        services.redis_cli("HSET", f"spikard:job:{job_id}", column, text)
+        services.redis_cli(url, "HSET", f"spikard:job:{job_id}", column, text)
 
 
 def _stored_errors(url: str, job_id: str) -> tuple[str, str]:
@@ -121,14 +121,12 @@ def _stored_errors(url: str, job_id: str) -> tuple[str, str]:
         return str(row[0]), str(row[1])
     if backend == "postgres":
         out = services.sql(
-            backend, f"SELECT status, errors::text FROM spikard_tasks.jobs WHERE id = '{job_id}'"
+            url, f"SELECT status, errors::text FROM spikard_tasks.jobs WHERE id = '{job_id}'"
         )
     elif backend == "mysql":
-        out = services.sql(
-            backend, f"SELECT status, errors FROM spikard_jobs WHERE id = '{job_id}'"
-        )
+        out = services.sql(url, f"SELECT status, errors FROM spikard_jobs WHERE id = '{job_id}'")
     else:
-        out = services.redis_cli("HMGET", f"spikard:job:{job_id}", "status", "errors")
+        out = services.redis_cli(url, "HMGET", f"spikard:job:{job_id}", "status", "errors")
         status, errors = out.rstrip("\n").split("\n", 1)
         return status, errors
     status, errors = out.rstrip("\n").split("\t", 1)
@@ -404,48 +402,40 @@ def test_wrong_redis_credentials(user: str) -> None:
 SECRET_USER = "spikard_secret_test"
 
 
-def _create_secret_user(backend: str) -> None:
-    """Creates (idempotently) a user whose password is SECRET. PostgreSQL needs none:
-    local connections are trusted there, so the password travels but is not checked.
+def _create_secret_user(server: services.Server) -> None:
+    """Creates (idempotently) a user whose password is SECRET on the test's own server
+    (on PostgreSQL that password is checked: only ``postgres`` is trusted there).
     Redis forgets ACL users when it restarts: call again after an outage."""
-    if backend == "mysql":
+    if server.backend == "postgres":
+        exists = services.sql(server, f"SELECT 1 FROM pg_roles WHERE rolname = '{SECRET_USER}'")
+        if not exists.strip():
+            services.sql(server, f"CREATE USER {SECRET_USER} PASSWORD '{SECRET}'")
+            services.sql(server, f"GRANT ALL ON DATABASE test TO {SECRET_USER}")
+    elif server.backend == "mysql":
         services.sql(
-            backend,
+            server,
             f"CREATE USER IF NOT EXISTS '{SECRET_USER}'@'%' IDENTIFIED BY '{SECRET}'; "
             f"GRANT ALL ON test.* TO '{SECRET_USER}'@'%'",
         )
-    elif backend == "redis":
-        services.redis_cli("ACL", "SETUSER", SECRET_USER, "on", f">{SECRET}", "~*", "&*", "+@all")
+    else:
+        services.redis_cli(
+            server, "ACL", "SETUSER", SECRET_USER, "on", f">{SECRET}", "~*", "&*", "+@all"
+        )
 
 
-def _drop_secret_user(backend: str) -> None:
-    services.start(backend)
-    if backend == "mysql":
-        services.sql(backend, f"DROP USER IF EXISTS '{SECRET_USER}'@'%'")
-    elif backend == "redis":
-        services.redis_cli("ACL", "DELUSER", SECRET_USER)
-
-
-@pytest.fixture(params=["postgres", "mysql", "redis"])
-def secret_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A URL of a local server whose password is SECRET."""
-    backend = str(request.param)
-    base = urllib.parse.urlsplit(server_url(backend))
-    require_local_server(base.geturl())
-    user = (base.username or "postgres") if backend == "postgres" else SECRET_USER
-    _create_secret_user(backend)
-    try:
-        yield f"{base.scheme}://{user}:{SECRET}@{base.hostname}:{base.port}{base.path}"
-    finally:
-        try:
-            _drop_secret_user(backend)
-        finally:
-            services.ensure_all_up()
+@pytest.fixture
+def secret_url(disposable_server: services.Server) -> str:
+    """The URL of a user whose password is SECRET on the test's disposable server (the
+    test creates users and stops that server: never the shared one)."""
+    _create_secret_user(disposable_server)
+    base = urllib.parse.urlsplit(disposable_server.url)
+    return f"{base.scheme}://{SECRET_USER}:{SECRET}@{base.hostname}:{base.port}{base.path}"
 
 
 @pytest.mark.slow
-def test_secrets_never_in_errors_or_logs(secret_url: str, tmp_path: Path) -> None:
-    backend = backend_of(secret_url)
+def test_secrets_never_in_errors_or_logs(
+    secret_url: str, disposable_server: services.Server, tmp_path: Path
+) -> None:
     queue_name = unique_queue("secrets")
     workers = Workers(
         url=secret_url,
@@ -470,12 +460,12 @@ def test_secrets_never_in_errors_or_logs(secret_url: str, tmp_path: Path) -> Non
         texts += [str(failed.value), repr(failed.value), str(failing.info())]
         slow = [producer.enqueue("hold", args=[n, 0.5], strict=False) for n in range(4)]
         # Connection errors, reconnects, refused enqueues: all while the server is down.
-        with services.outage(backend):
+        with services.outage(disposable_server):
             with pytest.raises(BackendError) as refused:
                 producer.enqueue("work", args=[0, 0.0], strict=False)
             texts += [str(refused.value), repr(refused.value)]
             time.sleep(1.5)
-        _create_secret_user(backend)
+        _create_secret_user(disposable_server)
         for job in slow:
             assert job.result(timeout=60) == worker.pid
         # The CLI with a wrong password in its URL.
@@ -489,8 +479,7 @@ def test_secrets_never_in_errors_or_logs(secret_url: str, tmp_path: Path) -> Non
             check=False,
         )
         texts.append(cli.stdout + cli.stderr)
-        if backend != "postgres":  # trusted locally: any password is accepted
-            assert cli.returncode != 0, cli.stdout + cli.stderr
+        assert cli.returncode != 0, cli.stdout + cli.stderr
         assert worker.stop() == 0
         log = worker.text()
         texts.append(log)
