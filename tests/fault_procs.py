@@ -10,8 +10,12 @@ import sys
 import urllib.parse
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from spikard_tasks import TaskQueue
 
 from .procs import REPO
 
@@ -85,11 +89,25 @@ class Workers:
         self.started.append(worker)
         return worker
 
+    def producer(self) -> TaskQueue:
+        """A queue handle on the workers' backend and queue, for enqueueing and reading."""
+        return TaskQueue(self.url, queue=self.env["SPIKARD_TASKS_QUEUE"])
+
     def cleanup(self) -> None:
         for w in self.started:
             if w.proc.poll() is None:
                 w.proc.kill()
                 w.proc.wait(timeout=30)
+
+
+@contextmanager
+def running_workers(url: str, directory: Path, env: dict[str, str]) -> Iterator[Workers]:
+    """Workers on ``url`` logging to ``directory``, every one killed at the end."""
+    made = Workers(url=url, log=directory / "events.log", directory=directory, env=env)
+    try:
+        yield made
+    finally:
+        made.cleanup()
 
 
 @dataclass(frozen=True)

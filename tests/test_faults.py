@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from spikard_tasks import BackendError, JobStatus, TaskQueue
+from spikard_tasks import BackendError, JobStatus
 
 from . import services
-from .fault_procs import Workers, backend_of, count_events, read_log, unique_queue
+from .fault_procs import Workers, backend_of, count_events, read_log, running_workers, unique_queue
 from .procs import wait_for
 
 #: A lease short enough that killed workers' jobs come back within seconds.
@@ -26,21 +26,9 @@ SHORT_LEASE = {"SPIKARD_TASKS_LEASE": "2", "SPIKARD_TASKS_HEARTBEAT": "0.4"}
 @pytest.fixture
 def workers(shared_url: str, tmp_path: Path) -> Iterator[Workers]:
     """Worker processes on ``shared_url`` (a fresh queue), killed at the end if needed."""
-    queue_name = unique_queue("faults")
-    made = Workers(
-        url=shared_url,
-        log=tmp_path / "runs.log",
-        directory=tmp_path,
-        env={**SHORT_LEASE, "SPIKARD_TASKS_QUEUE": queue_name},
-    )
-    try:
+    env = {**SHORT_LEASE, "SPIKARD_TASKS_QUEUE": unique_queue("faults")}
+    with running_workers(shared_url, tmp_path, env) as made:
         yield made
-    finally:
-        made.cleanup()
-
-
-def _producer(workers: Workers) -> TaskQueue:
-    return TaskQueue(workers.url, queue=workers.env["SPIKARD_TASKS_QUEUE"])
 
 
 # -- SIGKILL ---------------------------------------------------------------------------
@@ -58,7 +46,7 @@ KILL_EVERY = 2.0
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigkilled_workers_lose_no_job(workers: Workers) -> None:
-    producer = _producer(workers)
+    producer = workers.producer()
     procs = [workers.start("--concurrency", str(CONCURRENCY)) for _ in range(WORKERS)]
     killed: set[int] = set()
     jobs = producer.enqueue_many(
@@ -90,13 +78,18 @@ def test_sigkilled_workers_lose_no_job(workers: Workers) -> None:
     duplicates = 0
     extra_runs = 0
     lost_attempts = 0
+    given_back = 0
     for n, info in infos.items():
         assert info.status is JobStatus.SUCCEEDED, (n, info)
         assert info.result == int(n)
         lost = [e for e in info.errors if e.error.startswith("WorkerLost")]
         assert len(lost) == len(info.errors), f"job {n}: only lost workers failed it: {info}"
-        assert info.attempts == len(lost) + 1, f"job {n}: one attempt per claim: {info}"
-        lost_attempts += len(lost)
+        # A kill counts the attempt only if the job's start was recorded; jobs the killed
+        # worker held but had not started (or started in its last 20 ms) keep theirs.
+        counted = [e for e in lost if "not counted" not in e.error]
+        assert info.attempts == len(counted) + 1, f"job {n}: one attempt per start: {info}"
+        lost_attempts += len(counted)
+        given_back += len(lost) - len(counted)
         job_runs = runs[n]
         if len(job_runs) > 1:
             duplicates += 1
@@ -113,7 +106,7 @@ def test_sigkilled_workers_lose_no_job(workers: Workers) -> None:
     print(
         f"\n[{backend_of(workers.url)}] {JOBS} jobs, {KILLS} kills in {elapsed:.1f}s: "
         f"{duplicates} jobs ran twice or more ({extra_runs} extra runs), "
-        f"{lost_attempts} attempts lost to kills"
+        f"{lost_attempts} attempts lost to kills, {given_back} held jobs given back unstarted"
     )
 
 
@@ -149,7 +142,7 @@ def test_server_restart_mid_drain_loses_nothing(
     server_workers: Workers, disposable_server: services.Server
 ) -> None:
     backend = backend_of(server_workers.url)
-    producer = _producer(server_workers)
+    producer = server_workers.producer()
     worker = server_workers.start("--concurrency", "4")
     jobs = producer.enqueue_many(
         [("work", [i, 0.01], {}) for i in range(RESTART_JOBS)], strict=False

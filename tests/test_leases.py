@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from spikard_tasks import JobStatus, TaskQueue
+from spikard_tasks import JobStatus
 
-from .fault_procs import Workers, read_log, unique_queue
+from .fault_procs import Workers, read_log, running_workers, unique_queue
 from .procs import wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,24 +24,14 @@ SHORT_LEASE = {"SPIKARD_TASKS_LEASE": "1", "SPIKARD_TASKS_HEARTBEAT": "0.3"}
 
 @pytest.fixture
 def workers(shared_url: str, tmp_path: Path) -> Iterator[Workers]:
-    made = Workers(
-        url=shared_url,
-        log=tmp_path / "events.log",
-        directory=tmp_path,
-        env={**SHORT_LEASE, "SPIKARD_TASKS_QUEUE": unique_queue("leases")},
-    )
-    try:
+    """Worker processes on ``shared_url`` (a fresh queue), killed at the end if needed."""
+    env = {**SHORT_LEASE, "SPIKARD_TASKS_QUEUE": unique_queue("leases")}
+    with running_workers(shared_url, tmp_path, env) as made:
         yield made
-    finally:
-        made.cleanup()
-
-
-def _producer(workers: Workers) -> TaskQueue:
-    return TaskQueue(workers.url, queue=workers.env["SPIKARD_TASKS_QUEUE"])
 
 
 def test_job_longer_than_its_lease_is_never_stolen(workers: Workers) -> None:
-    producer = _producer(workers)
+    producer = workers.producer()
     procs = [workers.start("--concurrency", "4") for _ in range(2)]
     # Sleeping sync, busy sync (holding the interpreter) and async handlers, each 4x
     # the lease, while a second worker looks for expired leases every 0.3 s.
@@ -66,7 +56,7 @@ def test_job_longer_than_its_lease_is_never_stolen(workers: Workers) -> None:
 
 
 def test_late_ack_of_a_worker_that_lost_its_lease_is_ignored(workers: Workers) -> None:
-    producer = _producer(workers)
+    producer = workers.producer()
     procs = {p.pid: p for p in (workers.start(), workers.start())}
     # The handler sleeps longer than the freezes below may take, so the frozen attempt
     # can only finish after the takeover.

@@ -50,10 +50,9 @@ def _report(done: _Done, method: Callable[[Any], None], arg: Any) -> None:
     try:
         method(arg)
     except BaseException as exc:
-        try:
+        # If even that fails, the native side answers when ``done`` is dropped.
+        with contextlib.suppress(BaseException):
             done.error(RuntimeError(f"the handler bridge could not report this attempt: {exc!r}"))
-        except BaseException:
-            pass  # The native side answers when ``done`` is dropped.
 
 
 class Attempt:

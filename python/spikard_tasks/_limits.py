@@ -12,10 +12,12 @@ import math
 
 from .exceptions import ConfigError
 
-__all__ = ["MAX_ATTEMPTS", "MAX_SECONDS", "check_seconds", "from_ms"]
+__all__ = ["MAX_ATTEMPTS", "MAX_INSTANT_MS", "MAX_SECONDS", "check_seconds", "from_ms"]
 
 #: The longest duration accepted anywhere, in seconds: 100 years.
 MAX_SECONDS = 100 * 365.25 * 86_400.0
+#: The latest instant accepted (9999-12-31T23:59:59.999Z), ms since the epoch.
+MAX_INSTANT_MS = 253_402_300_799_999
 #: The most attempts a job may have.
 MAX_ATTEMPTS = 2**31 - 1
 

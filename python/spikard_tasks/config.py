@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from ._limits import check_seconds
 from .exceptions import ConfigError
 
 __all__ = ["DEFAULT_URL", "Backoff", "TaskQueueConfig"]
@@ -79,6 +80,14 @@ class TaskQueueConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backoff", Backoff.coerce(self.backoff))
+        # Named errors for durations that are not numbers of seconds in range (the
+        # engine checks them too, but NaN and infinity would not even reach it as JSON).
+        for name in ("poll_interval", "drain_timeout", "lease", "heartbeat", "result_ttl"):
+            value = getattr(self, name)
+            if value is not None or name != "result_ttl":
+                check_seconds(name, value, zero_ok=name not in ("lease", "heartbeat"))
+        for name in ("initial", "max"):
+            check_seconds(f"backoff {name}", getattr(self.backoff, name))
 
     @classmethod
     def from_env(

@@ -10,7 +10,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from ._limits import MAX_ATTEMPTS, check_seconds
+from ._limits import MAX_ATTEMPTS, MAX_INSTANT_MS, check_seconds
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ def build_options(options: dict[str, Any]) -> dict[str, Any]:
             )
         if delay is not None:
             raise ConfigError("give delay or run_at, not both")
-        out["run_at_ms"] = int(-(-run_at.timestamp() * 1000 // 1))
+        # Rounded up (never early), but datetime.max stays within the year 9999.
+        out["run_at_ms"] = min(int(-(-run_at.timestamp() * 1000 // 1)), MAX_INSTANT_MS)
     for key in ("unique_key", "queue"):
         value = options.get(key)
         if value is not None:

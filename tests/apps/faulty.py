@@ -101,3 +101,10 @@ def echo(payload: object) -> object:
 def always_fails() -> None:
     """Fails; the test checks what the stored error and the logs contain."""
     raise RuntimeError("handler failed on purpose")
+
+
+@queue.task(name="die")
+def die(n: int) -> None:
+    """Logs ``start N`` and SIGKILLs its own worker at once (a poison job)."""
+    log("start", n)
+    os.kill(os.getpid(), 9)

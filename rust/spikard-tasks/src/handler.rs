@@ -63,6 +63,14 @@ pub trait TaskHandler: Send + Sync + 'static {
 
     /// Called when cancellation of a running job was requested (`cancel(id)`).
     fn cancel_requested(&self, _job_id: &str) {}
+
+    /// `Some(reason)` while this handler cannot take more jobs (e.g. the threads of
+    /// timed-out handlers that cannot be interrupted are piling up): the worker claims
+    /// nothing new, says why once, and asks again at every poll interval. Jobs it
+    /// already holds keep their leases and run.
+    fn unavailable(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Adapts an async closure into a [`TaskHandler`] (handy in Rust tests and services).

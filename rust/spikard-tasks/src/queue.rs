@@ -11,7 +11,7 @@ use crate::config::MAX_ATTEMPTS;
 use crate::error::{CoreError, CoreResult};
 use crate::job::{Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
 use crate::store::{self, Store};
-use crate::time::{check_instant, check_secs, now_ms, secs_to_ms};
+use crate::time::{check_instant, check_secs, secs_to_ms};
 
 /// Largest accepted unique key, in bytes.
 const MAX_UNIQUE_KEY: usize = 512;
@@ -128,7 +128,8 @@ impl TaskQueueClient {
 
     /// Resolves jobs with [`Self::resolve`], all at the same moment.
     pub fn resolve_all(&self, jobs: Vec<NewJob>) -> CoreResult<Vec<JobRow>> {
-        let now = now_ms();
+        // The store's clock (the database's, where it has one): delays count from it.
+        let now = self.store.now_ms();
         jobs.into_iter().map(|j| self.resolve(j, now)).collect()
     }
 

@@ -5,6 +5,7 @@
 //! [`MAX_SECONDS`] and every instant against [`MIN_INSTANT_MS`]..=[`MAX_INSTANT_MS`]
 //! where it enters, so no later arithmetic can overflow, wrap or panic.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{CoreError, CoreResult};
@@ -15,6 +16,35 @@ pub const MAX_SECONDS: f64 = 100.0 * 365.25 * 86_400.0;
 pub const MIN_INSTANT_MS: i64 = -62_135_596_800_000;
 /// The latest instant accepted (`9999-12-31T23:59:59.999Z`), ms since the epoch.
 pub const MAX_INSTANT_MS: i64 = 253_402_300_799_999;
+
+/// A database's clock as this process sees it: the local clock plus an offset measured
+/// against the database (half a round trip of error at most). Stores with a server
+/// compare leases and `run_at` on it, so hosts whose clocks disagree still agree on
+/// when a lease ran out or a delayed job is due.
+#[derive(Debug, Default)]
+pub struct DbClock {
+    offset_ms: AtomicI64,
+}
+
+impl DbClock {
+    /// The database's time now, ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        now_ms().saturating_add(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// Records a reading `db_ms` of the database's clock taken between the local times
+    /// `sent_ms` and `received_ms`; returns the new offset.
+    pub fn observe(&self, sent_ms: i64, db_ms: i64, received_ms: i64) -> i64 {
+        let offset = db_ms - (sent_ms + (received_ms - sent_ms) / 2);
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        offset
+    }
+
+    /// The last measured offset (database minus local), ms.
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::Relaxed)
+    }
+}
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
@@ -73,6 +103,14 @@ pub fn check_instant(what: &str, ms: i64) -> CoreResult<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn db_clock_takes_the_middle_of_the_round_trip() {
+        let clock = DbClock::default();
+        assert_eq!(clock.observe(1_000, 6_000, 1_010), 4_995);
+        let local = now_ms();
+        assert!((clock.now_ms() - local - 4_995).abs() < 1_000);
+    }
 
     #[test]
     fn secs_never_panics() {

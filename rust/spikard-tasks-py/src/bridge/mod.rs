@@ -181,6 +181,10 @@ impl TaskHandler for PyTaskHandler {
         });
     }
 
+    fn unavailable(&self) -> Option<String> {
+        self.threads.unavailable()
+    }
+
     fn cancel_requested(&self, job_id: &str) {
         if let Ok(mut s) = self.state.cancel_requested.lock() {
             s.insert(job_id.to_owned());

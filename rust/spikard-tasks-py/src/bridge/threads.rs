@@ -32,6 +32,10 @@ pub struct PythonThreads {
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
     spawned: AtomicUsize,
+    /// Abandoned threads still stuck in a timed-out handler.
+    stuck: Arc<AtomicUsize>,
+    /// How many may be stuck before the worker stops claiming (the pool's size).
+    stuck_cap: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -50,6 +54,8 @@ impl PythonThreads {
             state,
             async_loop,
             spawned: AtomicUsize::new(0),
+            stuck: Arc::new(AtomicUsize::new(0)),
+            stuck_cap: n.max(1),
             threads: Mutex::new(Vec::with_capacity(n)),
         };
         for _ in 0..n.max(1) {
@@ -64,6 +70,7 @@ impl PythonThreads {
             queue: self.queue.clone(),
             state: self.state.clone(),
             async_loop: self.async_loop.clone(),
+            stuck: self.stuck.clone(),
         };
         let handle = std::thread::Builder::new()
             .name(format!("spikard-py-{i}"))
@@ -77,9 +84,25 @@ impl PythonThreads {
 
     /// Replaces the thread stuck in a timed-out sync handler.
     pub(crate) fn replace_abandoned(&self) {
+        self.stuck.fetch_add(1, Ordering::AcqRel);
         if let Err(e) = self.spawn_one() {
             tracing::error!(error = %e, "cannot start a replacement handler thread");
         }
+    }
+
+    /// Why no more jobs should start: as many abandoned threads are stuck in timed-out
+    /// sync handlers as the pool has threads (each still holds memory and whatever the
+    /// handler holds; more would grow without bound when handlers hang).
+    pub(crate) fn unavailable(&self) -> Option<String> {
+        let stuck = self.stuck.load(Ordering::Acquire);
+        (stuck >= self.stuck_cap).then(|| {
+            format!(
+                "{stuck} sync handlers are still running past their timeouts on abandoned \
+                 threads (a sync handler cannot be interrupted; at most {} may be left \
+                 running); new jobs wait until one of them returns",
+                self.stuck_cap
+            )
+        })
     }
 
     /// Queues work; false once the pool is shut down.
@@ -113,6 +136,7 @@ struct ThreadContext {
     queue: Arc<WorkQueue<Work>>,
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
+    stuck: Arc<AtomicUsize>,
 }
 
 fn thread_main(ctx: ThreadContext) {
@@ -124,6 +148,8 @@ fn thread_main(ctx: ThreadContext) {
         // interpreter and run it: one attach per burst, not one per job.
         loop {
             if run_caught(py, work, &ctx) {
+                // Abandoned in a timed-out handler that has now returned: retire.
+                ctx.stuck.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
             match ctx.queue.try_recv() {

@@ -169,6 +169,18 @@ pub trait Store: ScheduleStore {
         maintenance_rounds(self, purge_before).await.map(Some)
     }
 
+    /// The time the store's comparisons use, ms since the epoch: the database's clock
+    /// where it has one ([`Store::sync_clock`]), this machine's for SQLite.
+    fn now_ms(&self) -> i64 {
+        crate::time::now_ms()
+    }
+
+    /// Measures the offset of the database's clock to this machine's (one round trip);
+    /// returns it in ms. Stores without a server keep 0.
+    async fn sync_clock(&self) -> CoreResult<i64> {
+        Ok(0)
+    }
+
     /// Starts a task that calls `wake.notify_one()` whenever another process enqueues
     /// into one of `queues` (e.g. PostgreSQL LISTEN/NOTIFY), so idle workers start new
     /// jobs at once instead of at the next poll. `None` when the backend cannot push.
@@ -229,6 +241,12 @@ pub async fn maintenance_rounds<S: Store + ?Sized>(
 
 /// Opens (and sets up, idempotently) the store a URL names.
 pub async fn open(url: &str) -> CoreResult<Arc<dyn Store>> {
+    let store = open_store(url).await?;
+    store.sync_clock().await?;
+    Ok(store)
+}
+
+async fn open_store(url: &str) -> CoreResult<Arc<dyn Store>> {
     match BackendUrl::parse(url)? {
         #[cfg(feature = "sqlite")]
         BackendUrl::SqliteFile {

@@ -20,7 +20,7 @@ use crate::error::CoreResult;
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
-use crate::time::{duration_ms, now_ms};
+use crate::time::{duration_ms, now_ms, DbClock};
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS spikard_jobs (
@@ -100,6 +100,8 @@ pub struct MySqlStore {
     pool: MySqlPool,
     /// The hot path's connections (enqueue, claim, outcomes, heartbeats).
     conns: Conns<MySql>,
+    /// The database's clock (leases and run_at are compared on it).
+    clock: Arc<DbClock>,
 }
 
 impl MySqlStore {
@@ -121,7 +123,11 @@ impl MySqlStore {
         sqlx::raw_sql(SCHEDULES).execute(&pool).await?;
         Self::migrate(&pool).await?;
         let conns = Conns::new(pool.clone(), super::connect::HOT_CONNECTIONS);
-        Ok(Self { pool, conns })
+        Ok(Self {
+            pool,
+            conns,
+            clock: Arc::default(),
+        })
     }
 
     /// Adds the claim index to a table that lacks it; safe when several workers start
@@ -231,7 +237,9 @@ impl Store for MySqlStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(record_from_row).transpose()
+        row.as_ref()
+            .map(|r| record_from_row(r, self.now_ms()))
+            .transpose()
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
@@ -240,7 +248,7 @@ impl Store for MySqlStore {
              cancel_reason = 'cancelled by request' \
              WHERE id = ? AND status IN ('pending', 'retrying')",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -266,7 +274,7 @@ impl Store for MySqlStore {
         if limit == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await?;
         // One ordered range of the claim index per queue, read with everything a claimed
@@ -356,7 +364,7 @@ impl Store for MySqlStore {
         if done.is_empty() {
             return Ok(0);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut written = 0usize;
         let chunks: Vec<_> = done.chunks(COMPLETE_CHUNK).collect();
         let mut conn = self.conns.get().await?;
@@ -382,7 +390,7 @@ impl Store for MySqlStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
-        let until = now_ms().saturating_add(duration_ms(lease));
+        let until = self.clock.now_ms().saturating_add(duration_ms(lease));
         let mut cancel = Vec::new();
         let mut conn = self.conns.get().await?;
         // By primary key only: no gap locks on the locked_by index to deadlock with claims.
@@ -435,7 +443,7 @@ impl Store for MySqlStore {
     }
 
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut tx = self.pool.begin().await?;
         // `counted`: the attempt ran (its start was recorded), or it is the second
         // rescue of the same unrecorded attempt. Decided in a locked read, then written
@@ -529,7 +537,7 @@ impl Store for MySqlStore {
             "SELECT status, CAST(status = 'pending' AND run_at > ? AS SIGNED) AS later, \
              CAST(COUNT(*) AS SIGNED) FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(queue)
         .fetch_all(&self.pool)
         .await?;
@@ -577,6 +585,18 @@ impl Store for MySqlStore {
             lock.close_on_drop();
         }
         done.map(Some)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn sync_clock(&self) -> CoreResult<i64> {
+        let sent = now_ms();
+        let db: i64 = sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(self.clock.observe(sent, db, now_ms()))
     }
 
     /// MySQL and MariaDB have no notifications: a dedicated connection asks for the

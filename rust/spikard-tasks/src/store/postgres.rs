@@ -20,7 +20,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
-use crate::time::{duration_ms, now_ms};
+use crate::time::{duration_ms, now_ms, DbClock};
 
 const CHANNEL: &str = "spikard_tasks_enqueued";
 /// The advisory lock key of the maintenance round (any fixed number; "spkt" in ASCII).
@@ -86,6 +86,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// The hot path's connections (enqueue, claim, outcomes, heartbeats).
     conns: Conns<sqlx::Postgres>,
+    /// The database's clock (leases and run_at are compared on it).
+    clock: Arc<DbClock>,
 }
 
 impl PostgresStore {
@@ -110,7 +112,11 @@ impl PostgresStore {
         sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
         tx.commit().await?;
         let conns = Conns::new(pool.clone(), super::connect::HOT_CONNECTIONS);
-        Ok(Self { pool, conns })
+        Ok(Self {
+            pool,
+            conns,
+            clock: Arc::default(),
+        })
     }
 
     /// Inserts rows without unique keys in one statement, whatever their number, and
@@ -255,7 +261,9 @@ impl Store for PostgresStore {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(record_from_row).transpose()
+        row.as_ref()
+            .map(|r| record_from_row(r, self.now_ms()))
+            .transpose()
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
@@ -264,7 +272,7 @@ impl Store for PostgresStore {
              cancel_reason = 'cancelled by request' \
              WHERE id = $2 AND status IN ('pending', 'retrying')",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -291,7 +299,7 @@ impl Store for PostgresStore {
         if limit == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut conn = self.conns.get().await?;
         let rows = sqlx::query(
             // Per queue, an ordered scan of the ready index that stops at the limit (a
@@ -362,7 +370,7 @@ impl Store for PostgresStore {
         if done.is_empty() {
             return Ok(0);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let n = done.len();
         let mut ids = Vec::with_capacity(n);
         let mut attempts = Vec::with_capacity(n);
@@ -430,7 +438,7 @@ impl Store for PostgresStore {
              WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
              RETURNING id, cancel_requested",
         )
-        .bind(now_ms().saturating_add(duration_ms(lease)))
+        .bind(self.clock.now_ms().saturating_add(duration_ms(lease)))
         .bind(worker)
         .bind(ids)
         .fetch_all(&mut *conn)
@@ -489,7 +497,7 @@ impl Store for PostgresStore {
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
         );
         let res = sqlx::query(AssertSqlSafe(sql))
-            .bind(now_ms())
+            .bind(self.clock.now_ms())
             .bind(limit as i64)
             .execute(&self.pool)
             .await?;
@@ -515,7 +523,7 @@ impl Store for PostgresStore {
             "SELECT status, (status = 'pending' AND run_at > $1) AS later, COUNT(*) \
              FROM spikard_tasks.jobs WHERE queue = $2 GROUP BY 1, 2",
         )
-        .bind(now_ms())
+        .bind(self.clock.now_ms())
         .bind(queue)
         .fetch_all(&self.pool)
         .await?;
@@ -564,6 +572,19 @@ impl Store for PostgresStore {
             lock.close_on_drop();
         }
         done.map(Some)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn sync_clock(&self) -> CoreResult<i64> {
+        let sent = now_ms();
+        let db: i64 =
+            sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(self.clock.observe(sent, db, now_ms()))
     }
 
     fn spawn_listener(

@@ -41,7 +41,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
-use crate::time::{duration_ms, now_ms};
+use crate::time::{duration_ms, now_ms, DbClock};
 use crate::url::redact;
 
 /// Prefix of every key and channel this store uses.
@@ -56,7 +56,7 @@ const RECONNECT_RETRIES: usize = 4;
 /// Most due scheduled (or retrying) jobs one claim moves to the ready set, per set.
 const PROMOTE_BATCH: usize = 1000;
 /// How long a worker may hold the maintenance lock before it expires by itself (ms).
-const MAINTENANCE_LOCK_MS: u64 = 60_000;
+const MAINTENANCE_LOCK_MS: u64 = 15_000;
 /// Pause before the wake-up listener reconnects, doubled up to [`LISTEN_MAX_PAUSE`].
 const LISTEN_PAUSE: Duration = Duration::from_millis(100);
 const LISTEN_MAX_PAUSE: Duration = Duration::from_secs(5);
@@ -140,6 +140,8 @@ pub struct RedisStore {
     client: redis::Client,
     /// The URL's password (raw and percent-decoded), scrubbed from every error text.
     secrets: Arc<[String]>,
+    /// The server's clock (leases and run_at are compared on it).
+    clock: Arc<DbClock>,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -193,6 +195,7 @@ impl RedisStore {
             calls,
             client,
             secrets,
+            clock: Arc::default(),
         })
     }
 
@@ -295,10 +298,10 @@ fn required_number<T: std::str::FromStr>(
     number(Some(required(h, field, id)?), field, id)?.ok_or_else(|| corrupt(id, field))
 }
 
-fn record_from_hash(id: &str, mut h: HashMap<String, String>) -> CoreResult<JobRecord> {
+fn record_from_hash(id: &str, mut h: HashMap<String, String>, now: i64) -> CoreResult<JobRecord> {
     let stored = JobStatus::parse(&required(&mut h, "status", id)?)?;
     let run_at_ms: i64 = required_number(&mut h, "run_at", id)?;
-    let status = if stored == JobStatus::Pending && run_at_ms > now_ms() {
+    let status = if stored == JobStatus::Pending && run_at_ms > now {
         JobStatus::Scheduled
     } else {
         stored
@@ -329,8 +332,8 @@ fn record_from_hash(id: &str, mut h: HashMap<String, String>) -> CoreResult<JobR
 }
 
 /// Arguments of `enqueue.lua` (and of `fire.lua`, which runs it).
-fn push_rows(inv: &mut ScriptInvocation<'_>, rows: &[JobRow]) {
-    inv.arg(PREFIX).arg(now_ms()).arg(rows.len());
+fn push_rows(inv: &mut ScriptInvocation<'_>, rows: &[JobRow], now: i64) {
+    inv.arg(PREFIX).arg(now).arg(rows.len());
     for r in rows {
         inv.arg(&r.id)
             .arg(&r.queue)
@@ -377,7 +380,7 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let mut inv = SCRIPTS.enqueue.prepare_invoke();
-        push_rows(&mut inv, &rows);
+        push_rows(&mut inv, &rows, self.clock.now_ms());
         // Only the jobs that were not created come back, as (position, existing id).
         let existing: Vec<(usize, String)> = self.invoke(&self.calls, &inv).await?;
         let mut out = all_created(&rows);
@@ -398,12 +401,12 @@ impl Store for RedisStore {
         if h.is_empty() {
             return Ok(None);
         }
-        record_from_hash(id, h).map(Some)
+        record_from_hash(id, h, self.clock.now_ms()).map(Some)
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
         let mut inv = SCRIPTS.cancel.prepare_invoke();
-        inv.arg(PREFIX).arg(now_ms()).arg(id);
+        inv.arg(PREFIX).arg(self.clock.now_ms()).arg(id);
         Ok(self.invoke::<i64>(&self.calls, &inv).await? == 1)
     }
 
@@ -417,7 +420,7 @@ impl Store for RedisStore {
         if limit == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut inv = SCRIPTS.claim.prepare_invoke();
         inv.arg(PREFIX)
             .arg(now)
@@ -481,7 +484,10 @@ impl Store for RedisStore {
             return Ok(0);
         }
         let mut inv = SCRIPTS.complete.prepare_invoke();
-        inv.arg(PREFIX).arg(now_ms()).arg(worker).arg(done.len());
+        inv.arg(PREFIX)
+            .arg(self.clock.now_ms())
+            .arg(worker)
+            .arg(done.len());
         for (job, outcome) in &done {
             let (result, run_at, error, reason) = match outcome {
                 Completion::Succeeded(v) => (Some(serde_json::to_string(v)?), None, None, None),
@@ -529,7 +535,7 @@ impl Store for RedisStore {
         let mut inv = SCRIPTS.heartbeat.prepare_invoke();
         inv.arg(PREFIX)
             .arg(worker)
-            .arg(now_ms().saturating_add(duration_ms(lease)))
+            .arg(self.clock.now_ms().saturating_add(duration_ms(lease)))
             .arg(ids);
         self.invoke(&self.work, &inv).await
     }
@@ -537,7 +543,7 @@ impl Store for RedisStore {
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
         let mut inv = SCRIPTS.rescue.prepare_invoke();
         inv.arg(PREFIX)
-            .arg(now_ms())
+            .arg(self.clock.now_ms())
             .arg(limit)
             .arg(LOST)
             .arg(LOST_UNSTARTED);
@@ -570,7 +576,7 @@ impl Store for RedisStore {
 
     async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
         let mut inv = SCRIPTS.counts.prepare_invoke();
-        inv.arg(PREFIX).arg(queue).arg(now_ms());
+        inv.arg(PREFIX).arg(queue).arg(self.clock.now_ms());
         let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
         let parse = |s: &str| s.parse::<i64>().unwrap_or(0).max(0) as u64;
         let scheduled = flat.first().map_or(0, |s| parse(s));
@@ -617,6 +623,21 @@ impl Store for RedisStore {
             tracing::debug!(error = %e, "giving back the maintenance lock failed; it expires");
         }
         done.map(Some)
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    async fn sync_clock(&self) -> CoreResult<i64> {
+        let sent = now_ms();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut self.calls.clone())
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(self
+            .clock
+            .observe(sent, secs * 1000 + micros / 1000, now_ms()))
     }
 
     fn spawn_listener(
@@ -728,7 +749,7 @@ impl super::ScheduleStore for RedisStore {
         job: Option<JobRow>,
     ) -> CoreResult<Option<Enqueued>> {
         let mut inv = SCRIPTS.fire.prepare_invoke();
-        push_rows(&mut inv, job.as_slice());
+        push_rows(&mut inv, job.as_slice(), self.clock.now_ms());
         inv.arg(name).arg(tick_ms);
         let flat: Vec<String> = self.invoke(&self.calls, &inv).await?;
         fire_reply(&flat, job.as_ref())

@@ -109,14 +109,18 @@ impl CompletionColumns {
 /// the type the backend decodes `INTEGER` columns as.
 macro_rules! row_decoders {
     ($row:ty, $int:ty) => {
-        fn record_from_row(row: &$row) -> $crate::error::CoreResult<$crate::job::JobRecord> {
+        /// The row as a record; `now` (the store's clock) tells `scheduled` from `pending`.
+        fn record_from_row(
+            row: &$row,
+            now: i64,
+        ) -> $crate::error::CoreResult<$crate::job::JobRecord> {
             use sqlx::Row;
             use $crate::job::JobStatus;
             use $crate::store::rows::decode_json;
             let id: String = row.try_get("id")?;
             let stored = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
             let run_at_ms: i64 = row.try_get("run_at")?;
-            let status = if stored == JobStatus::Pending && run_at_ms > $crate::time::now_ms() {
+            let status = if stored == JobStatus::Pending && run_at_ms > now {
                 JobStatus::Scheduled
             } else {
                 stored

@@ -307,7 +307,9 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *conn)
             .await?;
         conn.release();
-        row.as_ref().map(record_from_row).transpose()
+        row.as_ref()
+            .map(|r| record_from_row(r, self.now_ms()))
+            .transpose()
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {

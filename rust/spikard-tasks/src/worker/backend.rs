@@ -26,6 +26,7 @@ use tower::layer::util::Identity;
 
 use super::held::HeldJobs;
 use crate::error::{CoreError, CoreResult};
+use crate::handler::TaskHandler;
 use crate::job::ClaimedJob;
 use crate::store::Store;
 
@@ -54,6 +55,7 @@ pub(crate) struct BackendParts {
     pub wake: Arc<Notify>,
     pub inflight: Arc<AtomicUsize>,
     pub held: Arc<HeldJobs>,
+    pub handler: Arc<dyn TaskHandler>,
 }
 
 /// Our job store as an apalis backend.
@@ -62,6 +64,8 @@ pub(crate) struct StoreBackend {
     buffer: VecDeque<ClaimedJob>,
     phase: Phase,
     error_pause: Duration,
+    /// Why the handler takes no jobs right now (logged once per episode).
+    unavailable: Option<String>,
 }
 
 impl StoreBackend {
@@ -71,6 +75,7 @@ impl StoreBackend {
             buffer: VecDeque::new(),
             phase: Phase::Idle,
             error_pause: ERROR_PAUSE,
+            unavailable: None,
         }
     }
 
@@ -90,6 +95,21 @@ impl StoreBackend {
     }
 
     fn start_claim(&mut self) {
+        match (self.parts.handler.unavailable(), self.unavailable.is_some()) {
+            (Some(reason), false) => {
+                tracing::error!(reason = %reason, "not claiming new jobs");
+                self.unavailable = Some(reason);
+            }
+            (None, true) => {
+                tracing::warn!("claiming new jobs again");
+                self.unavailable = None;
+            }
+            _ => {}
+        }
+        if self.unavailable.is_some() {
+            self.start_wait(self.parts.poll_interval.max(Duration::from_millis(50)));
+            return;
+        }
         let limit = self.room().max(1);
         let store = self.parts.store.clone();
         let queues = self.parts.queues.clone();

@@ -24,7 +24,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::handler::TaskHandler;
 use crate::queue::TaskQueueClient;
 use crate::store::Store;
-use crate::time::{check_secs, duration_ms, now_ms, secs};
+use crate::time::{check_secs, duration_ms, secs};
 use backend::{BackendParts, StoreBackend};
 use completer::Completer;
 use held::HeldJobs;
@@ -219,6 +219,7 @@ async fn run(
         wake: client.enqueued.clone(),
         inflight: inflight.clone(),
         held: held.clone(),
+        handler: handler.clone(),
     });
     let (completer, completer_task) = Completer::spawn(store.clone(), worker_name.clone());
     let service = JobService {
@@ -229,6 +230,7 @@ async fn run(
         held: held.clone(),
         finished: client.finished.clone(),
         stats: stats.clone(),
+        store: store.clone(),
     };
     let worker = WorkerBuilder::new(&*worker_name)
         .backend(backend)
@@ -328,7 +330,11 @@ async fn maintain(
                 Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
             }
         }
-        let now = now_ms();
+        // Keep the offset to the database's clock fresh (clocks drift).
+        if let Err(e) = store.sync_clock().await {
+            tracing::debug!(error = %e, "reading the database's clock failed");
+        }
+        let now = store.now_ms();
         let purge_before = match options.result_ttl {
             Some(ttl) if now - last_purge > 60_000 => Some(now.saturating_sub(duration_ms(ttl))),
             _ => None,

@@ -22,7 +22,8 @@ use super::stats::WorkerStats;
 use crate::config::Backoff;
 use crate::handler::{TaskHandler, TaskOutcome};
 use crate::job::{AttemptError, ClaimedJob, Completion};
-use crate::time::{duration_ms, now_ms, secs, secs_to_ms, MAX_INSTANT_MS};
+use crate::store::Store;
+use crate::time::{duration_ms, secs, secs_to_ms, MAX_INSTANT_MS};
 
 /// Runs one claimed job per call.
 #[derive(Clone)]
@@ -34,6 +35,8 @@ pub(crate) struct JobService {
     pub held: Arc<HeldJobs>,
     pub finished: Arc<Notify>,
     pub stats: Arc<WorkerStats>,
+    /// The store, for its clock (the database's, where it has one).
+    pub store: Arc<dyn Store>,
 }
 
 /// Decrements the in-flight count when a job's future ends or is dropped.
@@ -61,11 +64,11 @@ impl tower::Service<Task<ClaimedJob>> for JobService {
         Box::pin(async move {
             let _guard = guard;
             let mut job = task.args;
-            let started = now_ms();
+            let started = this.store.now_ms();
             job.started_at_ms = Some(started);
             this.completer.started(job.id.clone(), started);
             let outcome = this.run(&job).await;
-            let completion = decide(&job, outcome, &this.backoff);
+            let completion = decide(&job, outcome, &this.backoff, this.store.now_ms());
             this.stats.record(&completion);
             let id = job.id.clone();
             this.completer.complete(job, completion).await;
@@ -105,8 +108,12 @@ impl JobService {
 }
 
 /// Turns a handler's outcome into what is stored, applying retries and backoff.
-pub(crate) fn decide(job: &ClaimedJob, outcome: TaskOutcome, backoff: &Backoff) -> Completion {
-    let now = now_ms();
+pub(crate) fn decide(
+    job: &ClaimedJob,
+    outcome: TaskOutcome,
+    backoff: &Backoff,
+    now: i64,
+) -> Completion {
     let attempts_left = job.attempt < job.max_attempts;
     let error_entry = |error: String, traceback: Option<String>| AttemptError {
         attempt: job.attempt,

@@ -1,0 +1,60 @@
+"""Sync handlers that hang past their timeout: their threads cannot be interrupted, so
+the worker bounds how many it leaves running and stops claiming until one returns."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from spikard_tasks import JobStatus, TaskQueue
+from spikard_tasks.exceptions import JobFailed
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_stuck_sync_handlers_are_bounded_and_the_worker_waits_for_them(
+    sqlite_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    queue = TaskQueue(sqlite_url, queue=f"stuck-{uuid.uuid4().hex[:8]}", poll_interval=0.01)
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    release = threading.Event()
+
+    @queue.task(name="hang", timeout=0.2, max_attempts=1)
+    def hang(n: int) -> int:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            release.wait(10)  # ignores its timeout, as blocking calls do
+            return n
+        finally:
+            with lock:
+                running -= 1
+
+    jobs = [hang.delay(i) for i in range(6)]
+    with queue.worker(concurrency=2):
+        # Two attempts time out and leave two threads stuck (the pool's size): no new job
+        # starts while they hang, however long.
+        time.sleep(1.5)
+        started = [j for j in jobs if j.status() is not JobStatus.PENDING]
+        assert peak <= 4, f"{peak} handlers ran at once with concurrency 2"
+        assert len(started) <= 4, [j.status() for j in jobs]
+        release.set()
+        outcomes: list[object] = []
+        for job in jobs:
+            try:
+                outcomes.append(job.result(timeout=30))
+            except JobFailed as failed:
+                assert "TimeoutError" in failed.error
+                outcomes.append("timeout")
+    # Every job ran to an outcome once the stuck handlers returned.
+    assert outcomes.count("timeout") >= 2, outcomes
+    err = capfd.readouterr().err
+    assert "not claiming new jobs" in err and "past their timeouts" in err, err
+    assert "claiming new jobs again" in err, err
