@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import _native
+from .exceptions import RuntimeShutDown
 from .job import Job, JobInfo
 from .status import JobStatus
 
@@ -77,6 +78,10 @@ class Backend(Protocol):
         """A worker for this backend (not started)."""
         ...
 
+    def close(self) -> None:
+        """Releases what the backend holds (connections, a runtime); idempotent."""
+        ...
+
 
 class NativeBackend:
     """The durable backend: the Rust engine, opened on first use."""
@@ -85,18 +90,30 @@ class NativeBackend:
         self.kind = kind
         self._queue = queue
         self._native: _native.NativeQueue | None = None
+        self._closed = False
         self._lock = threading.Lock()
 
     @property
     def native(self) -> _native.NativeQueue:
-        """The native queue, opened (and its schema set up) on first use."""
+        """The native queue, opened (and its schema set up) on first use;
+        ``RuntimeShutDown`` once closed."""
         native = self._native
         if native is None:
             with self._lock:
+                if self._closed:
+                    raise RuntimeShutDown(f"{self._queue!r} is closed")
                 if self._native is None:
                     self._native = _native.NativeQueue(self._queue.config.to_json())
                 native = self._native
         return native
+
+    def close(self) -> None:
+        """Closes every connection of the native queue; idempotent."""
+        with self._lock:
+            self._closed = True
+            native, self._native = self._native, None
+        if native is not None:
+            native.close()
 
     def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
         """Writes the jobs in one transaction."""

@@ -399,6 +399,10 @@ class InProcessBackend:
         runtime.start()
         return runtime
 
+    def close(self) -> None:
+        """Drains the current runtime (for up to ``drain_timeout``); idempotent."""
+        self.drain()
+
     def drain(self, timeout: float | None = None) -> DrainReport:
         """Shuts the current runtime down (stop accepting, finish work for up to
         ``timeout`` or ``drain_timeout`` seconds); the next enqueue starts a new one."""

@@ -96,6 +96,34 @@ class TaskQueue:
         if isinstance(self._backend, NativeBackend):
             _ = self._backend.native
 
+    def close(self) -> None:
+        """Stops what this queue started in this process — its running workers drain
+        for up to their ``drain_timeout``, an ``inprocess://`` runtime drains — and
+        closes every connection the queue opened. Idempotent. Afterwards a durable
+        queue raises ``RuntimeShutDown`` on any call that needs its backend.
+        ``with TaskQueue(...) as queue:`` and ``async with`` close it on exit."""
+        from .worker import running_workers
+
+        for worker in running_workers(self):
+            worker.stop()
+        self._backend.close()
+
+    async def aclose(self) -> None:
+        """Awaitable twin of :meth:`close` (runs it off the event loop)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def __enter__(self) -> TaskQueue:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TaskQueue:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
     @property
     def is_durable(self) -> bool:
         """``False`` for ``inprocess://`` (the fast path), ``True`` for every other URL."""

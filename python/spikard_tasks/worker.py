@@ -29,6 +29,11 @@ log = logging.getLogger("spikard_tasks.worker")
 _running: weakref.WeakSet[Worker] = weakref.WeakSet()
 
 
+def running_workers(queue: TaskQueue) -> list[Worker]:
+    """The workers of ``queue`` running in this process."""
+    return [w for w in list(_running) if w.queue is queue]
+
+
 @atexit.register
 def _stop_running_workers() -> None:
     """Drains workers still running at interpreter exit so their jobs go back."""

@@ -126,6 +126,12 @@ impl NativeQueue {
         rec.map(|r| to_py_value(py, &r)).transpose()
     }
 
+    /// Closes every connection of this queue (idempotent); stop its workers first.
+    fn close(&self, py: Python<'_>) {
+        let client = self.client.clone();
+        block_on(py, async move { client.close().await });
+    }
+
     /// Job counts per state of `queue` (the configured one by default).
     #[pyo3(signature = (queue=None))]
     fn counts(&self, py: Python<'_>, queue: Option<String>) -> Result<Py<PyAny>> {

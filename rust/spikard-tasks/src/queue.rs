@@ -202,6 +202,12 @@ impl TaskQueueClient {
         }
     }
 
+    /// Closes the store's connections (idempotent); later calls fail with a
+    /// `BackendError`. Stop this client's workers and schedulers first.
+    pub async fn close(&self) {
+        self.store.close().await;
+    }
+
     /// Job counts per state of the configured queue (or `queue`).
     pub async fn counts(&self, queue: Option<&str>) -> CoreResult<QueueCounts> {
         self.store.counts(queue.unwrap_or(&self.config.queue)).await

@@ -33,6 +33,24 @@ pub(crate) struct Conns<DB: Database> {
     slots: Arc<Semaphore>,
 }
 
+impl<DB: Database> Conns<DB> {
+    /// Closes every idle connection and refuses new ones (connections still out are
+    /// closed when they come back). Then closes the pool. Idempotent.
+    pub(crate) async fn close(&self) {
+        self.slots.close();
+        let idle: Vec<_> = self
+            .idle
+            .lock()
+            .expect("idle stack poisoned")
+            .drain(..)
+            .collect();
+        for (conn, _) in idle {
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
+        }
+        self.pool.close().await;
+    }
+}
+
 impl<DB: Database> Clone for Conns<DB> {
     fn clone(&self) -> Self {
         Self {
@@ -66,7 +84,7 @@ impl<DB: Database> Conns<DB> {
         let slot = Arc::clone(&self.slots)
             .acquire_owned()
             .await
-            .expect("the semaphore is never closed");
+            .map_err(|_| sqlx::Error::PoolClosed)?;
         loop {
             let popped = self.idle.lock().expect("idle stack poisoned").pop();
             let Some((mut conn, since)) = popped else {
@@ -100,6 +118,9 @@ impl<DB: Database> Conn<DB> {
     /// Hands the connection back for reuse. Call it only after the last statement on it
     /// finished; a connection dropped without this is closed.
     pub(crate) fn release(mut self) {
+        if self._slot.semaphore().is_closed() {
+            return; // Closed store: dropping it closes the connection.
+        }
         if let Some(conn) = self.conn.take() {
             self.idle
                 .lock()

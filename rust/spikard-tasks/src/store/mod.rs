@@ -181,6 +181,10 @@ pub trait Store: ScheduleStore {
         Ok(0)
     }
 
+    /// Closes every connection this store opened (idempotent). Calls after it fail with
+    /// a `BackendError`. Stop the store's workers first.
+    async fn close(&self) {}
+
     /// Starts a task that calls `wake.notify_one()` whenever another process enqueues
     /// into one of `queues` (e.g. PostgreSQL LISTEN/NOTIFY), so idle workers start new
     /// jobs at once instead of at the next poll. `None` when the backend cannot push.

@@ -587,6 +587,10 @@ impl Store for MySqlStore {
         done.map(Some)
     }
 
+    async fn close(&self) {
+        self.conns.close().await;
+    }
+
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }

@@ -574,6 +574,10 @@ impl Store for PostgresStore {
         done.map(Some)
     }
 
+    async fn close(&self) {
+        self.conns.close().await;
+    }
+
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }

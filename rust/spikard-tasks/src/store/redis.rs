@@ -133,10 +133,10 @@ impl Scripts {
 #[derive(Clone)]
 pub struct RedisStore {
     /// Workers' calls: claim, complete, heartbeat, rescue, release.
-    work: ConnectionManager,
+    work: Managed,
     /// Producers' and readers' calls, on their own connection so that big batches and
     /// status polls never queue ahead of claims and outcomes (or behind them).
-    calls: ConnectionManager,
+    calls: Managed,
     client: redis::Client,
     /// The URL's password (raw and percent-decoded), scrubbed from every error text.
     secrets: Arc<[String]>,
@@ -191,8 +191,8 @@ impl RedisStore {
         let calls =
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(failed)?;
         Ok(Self {
-            work,
-            calls,
+            work: Managed::new(work),
+            calls: Managed::new(calls),
             client,
             secrets,
             clock: Arc::default(),
@@ -205,12 +205,38 @@ impl RedisStore {
 
     async fn invoke<T: FromRedisValue>(
         &self,
-        conn: &ConnectionManager,
+        conn: &Managed,
         inv: &ScriptInvocation<'_>,
     ) -> CoreResult<T> {
-        inv.invoke_async(&mut conn.clone())
+        inv.invoke_async(&mut conn.get()?)
             .await
             .map_err(|e| self.error(e))
+    }
+}
+
+/// A connection manager that [`Store::close`] can drop (its connection closes with the
+/// last clone).
+#[derive(Clone)]
+struct Managed(Arc<std::sync::RwLock<Option<ConnectionManager>>>);
+
+impl Managed {
+    fn new(conn: ConnectionManager) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(Some(conn))))
+    }
+
+    /// A handle on the connection; a `BackendError` once closed.
+    fn get(&self) -> CoreResult<ConnectionManager> {
+        self.0
+            .read()
+            .ok()
+            .and_then(|c| c.clone())
+            .ok_or_else(|| CoreError::Backend("redis: this queue is closed".into()))
+    }
+
+    fn close(&self) {
+        if let Ok(mut c) = self.0.write() {
+            c.take();
+        }
     }
 }
 
@@ -395,7 +421,7 @@ impl Store for RedisStore {
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
         let h: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(format!("{PREFIX}job:{id}"))
-            .query_async(&mut self.calls.clone())
+            .query_async(&mut self.calls.get()?)
             .await
             .map_err(|e| self.error(e))?;
         if h.is_empty() {
@@ -625,6 +651,11 @@ impl Store for RedisStore {
         done.map(Some)
     }
 
+    async fn close(&self) {
+        self.work.close();
+        self.calls.close();
+    }
+
     fn now_ms(&self) -> i64 {
         self.clock.now_ms()
     }
@@ -632,7 +663,7 @@ impl Store for RedisStore {
     async fn sync_clock(&self) -> CoreResult<i64> {
         let sent = now_ms();
         let (secs, micros): (i64, i64) = redis::cmd("TIME")
-            .query_async(&mut self.calls.clone())
+            .query_async(&mut self.calls.get()?)
             .await
             .map_err(|e| self.error(e))?;
         Ok(self

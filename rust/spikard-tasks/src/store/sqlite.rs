@@ -637,6 +637,10 @@ impl Store for SqliteStore {
         }))
     }
 
+    async fn close(&self) {
+        self.conns.close().await;
+    }
+
     async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
         let _writing = self.writes.lock().await;
         let res = sqlx::query(
