@@ -57,7 +57,8 @@ def test_claimed_ahead_jobs_keep_their_leases(workers: Workers, n_workers: int) 
         assert (info.finished_at - info.started_at).total_seconds() >= JOB_SECONDS
     _assert_each_ran_once(workers, len(jobs))
     for p in procs:
-        assert "re-queued jobs" not in p.text(), p.text()
+        # (Maintenance is global: a worker may rescue other tests' orphans, so "re-queued
+        # jobs" in its log says nothing about these; a lost outcome of its own would.)
         assert "outcomes not written" not in p.text(), p.text()
 
 

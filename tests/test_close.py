@@ -11,13 +11,17 @@ import pytest
 
 from spikard_tasks import RuntimeShutDown, TaskQueue
 
+from .procs import wait_for
+
 pytestmark = pytest.mark.timeout(180)
 
 QUEUES = 20
 
 
-def _own_connections(port: int) -> int:
-    """Established TCP connections of this process to ``port`` (any address)."""
+def _own_connections(port: int) -> set[str]:
+    """Established TCP connections of this process to ``port`` (any address), by socket
+    inode (other tests' unclosed queues may close theirs at any time, so the test looks
+    for the sockets it opened, not at a count)."""
     inodes = set()
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -26,7 +30,7 @@ def _own_connections(port: int) -> int:
             continue
         if target.startswith("socket:["):
             inodes.add(target[8:-1])
-    count = 0
+    found: set[str] = set()
     for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
         with open(table) as fh:
             next(fh)
@@ -34,8 +38,8 @@ def _own_connections(port: int) -> int:
                 fields = line.split()
                 remote_port = int(fields[2].rsplit(":", 1)[1], 16)
                 if remote_port == port and fields[3] == "01" and fields[9] in inodes:
-                    count += 1
-    return count
+                    found.add(fields[9])
+    return found
 
 
 def _port(url: str) -> int:
@@ -64,10 +68,11 @@ def test_closed_queues_hold_no_connection(server: str) -> None:
         job = noop.delay()
         with queue.worker(concurrency=2):
             assert job.result(timeout=30) == 1
-        held.append(_own_connections(port) - before)
+        held.append(len(_own_connections(port) - before))
         queue.close()
         queue.close()  # idempotent
-        assert _own_connections(port) == before, "close() closed every connection"
+        # (A driver may shut a socket down on its own task: allow it a moment.)
+        wait_for(lambda: not _own_connections(port) - before, timeout=2, what="no connection")
     assert min(held) > 0, "a queue holds its connections until it is closed"
     print(f"\n[{server.split(':')[0]}] connections held by a queue after its worker: {held[0]}")
 

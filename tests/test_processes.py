@@ -90,6 +90,8 @@ def test_killed_worker_job_is_rerun_after_its_lease(sqlite_url: str, tmp_path: P
     job = q.enqueue("slow", args=[7, 2.0], strict=False)
     victim = start_worker(sqlite_url, log, env=fast_lease)
     wait_for(lambda: events(log, "start")["7"] == 1, what="the job to start")
+    # Killed after its start is on record (within 20 ms): the lost attempt counts.
+    wait_for(lambda: job.info().started_at is not None, what="the start to be recorded")
     stop(victim, signal.SIGKILL)
     assert job.status() is JobStatus.RUNNING
 

@@ -17,6 +17,9 @@ pub const MIN_INSTANT_MS: i64 = -62_135_596_800_000;
 /// The latest instant accepted (`9999-12-31T23:59:59.999Z`), ms since the epoch.
 pub const MAX_INSTANT_MS: i64 = 253_402_300_799_999;
 
+/// Clock differences up to this many ms are not corrected (see [`DbClock::observe`]).
+pub const CLOCK_TOLERANCE_MS: i64 = 10;
+
 /// A database's clock as this process sees it: the local clock plus an offset measured
 /// against the database (half a round trip of error at most). Stores with a server
 /// compare leases and `run_at` on it, so hosts whose clocks disagree still agree on
@@ -33,9 +36,24 @@ impl DbClock {
     }
 
     /// Records a reading `db_ms` of the database's clock taken between the local times
-    /// `sent_ms` and `received_ms`; returns the new offset.
+    /// `sent_ms` and `received_ms`; returns the offset in force. Readings within
+    /// [`CLOCK_TOLERANCE_MS`] of the offset in force (or of 0) do not move it: one
+    /// reading is only as exact as its round trip and the millisecond rounding, and a
+    /// jittering offset would let two processes on one host disagree by that much.
     pub fn observe(&self, sent_ms: i64, db_ms: i64, received_ms: i64) -> i64 {
-        let offset = db_ms - (sent_ms + (received_ms - sent_ms) / 2);
+        let reading = db_ms - (sent_ms + (received_ms - sent_ms) / 2);
+        let current = self.offset_ms.load(Ordering::Relaxed);
+        // A slow round trip (a busy machine) says too little: keep what is in force.
+        if received_ms - sent_ms > CLOCK_TOLERANCE_MS
+            || (reading - current).abs() <= CLOCK_TOLERANCE_MS
+        {
+            return current;
+        }
+        let offset = if reading.abs() <= CLOCK_TOLERANCE_MS {
+            0
+        } else {
+            reading
+        };
         self.offset_ms.store(offset, Ordering::Relaxed);
         offset
     }
@@ -107,9 +125,16 @@ mod tests {
     #[test]
     fn db_clock_takes_the_middle_of_the_round_trip() {
         let clock = DbClock::default();
+        // Within the tolerance of 0: no correction.
+        assert_eq!(clock.observe(1_000, 1_012, 1_010), 0);
         assert_eq!(clock.observe(1_000, 6_000, 1_010), 4_995);
+        // A reading near the offset in force keeps it.
+        assert_eq!(clock.observe(1_000, 6_003, 1_010), 4_995);
+        assert_eq!(clock.observe(1_000, -4_000, 1_010), -5_005);
+        // A reading that took longer than the tolerance is ignored.
+        assert_eq!(clock.observe(1_000, 9_000, 1_100), -5_005);
         let local = now_ms();
-        assert!((clock.now_ms() - local - 4_995).abs() < 1_000);
+        assert!((clock.now_ms() - local + 5_005).abs() < 1_000);
     }
 
     #[test]

@@ -391,8 +391,8 @@ async fn expired_lease_is_rescued_and_late_ack_ignored() {
             WorkerOptions::from_config(client.config()),
         )
         .unwrap();
-        // Rescued within about two heartbeats (5 s): maintenance runs on one worker of
-        // the database at a time, and other tests' workers share these databases.
+        // Rescued at the live worker's next heartbeat (5 s), or by another test's worker
+        // on the same database before that.
         let rec = client
             .wait(&ids[0].id, Some(Duration::from_secs(30)))
             .await

@@ -34,10 +34,14 @@ pub struct PythonThreads {
     spawned: AtomicUsize,
     /// Abandoned threads still stuck in a timed-out handler.
     stuck: Arc<AtomicUsize>,
-    /// How many may be stuck before the worker stops claiming (the pool's size).
+    /// How many may be stuck before the worker stops claiming.
     stuck_cap: usize,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// Abandoned threads allowed at least (the pool's size when larger) before the worker
+/// stops claiming: a few stuck handlers must not stop a small worker.
+const MIN_STUCK_CAP: usize = 16;
 
 /// How long shutdown waits for threads still running a handler before leaving them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -55,7 +59,7 @@ impl PythonThreads {
             async_loop,
             spawned: AtomicUsize::new(0),
             stuck: Arc::new(AtomicUsize::new(0)),
-            stuck_cap: n.max(1),
+            stuck_cap: n.max(MIN_STUCK_CAP),
             threads: Mutex::new(Vec::with_capacity(n)),
         };
         for _ in 0..n.max(1) {
@@ -90,9 +94,9 @@ impl PythonThreads {
         }
     }
 
-    /// Why no more jobs should start: as many abandoned threads are stuck in timed-out
-    /// sync handlers as the pool has threads (each still holds memory and whatever the
-    /// handler holds; more would grow without bound when handlers hang).
+    /// Why no more jobs should start: the cap of abandoned threads stuck in timed-out
+    /// sync handlers is reached (each still holds memory and whatever the handler holds;
+    /// their number would grow without bound when handlers hang).
     pub(crate) fn unavailable(&self) -> Option<String> {
         let stuck = self.stuck.load(Ordering::Acquire);
         (stuck >= self.stuck_cap).then(|| {

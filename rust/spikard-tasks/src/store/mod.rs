@@ -160,13 +160,19 @@ pub trait Store: ScheduleStore {
     /// Deletes up to `limit` jobs that finished before `before_ms`; returns how many.
     async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64>;
 
-    /// Runs one round of maintenance (rescue of expired leases, then expiry of old
-    /// results when `purge_before` is given), in bounded batches, if no other worker
-    /// on this store is running it right now; `None` when another one is. Stores with
-    /// several writers take a lock of their database for it (PostgreSQL advisory lock,
-    /// MySQL `GET_LOCK`, Redis `SET NX PX`); SQLite's one writer serializes it anyway.
-    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
-        maintenance_rounds(self, purge_before).await.map(Some)
+    /// Runs one round of maintenance: the rescue of expired leases (on every worker:
+    /// bounded batches that skip rows another worker is rescuing, so a stalled worker
+    /// never holds it up), then, when `purge_before` is given, the expiry of old results
+    /// if no other worker of the store is purging right now (stores with several writers
+    /// take a lock of their database for it: PostgreSQL advisory lock, MySQL `GET_LOCK`,
+    /// Redis `SET NX PX`; SQLite's one writer serializes it anyway).
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
+        let rescued = rescue_rounds(self).await?;
+        let purged = match purge_before {
+            Some(before) => Some(purge_rounds(self, before).await?),
+            None => None,
+        };
+        Ok(Maintenance { rescued, purged })
     }
 
     /// The time the store's comparisons use, ms since the epoch: the database's clock
@@ -213,34 +219,36 @@ const MAINTENANCE_ROUNDS: usize = 100;
 pub struct Maintenance {
     /// Jobs whose expired lease was rescued.
     pub rescued: u64,
-    /// Finished jobs deleted.
-    pub purged: u64,
+    /// Finished jobs deleted; `None` when no purge ran (none asked for, or another
+    /// worker was purging).
+    pub purged: Option<u64>,
 }
 
-/// Rescue then purge, each in batches of [`MAINTENANCE_BATCH`] rows, at most
-/// [`MAINTENANCE_ROUNDS`] statements each (the rest waits for the next round).
-pub async fn maintenance_rounds<S: Store + ?Sized>(
-    store: &S,
-    purge_before: Option<i64>,
-) -> CoreResult<Maintenance> {
-    let mut done = Maintenance::default();
+/// Rescues in batches of [`MAINTENANCE_BATCH`] rows, at most [`MAINTENANCE_ROUNDS`]
+/// statements (the rest waits for the next round); returns how many were rescued.
+pub async fn rescue_rounds<S: Store + ?Sized>(store: &S) -> CoreResult<u64> {
+    let mut rescued = 0;
     for _ in 0..MAINTENANCE_ROUNDS {
         let n = store.rescue_expired(MAINTENANCE_BATCH).await?;
-        done.rescued += n;
+        rescued += n;
         if n < MAINTENANCE_BATCH as u64 {
             break;
         }
     }
-    if let Some(before) = purge_before {
-        for _ in 0..MAINTENANCE_ROUNDS {
-            let n = store.purge_finished(before, MAINTENANCE_BATCH).await?;
-            done.purged += n;
-            if n < MAINTENANCE_BATCH as u64 {
-                break;
-            }
+    Ok(rescued)
+}
+
+/// Deletes jobs finished before `before` in batches, like [`rescue_rounds`].
+pub async fn purge_rounds<S: Store + ?Sized>(store: &S, before: i64) -> CoreResult<u64> {
+    let mut purged = 0;
+    for _ in 0..MAINTENANCE_ROUNDS {
+        let n = store.purge_finished(before, MAINTENANCE_BATCH).await?;
+        purged += n;
+        if n < MAINTENANCE_BATCH as u64 {
+            break;
         }
     }
-    Ok(done)
+    Ok(purged)
 }
 
 /// Opens (and sets up, idempotently) the store a URL names.

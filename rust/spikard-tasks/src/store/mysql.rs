@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::conns::Conns;
 use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
-use super::{all_created, maintenance_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
+use super::{all_created, purge_rounds, rescue_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::CoreResult;
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
@@ -565,18 +565,28 @@ impl Store for MySqlStore {
         Ok(res.rows_affected())
     }
 
-    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
-        // One worker at a time: a named lock of the server, held by one connection's
-        // session while the rounds run on others; the server drops it if we die.
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
+        let rescued = rescue_rounds(self).await?;
+        let Some(before) = purge_before else {
+            return Ok(Maintenance {
+                rescued,
+                purged: None,
+            });
+        };
+        // One purging worker at a time: a named lock of the server, held by one
+        // connection's session while the rounds run on others; dropped if we die.
         let mut lock = self.pool.acquire().await?;
         let leader: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
             .bind(MAINTENANCE_LOCK)
             .fetch_one(&mut *lock)
             .await?;
         if leader != Some(1) {
-            return Ok(None);
+            return Ok(Maintenance {
+                rescued,
+                purged: None,
+            });
         }
-        let done = maintenance_rounds(self, purge_before).await;
+        let purged = purge_rounds(self, before).await;
         let released = sqlx::query("SELECT RELEASE_LOCK(?)")
             .bind(MAINTENANCE_LOCK)
             .execute(&mut *lock)
@@ -584,7 +594,10 @@ impl Store for MySqlStore {
         if released.is_err() {
             lock.close_on_drop();
         }
-        done.map(Some)
+        Ok(Maintenance {
+            rescued,
+            purged: Some(purged?),
+        })
     }
 
     async fn close(&self) {
@@ -596,10 +609,12 @@ impl Store for MySqlStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        let mut conn = self.pool.acquire().await?;
         let sent = now_ms();
-        let db: i64 = sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
-            .fetch_one(&self.pool)
-            .await?;
+        let db: i64 =
+            sqlx::query_scalar("SELECT CAST(FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)")
+                .fetch_one(&mut *conn)
+                .await?;
         Ok(self.clock.observe(sent, db, now_ms()))
     }
 

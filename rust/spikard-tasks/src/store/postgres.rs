@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::conns::Conns;
 use super::rows::CompletionColumns;
-use super::{all_created, maintenance_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
+use super::{all_created, purge_rounds, rescue_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
@@ -551,18 +551,28 @@ impl Store for PostgresStore {
         Ok(res.rows_affected())
     }
 
-    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
-        // One worker at a time: a session advisory lock, held on one connection while
-        // the rounds run on others; the server drops it if this process dies.
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
+        let rescued = rescue_rounds(self).await?;
+        let Some(before) = purge_before else {
+            return Ok(Maintenance {
+                rescued,
+                purged: None,
+            });
+        };
+        // One purging worker at a time: a session advisory lock, held on one connection
+        // while the rounds run on others; the server drops it if this process dies.
         let mut lock = self.pool.acquire().await?;
         let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(MAINTENANCE_LOCK)
             .fetch_one(&mut *lock)
             .await?;
         if !leader {
-            return Ok(None);
+            return Ok(Maintenance {
+                rescued,
+                purged: None,
+            });
         }
-        let done = maintenance_rounds(self, purge_before).await;
+        let purged = purge_rounds(self, before).await;
         let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(MAINTENANCE_LOCK)
             .execute(&mut *lock)
@@ -571,7 +581,10 @@ impl Store for PostgresStore {
             // Never hand a connection that may still hold the lock back to the pool.
             lock.close_on_drop();
         }
-        done.map(Some)
+        Ok(Maintenance {
+            rescued,
+            purged: Some(purged?),
+        })
     }
 
     async fn close(&self) {
@@ -583,11 +596,13 @@ impl Store for PostgresStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        let mut conn = self.pool.acquire().await?;
         let sent = now_ms();
-        let db: i64 =
-            sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint")
-                .fetch_one(&self.pool)
-                .await?;
+        let db: i64 = sqlx::query_scalar(
+            "SELECT floor(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(self.clock.observe(sent, db, now_ms()))
     }
 

@@ -35,7 +35,8 @@ use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Script, ScriptInv
 use serde_json::Value;
 
 use super::{
-    all_created, maintenance_rounds, Maintenance, Store, StoredSchedule, LOST, LOST_UNSTARTED,
+    all_created, purge_rounds, rescue_rounds, Maintenance, Store, StoredSchedule, LOST,
+    LOST_UNSTARTED,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -630,9 +631,16 @@ impl Store for RedisStore {
         })
     }
 
-    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Option<Maintenance>> {
-        // One worker at a time: a key set with NX that expires by itself should this
-        // process die while it holds it.
+    async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
+        let rescued = rescue_rounds(self).await?;
+        let Some(before) = purge_before else {
+            return Ok(Maintenance {
+                rescued,
+                purged: None,
+            });
+        };
+        // One purging worker at a time: a key set with NX that expires by itself should
+        // this process die (or stall) while it holds it.
         let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         let mut take = SCRIPTS.maintenance.prepare_invoke();
         take.arg(PREFIX)
@@ -640,15 +648,21 @@ impl Store for RedisStore {
             .arg(&token)
             .arg(MAINTENANCE_LOCK_MS);
         if self.invoke::<i64>(&self.work, &take).await? != 1 {
-            return Ok(None);
+            return Ok(Maintenance {
+                rescued,
+                purged: None,
+            });
         }
-        let done = maintenance_rounds(self, purge_before).await;
+        let purged = purge_rounds(self, before).await;
         let mut give = SCRIPTS.maintenance.prepare_invoke();
         give.arg(PREFIX).arg("give").arg(&token).arg(0);
         if let Err(e) = self.invoke::<i64>(&self.work, &give).await {
             tracing::debug!(error = %e, "giving back the maintenance lock failed; it expires");
         }
-        done.map(Some)
+        Ok(Maintenance {
+            rescued,
+            purged: Some(purged?),
+        })
     }
 
     async fn close(&self) {
@@ -661,9 +675,10 @@ impl Store for RedisStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        let mut conn = self.calls.get()?;
         let sent = now_ms();
         let (secs, micros): (i64, i64) = redis::cmd("TIME")
-            .query_async(&mut self.calls.get()?)
+            .query_async(&mut conn)
             .await
             .map_err(|e| self.error(e))?;
         Ok(self

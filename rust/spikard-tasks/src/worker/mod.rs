@@ -286,6 +286,8 @@ async fn run(
     let _ = maintenance.await;
     if let Some(listener) = listener {
         listener.abort();
+        // Gone (and its connection closed) before the worker reports it stopped.
+        let _ = listener.await;
     }
     // Whatever this worker still holds (jobs cut off by the drain timeout) goes back.
     let released = store.release(&worker_name, None).await.unwrap_or_else(|e| {
@@ -340,8 +342,8 @@ async fn maintain(
             _ => None,
         };
         match store.maintain(purge_before).await {
-            Ok(Some(done)) => {
-                if purge_before.is_some() {
+            Ok(done) => {
+                if done.purged.is_some() {
                     last_purge = now;
                 }
                 if done.rescued > 0 {
@@ -350,12 +352,10 @@ async fn maintain(
                         "re-queued jobs whose worker stopped heartbeating"
                     );
                 }
-                if done.purged > 0 {
-                    tracing::debug!(purged = done.purged, "expired old results");
+                if let Some(purged @ 1..) = done.purged {
+                    tracing::debug!(purged, "expired old results");
                 }
             }
-            // Another worker runs it this round.
-            Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "maintenance (rescue, expiry) failed"),
         }
     }
