@@ -1,0 +1,155 @@
+//! The store contract: one test per documented rule of a `Store` / `ScheduleStore`
+//! method, generated for every backend (`sqlite::claim_…`, `postgres::claim_…`, …),
+//! each checking what the method's doc comment promises.
+//!
+//! Server backends use `SPIKARD_TASKS_TEST_POSTGRES`, `SPIKARD_TASKS_TEST_MYSQL` and
+//! `SPIKARD_TASKS_TEST_REDIS` (or the local defaults); a test whose server does not
+//! answer returns early with a note, unless `SPIKARD_TASKS_REQUIRE_BACKENDS=1`.
+//! Every test has its own queue; tests of operations that see every job of a database
+//! (rescue, purge, maintenance) get a database of their own (see `Fixture::private`).
+
+#[path = "store_contract/cancel.rs"]
+mod cancel;
+#[path = "store_contract/claim.rs"]
+mod claim;
+#[path = "store_contract/complete.rs"]
+mod complete;
+#[path = "store_contract/enqueue.rs"]
+mod enqueue;
+#[path = "store_contract/lease.rs"]
+mod lease;
+#[path = "store_contract/lock.rs"]
+mod lock;
+#[path = "store_contract/maintenance.rs"]
+mod maintenance;
+#[path = "store_contract/rescue.rs"]
+mod rescue;
+#[path = "store_contract/schedules.rs"]
+mod schedules;
+#[path = "store_contract/support.rs"]
+mod support;
+
+/// Every case, by name.
+mod cases {
+    pub use super::cancel::*;
+    pub use super::claim::*;
+    pub use super::complete::*;
+    pub use super::enqueue::*;
+    pub use super::lease::*;
+    #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+    pub use super::lock::*;
+    pub use super::maintenance::*;
+    pub use super::rescue::*;
+    pub use super::schedules::*;
+}
+
+/// One `#[tokio::test]` per case, for the backend `$kind`.
+macro_rules! tests {
+    ($kind:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                super::cases::$case($kind).await
+            }
+        )*
+    };
+}
+
+/// The contract every backend keeps.
+macro_rules! store_contract {
+    ($kind:expr) => {
+        tests!($kind;
+            // enqueue, get
+            enqueue_stores_pending_jobs_and_returns_their_ids,
+            enqueue_of_no_rows_inserts_nothing,
+            enqueue_returns_the_unfinished_job_holding_a_unique_key,
+            enqueue_frees_a_unique_key_once_its_job_finished,
+            enqueue_is_all_or_nothing,
+            get_reads_a_job_or_none_for_an_unknown_id,
+            // cancel, counts
+            cancel_finishes_a_pending_scheduled_or_retrying_job,
+            cancel_asks_a_running_job_to_stop,
+            cancel_returns_false_for_finished_and_unknown_jobs,
+            counts_reports_each_state_of_one_queue,
+            // claim
+            claim_runs_the_job_counting_the_attempt_without_a_start,
+            claim_takes_highest_priority_then_oldest_run_at,
+            claim_never_takes_a_job_whose_run_at_is_ahead,
+            claim_returns_at_most_limit_jobs,
+            claim_takes_only_from_the_given_queues,
+            concurrent_claims_never_return_the_same_job,
+            concurrent_enqueues_and_claims_never_fail,
+            claim_counts_the_next_attempt_of_a_retrying_job,
+            // mark_started, heartbeat, release
+            mark_started_records_starts_of_jobs_the_worker_holds,
+            heartbeat_returns_running_jobs_whose_cancel_was_requested,
+            heartbeat_renews_only_listed_jobs_the_worker_holds,
+            release_gives_jobs_back_without_counting_the_attempt,
+            release_touches_only_the_workers_listed_jobs,
+            // complete
+            complete_succeeded_stores_result_and_start,
+            complete_retry_schedules_the_next_attempt,
+            complete_failed_finishes_with_an_error_entry,
+            complete_cancelled_finishes_with_the_reason,
+            complete_writes_only_attempts_the_worker_holds,
+            // rescue_expired
+            rescue_expired_counts_started_attempts_as_lost,
+            rescue_expired_fails_a_started_job_without_attempts_left,
+            rescue_expired_gives_unstarted_attempts_back,
+            rescue_expired_counts_a_second_unstarted_loss_of_one_attempt,
+            rescue_expired_leaves_live_leases_alone,
+            rescue_expired_rescues_at_most_limit_jobs,
+            // purge_finished, maintain
+            purge_finished_deletes_only_jobs_finished_before_the_cutoff,
+            purge_finished_deletes_at_most_limit_jobs,
+            maintain_rescues_then_purges,
+            maintain_runs_each_time_it_is_called,
+            maintain_works_through_more_than_one_batch,
+            maintain_calls_at_the_same_time_rescue_each_job_once,
+            // save_schedule, schedules, remove_schedule, fire_schedule
+            save_schedule_creates_at_now_and_keeps_the_last_tick_on_replace,
+            schedules_lists_every_schedule_by_name,
+            remove_schedule_reports_whether_one_existed,
+            fire_schedule_enqueues_one_job_per_newer_tick,
+            fire_schedule_returns_the_unfinished_job_of_a_unique_key,
+            fire_schedule_without_a_job_claims_the_tick,
+            fire_schedule_claims_no_tick_when_its_job_cannot_be_inserted,
+        );
+    };
+}
+
+/// What only backends with several writers promise: a maintenance lock.
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
+macro_rules! server_contract {
+    ($kind:expr) => {
+        tests!($kind; maintain_returns_none_while_another_worker_holds_the_lock);
+    };
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    store_contract!(crate::support::Kind::Sqlite);
+}
+
+#[cfg(feature = "sqlite")]
+mod memory {
+    store_contract!(crate::support::Kind::Memory);
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    store_contract!(crate::support::Kind::Postgres);
+    server_contract!(crate::support::Kind::Postgres);
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    store_contract!(crate::support::Kind::MySql);
+    server_contract!(crate::support::Kind::MySql);
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    store_contract!(crate::support::Kind::Redis);
+    server_contract!(crate::support::Kind::Redis);
+}
