@@ -223,6 +223,9 @@ super::rows::row_decoders!(MySqlRow, i32);
 #[async_trait]
 impl Store for MySqlStore {
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         // A concurrent producer may insert the same unique key between our check and our
         // insert; the unique index refuses it and one retry then finds that job.
         match self.try_enqueue(&rows).await {

@@ -131,8 +131,9 @@ impl Held {
     }
 }
 
-/// While another worker holds the maintenance lock, `maintain` runs nothing and returns
-/// `None`; once it is free, `maintain` runs its round.
+/// While another worker holds the purge lock, `maintain` still rescues (a stalled
+/// worker holding the lock must not hold up takeovers) but purges nothing
+/// (`purged: None`); once the lock is free, it purges again.
 pub async fn maintain_returns_none_while_another_worker_holds_the_lock(kind: Kind) {
     let fx = open!(private(kind));
     let id = fx.add(1).await.remove(0);
@@ -145,41 +146,45 @@ pub async fn maintain_returns_none_while_another_worker_holds_the_lock(kind: Kin
         .await
         .unwrap();
     lapse().await;
+    let done = fx.add(1).await.remove(0);
+    assert!(fx.store.cancel(&done).await.unwrap());
 
     let held = take(&fx).await;
-    assert_eq!(
-        fx.store.maintain(Some(now_ms())).await.unwrap(),
-        None,
-        "{kind:?}"
-    );
-    assert_eq!(fx.store.maintain(None).await.unwrap(), None, "{kind:?}");
-    let other = fx.second_handle().await;
-    assert_eq!(other.maintain(None).await.unwrap(), None, "{kind:?}");
-    assert_eq!(
-        fx.get(&id).await.status,
-        JobStatus::Running,
-        "{kind:?}: no round ran"
-    );
-    held.give_back().await;
-
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let round = loop {
-        match fx.store.maintain(None).await.unwrap() {
-            Some(round) => break round,
-            // Only MySQL's server-wide lock can be held by someone else meanwhile.
-            None if kind == Kind::MySql && Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            None => panic!("{kind:?}: maintain returned None after the lock was freed"),
-        }
-    };
+    let round = fx.store.maintain(Some(now_ms() + 1)).await.unwrap();
     assert_eq!(
         round,
         Maintenance {
             rescued: 1,
-            purged: 0
+            purged: None
         },
         "{kind:?}"
     );
     assert_eq!(fx.get(&id).await.status, JobStatus::Retrying, "{kind:?}");
+    let other = fx.second_handle().await;
+    assert_eq!(
+        other.maintain(Some(now_ms() + 1)).await.unwrap().purged,
+        None,
+        "{kind:?}"
+    );
+    assert!(
+        fx.store.get(&done).await.unwrap().is_some(),
+        "{kind:?}: not purged"
+    );
+    held.give_back().await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match fx.store.maintain(Some(now_ms() + 1)).await.unwrap().purged {
+            Some(purged) => {
+                assert!(purged >= 1, "{kind:?}");
+                break;
+            }
+            // Only MySQL's server-wide lock can be held by someone else meanwhile.
+            None if kind == Kind::MySql && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            None => panic!("{kind:?}: no purge after the lock was freed"),
+        }
+    }
+    assert!(fx.store.get(&done).await.unwrap().is_none(), "{kind:?}");
 }
