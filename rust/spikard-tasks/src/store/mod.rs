@@ -2,7 +2,8 @@
 //!
 //! A store only persists; every decision (defaults, backoff, retry or fail) is made by
 //! the engine so that all backends behave the same. Each backend must pass the shared
-//! conformance suite (`tests/conformance.rs` and the Python suite).
+//! conformance suites: `tests/store_contract.rs` (one test per method and backend),
+//! `tests/engine.rs` and the Python suite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,8 +151,8 @@ pub trait Store: ScheduleStore {
     /// were rescued.
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64>;
 
-    /// Puts jobs claimed by `worker` back to `pending` without counting the attempt
-    /// (graceful shutdown). With `ids`, only those.
+    /// Puts jobs claimed by `worker` back to `pending` (`retrying` after earlier
+    /// attempts) without counting the attempt (graceful shutdown). With `ids`, only those.
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64>;
 
     /// Job counts per state in `queue`.
