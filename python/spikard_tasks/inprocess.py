@@ -103,7 +103,8 @@ class InProcessSettings:
             raise ConfigError(f"an in-process URL is written {_SCHEME}[?key=value&...]")
         where, _, query = url[len(_SCHEME) :].partition("?")
         if where:
-            raise ConfigError(f"{_SCHEME} takes no host or path, got {where!r}")
+            shown = _native.redact_url(url)
+            raise ConfigError(f"{_SCHEME} takes no host or path, got {shown!r}")
         names = [f.name for f in dataclasses.fields(cls)]
         values: dict[str, Any] = {"drain_timeout": drain_timeout}
         seen: set[str] = set()

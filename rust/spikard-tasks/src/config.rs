@@ -72,7 +72,9 @@ impl Backoff {
 }
 
 /// Configuration of one task queue: where jobs live and how workers run them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` form shows the URL with the password masked.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskQueueConfig {
     /// Backend URL (`sqlite:///path.db`, `sqlite::memory:`, `memory://`, `postgres://…`, …).
@@ -115,6 +117,24 @@ impl Default for TaskQueueConfig {
             result_ttl: Some(7.0 * 24.0 * 3600.0),
             drain_timeout: 30.0,
         }
+    }
+}
+
+impl std::fmt::Debug for TaskQueueConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskQueueConfig")
+            .field("url", &crate::redact::redact(&self.url))
+            .field("queue", &self.queue)
+            .field("concurrency", &self.concurrency)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("default_priority", &self.default_priority)
+            .field("poll_interval", &self.poll_interval)
+            .field("lease", &self.lease)
+            .field("heartbeat", &self.heartbeat)
+            .field("result_ttl", &self.result_ttl)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
     }
 }
 

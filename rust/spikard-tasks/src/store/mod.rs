@@ -241,6 +241,8 @@ pub async fn maintenance_rounds<S: Store + ?Sized>(
 
 /// Opens (and sets up, idempotently) the store a URL names.
 pub async fn open(url: &str) -> CoreResult<Arc<dyn Store>> {
+    // From now on log lines never show this URL's password, whoever writes them.
+    crate::redact::remember(url);
     let store = open_store(url).await?;
     store.sync_clock().await?;
     Ok(store)
