@@ -10,6 +10,7 @@ from typing import Any
 
 from . import _native
 from ._limits import check_seconds
+from ._text import check_text
 from .exceptions import ConfigError
 
 __all__ = ["DEFAULT_URL", "Backoff", "TaskQueueConfig"]
@@ -83,6 +84,12 @@ class TaskQueueConfig:
     drain_timeout: float = 30.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.url, str):
+            raise ConfigError(f"url must be a string, not {type(self.url).__name__}")
+        # Not shown: the URL may hold a password.
+        check_text("url", self.url)
+        if isinstance(self.queue, str):
+            check_text("queue name", self.queue)
         object.__setattr__(self, "backoff", Backoff.coerce(self.backoff))
         # Named errors for durations that are not numbers of seconds in range (the
         # engine checks them too, but NaN and infinity would not even reach it as JSON).

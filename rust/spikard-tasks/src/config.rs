@@ -152,6 +152,7 @@ impl TaskQueueConfig {
         if self.queue.is_empty() || self.queue.len() > 200 {
             return Err(CoreError::config("queue name must be 1 to 200 characters"));
         }
+        crate::job::check_text("queue name", &self.queue)?;
         if self.concurrency == 0 {
             return Err(CoreError::config("concurrency must be at least 1"));
         }
