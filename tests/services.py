@@ -20,6 +20,7 @@ from .server_process import as_root, program
 
 __all__ = [
     "Server",
+    "create_user",
     "disposable",
     "launch",
     "missing",
@@ -77,3 +78,21 @@ def outage(server: Server, *, keep_data: bool = True) -> Iterator[None]:
         yield
     finally:
         server.start()
+
+
+def create_user(server: Server, user: str, password: str) -> None:
+    """Creates (idempotently) ``user`` with ``password`` on a disposable server (never a
+    shared one), allowed everything on its ``test`` database. Redis forgets ACL users
+    when it restarts: call again after an outage."""
+    if server.backend == "postgres":
+        if not sql(server, f"SELECT 1 FROM pg_roles WHERE rolname = '{user}'").strip():
+            sql(server, f"CREATE USER {user} PASSWORD '{password}'")
+            sql(server, f"GRANT ALL ON DATABASE test TO {user}")
+    elif server.backend == "mysql":
+        sql(
+            server,
+            f"CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}'; "
+            f"GRANT ALL ON test.* TO '{user}'@'%'",
+        )
+    else:
+        redis_cli(server, "ACL", "SETUSER", user, "on", f">{password}", "~*", "&*", "+@all")

@@ -373,7 +373,7 @@ BIG_INT = b'{"args": [' + b"9" * 5000 + b", 1]}"
         ("/tasks/add", b'{"args": [1, 2, 3]}', "too many positional arguments"),
         ("/tasks/add", b'{"args": [1, 2], "kwargs": {"c": 2}}', "unexpected keyword argument"),
         ("/tasks/add", b'{"args": [1, 18446744073709551616]}', "64-bit"),
-        ("/tasks/add", b'{"args": [1, "\\ud800"]}', "surrogates"),
+        ("/tasks/add", b'{"args": [1, "\\ud800"]}', "lone surrogate"),
         ("/tasks/add", b'{"args": [1, 2], "options": {"queue": "other"}}', "unknown option"),
         ("/tasks/add", b'{"args": [1, 2], "options": {"priority": "high"}}', "priority"),
         ("/tasks/add", b'{"args": [1, 2], "options": {"max_attempts": 0}}', "max_attempts"),

@@ -404,23 +404,8 @@ SECRET_USER = "spikard_secret_test"
 
 def _create_secret_user(server: services.Server) -> None:
     """Creates (idempotently) a user whose password is SECRET on the test's own server
-    (on PostgreSQL that password is checked: only ``postgres`` is trusted there).
-    Redis forgets ACL users when it restarts: call again after an outage."""
-    if server.backend == "postgres":
-        exists = services.sql(server, f"SELECT 1 FROM pg_roles WHERE rolname = '{SECRET_USER}'")
-        if not exists.strip():
-            services.sql(server, f"CREATE USER {SECRET_USER} PASSWORD '{SECRET}'")
-            services.sql(server, f"GRANT ALL ON DATABASE test TO {SECRET_USER}")
-    elif server.backend == "mysql":
-        services.sql(
-            server,
-            f"CREATE USER IF NOT EXISTS '{SECRET_USER}'@'%' IDENTIFIED BY '{SECRET}'; "
-            f"GRANT ALL ON test.* TO '{SECRET_USER}'@'%'",
-        )
-    else:
-        services.redis_cli(
-            server, "ACL", "SETUSER", SECRET_USER, "on", f">{SECRET}", "~*", "&*", "+@all"
-        )
+    (on PostgreSQL that password is checked: only ``postgres`` is trusted there)."""
+    services.create_user(server, SECRET_USER, SECRET)
 
 
 @pytest.fixture

@@ -8,7 +8,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from . import _native
 from ._limits import check_seconds
+from ._text import check_text
 from .exceptions import ConfigError
 
 __all__ = ["DEFAULT_URL", "Backoff", "TaskQueueConfig"]
@@ -45,9 +47,12 @@ class Backoff:
         raise ConfigError(f"backoff must be a Backoff or a dict, not {type(value).__name__}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, repr=False)
 class TaskQueueConfig:
     """Configuration of one task queue. Durations are seconds.
+
+    Its ``repr``, ``str`` and :meth:`to_dict` show the URL with its password masked
+    (``url`` itself is the URL as given).
 
     Attributes:
         url: backend URL: ``sqlite:///relative.db``, ``sqlite:////abs/path.db``,
@@ -79,6 +84,12 @@ class TaskQueueConfig:
     drain_timeout: float = 30.0
 
     def __post_init__(self) -> None:
+        if not isinstance(self.url, str):
+            raise ConfigError(f"url must be a string, not {type(self.url).__name__}")
+        # Not shown: the URL may hold a password.
+        check_text("url", self.url)
+        if isinstance(self.queue, str):
+            check_text("queue name", self.queue)
         object.__setattr__(self, "backoff", Backoff.coerce(self.backoff))
         # Named errors for durations that are not numbers of seconds in range (the
         # engine checks them too, but NaN and infinity would not even reach it as JSON).
@@ -117,15 +128,20 @@ class TaskQueueConfig:
 
     def replace(self, **changes: Any) -> TaskQueueConfig:
         """A copy with ``changes`` applied."""
-        return self.from_dict({**self.to_dict(), **changes})
+        return self.from_dict({**dataclasses.asdict(self), **changes})
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain data."""
-        return dataclasses.asdict(self)
+        """The config as plain data, the URL's password masked (for showing it)."""
+        return {**dataclasses.asdict(self), "url": _native.redact_url(self.url)}
 
     def to_json(self) -> str:
-        """The config as JSON, the form the native engine reads."""
-        return json.dumps(self.to_dict())
+        """The config as JSON with the real URL: the form the native engine reads."""
+        return json.dumps(dataclasses.asdict(self))
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["url"] = _native.redact_url(self.url)
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 def _parse_env(name: str, raw: str) -> Any:

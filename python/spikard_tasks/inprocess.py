@@ -103,7 +103,8 @@ class InProcessSettings:
             raise ConfigError(f"an in-process URL is written {_SCHEME}[?key=value&...]")
         where, _, query = url[len(_SCHEME) :].partition("?")
         if where:
-            raise ConfigError(f"{_SCHEME} takes no host or path, got {where!r}")
+            shown = _native.redact_url(url)
+            raise ConfigError(f"{_SCHEME} takes no host or path, got {shown!r}")
         names = [f.name for f in dataclasses.fields(cls)]
         values: dict[str, Any] = {"drain_timeout": drain_timeout}
         seen: set[str] = set()
@@ -181,7 +182,7 @@ def _is_json_scalar(value: Any) -> bool:
     """A value that is its own JSON copy: ``None``, ``bool``, ``str``, a 64-bit ``int``
     or a finite ``float`` (exact types; subclasses take the full JSON path)."""
     kind = type(value)
-    if kind is str or kind is bool or value is None:
+    if (kind is str and value.isascii()) or kind is bool or value is None:
         return True
     if kind is int:
         return bool(_I64_MIN <= value <= _U64_MAX)
@@ -208,8 +209,9 @@ def _json_args(args: list[Any]) -> list[Any]:
     else a JSON-decoded copy (``SerializationError`` for anything that is not JSON)."""
     for value in args:
         kind = type(value)
+        # A non-ASCII str takes the full path: a lone surrogate is not JSON.
         if (
-            kind is str
+            (kind is str and value.isascii())
             or kind is bool
             or value is None
             or (kind is int and _I64_MIN <= value <= _U64_MAX)
@@ -226,7 +228,7 @@ def _json_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     if not kwargs:
         return {}
     for key, value in kwargs.items():
-        if type(key) is not str or not _is_json_scalar(value):
+        if type(key) is not str or not key.isascii() or not _is_json_scalar(value):
             copied: dict[str, Any] = _roundtrip("kwargs", kwargs)
             return copied
     return dict(kwargs)

@@ -7,11 +7,12 @@ import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _native
 from ._backend import Backend, NativeBackend
+from ._text import check_text
 from .config import DEFAULT_URL, TaskQueueConfig
 from .cron import CronSchedule, ScheduleState
 from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
@@ -190,6 +191,7 @@ class TaskQueue:
             task_name = name or default_name
             if not task_name:
                 raise ConfigError("task name must not be empty")
+            check_text("task name", task_name)
             existing = self._tasks.get(task_name)
             if existing is not None and existing.fn is not func:
                 raise ConfigError(f"a different handler is already registered as {task_name!r}")
@@ -246,7 +248,7 @@ class TaskQueue:
         batch: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
         # Each task name is resolved once per call, not once per job.
         resolved: dict[Any, tuple[str, dict[str, Any]]] = {}
-        for item in jobs:
+        for item in _job_items(jobs):
             # `type(...) is dict` first: the Mapping check goes through the ABC machinery.
             if type(item) is dict or isinstance(item, Mapping):
                 spec = dict(item)
@@ -295,7 +297,7 @@ class TaskQueue:
         self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, strict: bool = True
     ) -> list[Job]:
         """Awaitable twin of :meth:`enqueue_many`."""
-        items = list(jobs)
+        items = list(_job_items(jobs))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: self.enqueue_many(items, strict=strict))
 
@@ -304,6 +306,7 @@ class TaskQueue:
             return task.name, task.defaults
         if not isinstance(task, str):
             raise ConfigError(f"task must be a name or a Task, not {type(task).__name__}")
+        check_text("task name", task)
         self._check_task(task, strict)
         registered = self._tasks.get(task)
         return task, registered.defaults if registered else {}
@@ -456,6 +459,16 @@ def _handler_callable(target: Any) -> tuple[Callable[..., Any], str]:
     module = getattr(target, "__module__", None) or "__main__"
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
     return target, f"{module}.{qualname}"
+
+
+def _job_items(jobs: Any) -> Iterator[Any]:
+    """The items of ``enqueue_many``'s argument; ``ConfigError`` when it is not iterable."""
+    try:
+        return iter(jobs)
+    except TypeError:
+        raise ConfigError(
+            f"enqueue_many takes an iterable of jobs (dicts or tuples), not {type(jobs).__name__}"
+        ) from None
 
 
 def _merge(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:

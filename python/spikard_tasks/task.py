@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from ._limits import MAX_ATTEMPTS, MAX_INSTANT_MS, check_seconds
+from ._text import check_text
 from .exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def build_options(options: dict[str, Any]) -> dict[str, Any]:
         if value is not None:
             if not isinstance(value, str):
                 raise ConfigError(f"{key} must be a string")
-            out[key] = value
+            out[key] = check_text("queue name" if key == "queue" else key, value)
     unique_key = out.get("unique_key")
     if unique_key is not None and not 1 <= len(unique_key.encode()) <= 512:
         raise ConfigError("unique_key must be 1 to 512 bytes")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _bridge
+from ._text import check_text
 from .exceptions import SpikardTasksError
 
 if TYPE_CHECKING:
@@ -66,6 +67,9 @@ class Worker:
         self.queue = queue
         self.concurrency = concurrency or queue.config.concurrency
         names = [queue.config.queue, *(queues or [])]
+        for extra in names:
+            if isinstance(extra, str):
+                check_text("queue name", extra)
         self.queues = list(dict.fromkeys(names))
         self._name = name
         self.drain_timeout = drain_timeout

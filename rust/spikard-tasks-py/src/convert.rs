@@ -31,6 +31,15 @@ fn type_error(obj: &Bound<'_, PyAny>, path: &str, detail: &str) -> PyErr {
     )
 }
 
+/// A `str` holding a lone surrogate: Python text that is not Unicode, so not JSON.
+fn not_unicode(obj: &Bound<'_, PyAny>, path: &str) -> PyErr {
+    raise(
+        obj.py(),
+        "SerializationError",
+        format!("{path}: str holds a lone surrogate (not valid Unicode), so it is not JSON"),
+    )
+}
+
 fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(raise(
@@ -44,7 +53,8 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
     }
     // Exact-type checks first: the common cases cost one pointer comparison each.
     if let Ok(s) = obj.cast_exact::<PyString>() {
-        return Ok(Value::String(s.to_str()?.to_owned()));
+        let text = s.to_str().map_err(|_| not_unicode(obj, path))?;
+        return Ok(Value::String(text.to_owned()));
     }
     if let Ok(b) = obj.cast::<PyBool>() {
         return Ok(Value::Bool(b.is_true()));
@@ -65,7 +75,8 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
             .ok_or_else(|| type_error(obj, path, " (NaN and infinity are not JSON)"));
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.to_str()?.to_owned()));
+        let text = s.to_str().map_err(|_| not_unicode(obj, path))?;
+        return Ok(Value::String(text.to_owned()));
     }
     if let Ok(list) = obj.cast::<PyList>() {
         let mut out = Vec::with_capacity(list.len());
@@ -91,7 +102,10 @@ fn to_json(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> 
                     " (dict keys must be str)",
                 ));
             };
-            let key = key.to_str()?.to_owned();
+            let key = key
+                .to_str()
+                .map_err(|_| not_unicode(&k, &format!("{path} key")))?
+                .to_owned();
             let value = to_json(&v, &format!("{path}[{key:?}]"), depth + 1)?;
             out.insert(key, value);
         }

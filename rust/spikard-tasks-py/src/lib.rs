@@ -6,6 +6,7 @@
 mod bridge;
 mod convert;
 mod errors;
+mod logging;
 mod queue;
 mod runtime;
 #[cfg(feature = "cron")]
@@ -40,22 +41,9 @@ fn default_config_json() -> String {
     serde_json::to_string(&spikard_tasks::TaskQueueConfig::default()).unwrap_or_default()
 }
 
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_env("SPIKARD_TASKS_LOG").unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // No colour codes in log files and pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
-}
-
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    init_logging();
+    logging::init();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "FEATURES",

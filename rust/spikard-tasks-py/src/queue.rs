@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyString};
 use serde_json::Value;
 use spikard_tasks::{JobOptions, NewJob, TaskQueueClient, TaskQueueConfig, WorkerOptions};
 
@@ -29,12 +29,31 @@ fn job_options(options: Option<&Bound<'_, PyAny>>) -> Result<JobOptions> {
     let Some(options) = options.filter(|o| !o.is_none()) else {
         return Ok(JobOptions::default());
     };
-    let json = py_to_json(options, "options")?;
+    // Names and keys in the options are configuration: a bad one is a ConfigError.
+    let json = py_to_json(options, "options").map_err(|e| {
+        raise(
+            options.py(),
+            "ConfigError",
+            e.value(options.py()).to_string(),
+        )
+    })?;
     serde_json::from_value(json).map_err(|e| {
         Error::Core(spikard_tasks::CoreError::config(format!(
             "invalid job options: {e}"
         )))
     })
+}
+
+/// The text of a name (task, queue): `ConfigError` when it is not valid Unicode.
+fn name_text(name: &Bound<'_, PyString>, field: &str) -> Result<String> {
+    match name.to_str() {
+        Ok(text) => Ok(text.to_owned()),
+        Err(_) => Err(Error::Py(raise(
+            name.py(),
+            "ConfigError",
+            format!("{field} holds a lone surrogate (not valid Unicode)"),
+        ))),
+    }
 }
 
 #[pymethods]
@@ -66,7 +85,7 @@ impl NativeQueue {
         let mut new_jobs = Vec::with_capacity(jobs.len());
         for item in jobs.iter() {
             let (task, args, kwargs, options): (
-                String,
+                Bound<'_, PyString>,
                 Bound<'_, PyAny>,
                 Bound<'_, PyAny>,
                 Option<Bound<'_, PyAny>>,
@@ -82,7 +101,7 @@ impl NativeQueue {
                 py_to_json(&kwargs, "kwargs")?
             };
             new_jobs.push(NewJob {
-                task,
+                task: name_text(&task, "task name")?,
                 args,
                 kwargs,
                 options: job_options(options.as_ref())?,
@@ -100,16 +119,16 @@ impl NativeQueue {
     }
 
     /// The job as a dict, or `None` for an unknown id.
-    fn get(&self, py: Python<'_>, job_id: &str) -> Result<Option<Py<PyAny>>> {
-        let client = self.client.clone();
-        let rec = block_on(py, async move { client.get(job_id).await })?;
+    fn get(&self, py: Python<'_>, job_id: &Bound<'_, PyString>) -> Result<Option<Py<PyAny>>> {
+        let (client, job_id) = (self.client.clone(), job_id.to_string_lossy());
+        let rec = block_on(py, async move { client.get(&job_id).await })?;
         rec.map(|r| to_py_value(py, &r)).transpose()
     }
 
     /// Cancels a job; false for finished or unknown ones.
-    fn cancel(&self, py: Python<'_>, job_id: &str) -> Result<bool> {
-        let client = self.client.clone();
-        Ok(block_on(py, async move { client.cancel(job_id).await })?)
+    fn cancel(&self, py: Python<'_>, job_id: &Bound<'_, PyString>) -> Result<bool> {
+        let (client, job_id) = (self.client.clone(), job_id.to_string_lossy());
+        Ok(block_on(py, async move { client.cancel(&job_id).await })?)
     }
 
     /// Waits for the job to finish; returns it as a dict, or `None` on timeout.
@@ -117,12 +136,12 @@ impl NativeQueue {
     fn wait(
         &self,
         py: Python<'_>,
-        job_id: &str,
+        job_id: &Bound<'_, PyString>,
         timeout: Option<f64>,
     ) -> Result<Option<Py<PyAny>>> {
-        let client = self.client.clone();
+        let (client, job_id) = (self.client.clone(), job_id.to_string_lossy());
         let limit = wait_limit(timeout)?;
-        let rec = block_on_interruptible(py, async move { client.wait(job_id, limit).await })??;
+        let rec = block_on_interruptible(py, async move { client.wait(&job_id, limit).await })??;
         rec.map(|r| to_py_value(py, &r)).transpose()
     }
 

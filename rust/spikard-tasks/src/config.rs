@@ -72,7 +72,9 @@ impl Backoff {
 }
 
 /// Configuration of one task queue: where jobs live and how workers run them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Its `Debug` form shows the URL with the password masked.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskQueueConfig {
     /// Backend URL (`sqlite:///path.db`, `sqlite::memory:`, `memory://`, `postgres://…`, …).
@@ -118,6 +120,24 @@ impl Default for TaskQueueConfig {
     }
 }
 
+impl std::fmt::Debug for TaskQueueConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskQueueConfig")
+            .field("url", &crate::redact::redact(&self.url))
+            .field("queue", &self.queue)
+            .field("concurrency", &self.concurrency)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("default_priority", &self.default_priority)
+            .field("poll_interval", &self.poll_interval)
+            .field("lease", &self.lease)
+            .field("heartbeat", &self.heartbeat)
+            .field("result_ttl", &self.result_ttl)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish()
+    }
+}
+
 impl TaskQueueConfig {
     /// Parses a config from JSON (the form bindings pass it in).
     pub fn from_json(text: &str) -> CoreResult<Self> {
@@ -132,6 +152,7 @@ impl TaskQueueConfig {
         if self.queue.is_empty() || self.queue.len() > 200 {
             return Err(CoreError::config("queue name must be 1 to 200 characters"));
         }
+        crate::job::check_text("queue name", &self.queue)?;
         if self.concurrency == 0 {
             return Err(CoreError::config("concurrency must be at least 1"));
         }

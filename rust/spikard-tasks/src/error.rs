@@ -35,7 +35,8 @@ impl CoreError {
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 impl From<sqlx::Error> for CoreError {
     fn from(err: sqlx::Error) -> Self {
-        // sqlx errors carry no connection string, so the text is safe to show.
+        // sqlx errors carry no connection string; a driver may still quote a password
+        // (a reconnect's reason), so the passwords of opened URLs are scrubbed.
         match err {
             // sqlx retries refused connections until its acquire timeout, then reports
             // only this: say what it usually means.
@@ -44,7 +45,7 @@ impl From<sqlx::Error> for CoreError {
                  restarting or unreachable (or every connection is busy)"
                     .into(),
             ),
-            err => Self::Backend(err.to_string()),
+            err => Self::Backend(scrubbed(err.to_string())),
         }
     }
 }
@@ -54,6 +55,12 @@ impl From<rusqlite::Error> for CoreError {
     fn from(err: rusqlite::Error) -> Self {
         Self::Backend(err.to_string())
     }
+}
+
+/// `text` without the password of any URL this process opened.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+fn scrubbed(text: String) -> String {
+    crate::redact::scrub_known(&text).unwrap_or(text)
 }
 
 impl From<serde_json::Error> for CoreError {

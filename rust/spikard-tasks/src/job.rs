@@ -95,6 +95,17 @@ pub struct JobOptions {
     pub queue: Option<String>,
 }
 
+/// Refuses a name or key that no backend can store the same way: PostgreSQL text
+/// cannot hold a NUL character, so no backend takes one (the error names `field`).
+pub fn check_text(field: &str, value: &str) -> CoreResult<()> {
+    if value.contains('\0') {
+        return Err(CoreError::config(format!(
+            "{field} must not contain a NUL character (\\0)"
+        )));
+    }
+    Ok(())
+}
+
 /// A job to enqueue: task name, JSON arguments and options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod handler;
 pub mod job;
 pub mod queue;
+pub mod redact;
 #[cfg(feature = "cron")]
 pub mod scheduler;
 pub mod store;

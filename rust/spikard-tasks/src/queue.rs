@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use crate::config::TaskQueueConfig;
 use crate::config::MAX_ATTEMPTS;
 use crate::error::{CoreError, CoreResult};
-use crate::job::{Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
+use crate::job::{check_text, Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
 use crate::store::{self, Store};
 use crate::time::{check_instant, check_secs, secs_to_ms};
 
@@ -62,6 +62,7 @@ impl TaskQueueClient {
         if job.task.is_empty() {
             return Err(CoreError::UnknownTask(String::new()));
         }
+        check_text("task name", &job.task)?;
         if !job.args.is_array() {
             return Err(CoreError::Serialization(
                 "args must be a JSON array (a list or tuple)".into(),
@@ -100,11 +101,13 @@ impl TaskQueueClient {
                     "unique_key must be 1 to {MAX_UNIQUE_KEY} bytes"
                 )));
             }
+            check_text("unique_key", key)?;
         }
         let queue = o.queue.unwrap_or_else(|| self.config.queue.clone());
         if queue.is_empty() {
             return Err(CoreError::config("queue name must not be empty"));
         }
+        check_text("queue name", &queue)?;
         Ok(JobRow {
             id: uuid::Uuid::now_v7().to_string(),
             queue,
@@ -157,14 +160,21 @@ impl TaskQueueClient {
         Some(out)
     }
 
-    /// Reads a job; `None` for an unknown id.
+    /// Reads a job; `None` for an unknown id (an id with a NUL, which no job has,
+    /// included: no backend is asked).
     pub async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        if id.contains('\0') {
+            return Ok(None);
+        }
         self.store.get(id).await
     }
 
     /// Cancels a job that has not started, or asks a running one to stop.
     /// `false` for finished or unknown jobs.
     pub async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        if id.contains('\0') {
+            return Ok(false);
+        }
         let cancelled = self.store.cancel(id).await?;
         if cancelled {
             self.finished.notify_waiters();
@@ -181,7 +191,7 @@ impl TaskQueueClient {
             let finished = self.finished.notified();
             tokio::pin!(finished);
             finished.as_mut().enable();
-            match self.store.get(id).await? {
+            match self.get(id).await? {
                 None => {
                     return Err(CoreError::Backend(format!("no job with id {id:?}")));
                 }

@@ -277,6 +277,9 @@ async fn cancel_unique_and_bad_input() {
         assert!(client.cancel(&ids[0].id).await.unwrap());
         assert!(!client.cancel(&ids[0].id).await.unwrap());
         assert!(!client.cancel("unknown").await.unwrap());
+        // An id no job can have is unknown on every backend, not a backend error.
+        assert!(!client.cancel("a\0b").await.unwrap());
+        assert!(client.get("a\0b").await.unwrap().is_none());
         assert_eq!(
             client.get(&ids[0].id).await.unwrap().unwrap().status,
             JobStatus::Cancelled
@@ -303,6 +306,32 @@ async fn cancel_unique_and_bad_input() {
             .await
             .unwrap_err();
         assert!(matches!(err, CoreError::Serialization(_)), "{err}");
+        assert_eq!(
+            client.counts(None).await.unwrap(),
+            before,
+            "nothing written"
+        );
+
+        // A NUL in a task, queue or unique key is refused on every backend alike.
+        let nul = |task: &str, queue: Option<&str>, key: Option<&str>| {
+            job(task, json!([])).options(JobOptions {
+                queue: queue.map(str::to_owned),
+                unique_key: key.map(str::to_owned),
+                ..Default::default()
+            })
+        };
+        for (bad, field) in [
+            (nul("a\0b", None, None), "task name"),
+            (nul("t", Some("q\0"), None), "queue name"),
+            (nul("t", None, Some("\0k")), "unique_key"),
+        ] {
+            let err = client
+                .enqueue(vec![job("ok", json!([])), bad])
+                .await
+                .unwrap_err();
+            assert!(matches!(err, CoreError::Config(_)), "{err}");
+            assert!(err.to_string().starts_with(field), "{err}");
+        }
         assert_eq!(
             client.counts(None).await.unwrap(),
             before,

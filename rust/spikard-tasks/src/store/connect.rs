@@ -70,12 +70,14 @@ pub(crate) async fn probe<C: sqlx::Connection>(url: &str) -> CoreResult<()> {
 }
 
 pub(crate) fn connect_error(url: &str, err: sqlx::Error) -> CoreError {
+    // The driver's text may quote the password (percent-decoded): scrub it.
+    let reason = crate::redact::Secrets::of(url).scrub(&err.to_string());
     let url = crate::url::redact(url);
     match err {
         // A bad URL option (e.g. `sslmode=bogus`) is a malformed URL, not a server fault.
         sqlx::Error::Configuration(_) => {
-            CoreError::config(format!("malformed backend URL {url:?}: {err}"))
+            CoreError::config(format!("malformed backend URL {url:?}: {reason}"))
         }
-        err => CoreError::Backend(format!("cannot connect to {url}: {err}")),
+        _ => CoreError::Backend(format!("cannot connect to {url}: {reason}")),
     }
 }

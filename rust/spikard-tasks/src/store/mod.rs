@@ -254,6 +254,8 @@ pub async fn purge_rounds<S: Store + ?Sized>(store: &S, before: i64) -> CoreResu
 
 /// Opens (and sets up, idempotently) the store a URL names.
 pub async fn open(url: &str) -> CoreResult<Arc<dyn Store>> {
+    // From now on log lines never show this URL's password, whoever writes them.
+    crate::redact::remember(url);
     let store = open_store(url).await?;
     store.sync_clock().await?;
     Ok(store)

@@ -42,8 +42,8 @@ use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
+use crate::redact::{redact, Secrets};
 use crate::time::{duration_ms, now_ms, DbClock};
-use crate::url::redact;
 
 /// Prefix of every key and channel this store uses.
 pub const PREFIX: &str = "spikard:";
@@ -140,7 +140,7 @@ pub struct RedisStore {
     calls: Managed,
     client: redis::Client,
     /// The URL's password (raw and percent-decoded), scrubbed from every error text.
-    secrets: Arc<[String]>,
+    secrets: Arc<Secrets>,
     /// The server's clock (leases and run_at are compared on it).
     clock: Arc<DbClock>,
 }
@@ -154,19 +154,19 @@ impl std::fmt::Debug for RedisStore {
 impl RedisStore {
     /// Connects to the server a `redis://` or `rediss://` URL names and loads the scripts.
     pub async fn connect(url: &str) -> CoreResult<Self> {
-        let secrets: Arc<[String]> = secrets_of(url).into();
+        let secrets = Arc::new(Secrets::of(url));
         let client = redis::Client::open(url).map_err(|e| {
             CoreError::config(format!(
                 "malformed Redis URL {:?}: {}",
                 redact(url),
-                scrub(&e.to_string(), &secrets)
+                secrets.scrub(&e.to_string())
             ))
         })?;
         let failed = |e: RedisError| {
             CoreError::Backend(format!(
                 "cannot connect to Redis at {}: {}",
                 redact(url),
-                scrub(&e.to_string(), &secrets)
+                secrets.scrub(&e.to_string())
             ))
         };
         // One plain attempt first, so a wrong address, password or TLS setting fails
@@ -201,7 +201,7 @@ impl RedisStore {
     }
 
     fn error(&self, err: RedisError) -> CoreError {
-        CoreError::Backend(format!("redis: {}", scrub(&err.to_string(), &self.secrets)))
+        CoreError::Backend(format!("redis: {}", self.secrets.scrub(&err.to_string())))
     }
 
     async fn invoke<T: FromRedisValue>(
@@ -239,49 +239,6 @@ impl Managed {
             c.take();
         }
     }
-}
-
-/// The password of `url` as written and percent-decoded (empty when there is none).
-fn secrets_of(url: &str) -> Vec<String> {
-    let Some(raw) = url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.password().map(str::to_owned))
-        .filter(|p| !p.is_empty())
-    else {
-        return Vec::new();
-    };
-    let decoded = percent_decode(&raw);
-    if decoded == raw {
-        vec![raw]
-    } else {
-        vec![raw, decoded]
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn scrub(text: &str, secrets: &[String]) -> String {
-    secrets
-        .iter()
-        .fold(text.to_owned(), |t, s| t.replace(s.as_str(), "***"))
 }
 
 /// An optional script argument: `""` for none, else the value behind a marker.
@@ -703,7 +660,7 @@ impl Store for RedisStore {
                         tracing::warn!("Redis wake-up subscription lost; reconnecting");
                     }
                     Err(e) => tracing::warn!(
-                        error = %scrub(&e.to_string(), &secrets),
+                        error = %secrets.scrub(&e.to_string()),
                         retry_in = ?pause,
                         "Redis wake-up subscription failed"
                     ),

@@ -179,6 +179,9 @@ pub fn spawn_worker(
     if options.queues.is_empty() {
         return Err(CoreError::config("a worker needs at least one queue"));
     }
+    for queue in &options.queues {
+        crate::job::check_text("queue name", queue)?;
+    }
     options.validate()?;
     let (stop, stop_rx) = watch::channel(false);
     let stats = Arc::new(WorkerStats::default());
