@@ -212,6 +212,16 @@ fn already_exists(err: &sqlx::Error) -> bool {
         .is_some_and(|e| matches!(e.number(), ER_DUP_FIELDNAME | ER_DUP_KEYNAME))
 }
 
+/// Attempts of a transaction that InnoDB rolled back as a deadlock victim (1213) or
+/// after a lock wait timeout (1205); both are retryable by definition.
+const TX_ATTEMPTS: u32 = 10;
+
+fn is_retryable(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| matches!(e.number(), 1205 | 1213))
+}
+
 fn is_duplicate(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .and_then(|e| e.code())
@@ -227,11 +237,23 @@ impl Store for MySqlStore {
             return Ok(Vec::new());
         }
         // A concurrent producer may insert the same unique key between our check and our
-        // insert; the unique index refuses it and one retry then finds that job.
-        match self.try_enqueue(&rows).await {
-            Err(e) if is_duplicate(&e) => Ok(self.try_enqueue(&rows).await?),
-            other => Ok(other?),
+        // insert; the unique index refuses it and a retry then finds that job. InnoDB may
+        // also pick this transaction as a deadlock victim (the unique-key check's gap
+        // locks meet another producer's insert): it rolled back, so it is run again.
+        let mut pause = Duration::from_millis(2);
+        for attempt in 1.. {
+            match self.try_enqueue(&rows).await {
+                Err(e) if (is_duplicate(&e) || is_retryable(&e)) && attempt < TX_ATTEMPTS => {
+                    if is_retryable(&e) {
+                        let jitter = rand::random::<f64>() + 0.5;
+                        tokio::time::sleep(pause.mul_f64(jitter)).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                }
+                other => return Ok(other?),
+            }
         }
+        unreachable!("the loop returns")
     }
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
