@@ -114,8 +114,7 @@ impl MySqlStore {
     /// `CREATE TABLE IF NOT EXISTS` is atomic in InnoDB).
     pub async fn connect(url: &str) -> CoreResult<Self> {
         super::connect::probe::<sqlx::MySqlConnection>(url).await?;
-        let port = super::connect::port_of(url, 3306);
-        let pool = super::connect::pool_options::<sqlx::MySql>(port)
+        let pool = super::connect::pool_options::<sqlx::MySql>()
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;

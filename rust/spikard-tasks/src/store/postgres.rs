@@ -100,8 +100,7 @@ impl PostgresStore {
     /// once: setup runs under a transaction-scoped advisory lock).
     pub async fn connect(url: &str) -> CoreResult<Self> {
         super::connect::probe::<sqlx::PgConnection>(url).await?;
-        let port = super::connect::port_of(url, 5432);
-        let pool = super::connect::pool_options::<sqlx::Postgres>(port)
+        let pool = super::connect::pool_options::<sqlx::Postgres>()
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;

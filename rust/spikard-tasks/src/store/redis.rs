@@ -31,7 +31,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Script, ScriptInvocation};
+use redis::{
+    AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
+};
 use serde_json::Value;
 
 use super::{
@@ -154,13 +156,19 @@ impl RedisStore {
     /// Connects to the server a `redis://` or `rediss://` URL names and loads the scripts.
     pub async fn connect(url: &str) -> CoreResult<Self> {
         let secrets: Arc<[String]> = secrets_of(url).into();
-        let client = redis::Client::open(url).map_err(|e| {
-            CoreError::config(format!(
-                "malformed Redis URL {:?}: {}",
-                redact(url),
-                scrub(&e.to_string(), &secrets)
-            ))
-        })?;
+        // Commands and scripts go out whole: with Nagle's algorithm a command longer than
+        // one TCP segment (a batch) waits for the server's delayed ACK (40 ms on Linux).
+        let nodelay = redis::io::tcp::TcpSettings::default().set_nodelay(true);
+        let client = url
+            .into_connection_info()
+            .and_then(|info| redis::Client::open(info.set_tcp_settings(nodelay)))
+            .map_err(|e| {
+                CoreError::config(format!(
+                    "malformed Redis URL {:?}: {}",
+                    redact(url),
+                    scrub(&e.to_string(), &secrets)
+                ))
+            })?;
         let failed = |e: RedisError| {
             CoreError::Backend(format!(
                 "cannot connect to Redis at {}: {}",
