@@ -647,9 +647,12 @@ impl Store for MySqlStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        // Only the query's round trip is measured (not waiting for or opening a
+        // connection).
+        let mut conn = self.pool.acquire().await?;
         let sent = now_ms();
         let db: i64 = sqlx::query_scalar("SELECT CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *conn)
             .await?;
         Ok(self.clock.observe(sent, db, now_ms()))
     }

@@ -607,11 +607,15 @@ impl Store for PostgresStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        // Only the query's round trip is measured (not waiting for or opening a
+        // connection), and the server's time is cut to whole ms like ours.
+        let mut conn = self.pool.acquire().await?;
         let sent = now_ms();
-        let db: i64 =
-            sqlx::query_scalar("SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint")
-                .fetch_one(&self.pool)
-                .await?;
+        let db: i64 = sqlx::query_scalar(
+            "SELECT floor(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
         Ok(self.clock.observe(sent, db, now_ms()))
     }
 

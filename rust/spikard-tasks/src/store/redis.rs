@@ -638,6 +638,11 @@ impl Store for RedisStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        // The connection is opened on first use: open it before the measured round trip.
+        redis::cmd("PING")
+            .query_async::<redis::Value>(&mut self.calls.clone())
+            .await
+            .map_err(|e| self.error(e))?;
         let sent = now_ms();
         let (secs, micros): (i64, i64) = redis::cmd("TIME")
             .query_async(&mut self.calls.clone())
