@@ -32,6 +32,41 @@ def test_invalid_schedules_raise_config_error() -> None:
         CronSchedule("0 9 * * *", task="t", missed="sometimes")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("expr", "message"),
+    [
+        ("61 * * * *", "minute 61 is out of range 0-59"),
+        ("* 24 * * *", "hour 24 is out of range 0-23"),
+        ("* * 0 * *", "day of month 0 is out of range 1-31"),
+        ("* * 32 * *", "day of month 32 is out of range 1-31"),
+        ("* * * 13 *", "month 13 is out of range 1-12"),
+        ("* * * * 8", "weekday 8 is out of range 0-7"),
+        ("60 * * * * *", "second 60 is out of range 0-59"),
+        ("*/60 * * * *", "minute step 60 is out of range 1-59"),
+        ("30-10 * * * *", "minute range 30-10 runs backwards"),
+    ],
+)
+def test_out_of_range_fields_name_the_field_and_its_range(expr: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        CronSchedule(expr, task="t")
+
+
+@pytest.mark.parametrize("expr", ["0 0 30 2 *", "0 0 31 4 *", "0 0 31 2,4,6,9,11 *"])
+def test_a_schedule_that_never_fires_is_refused(expr: str) -> None:
+    with pytest.raises(ConfigError, match="never fires"):
+        CronSchedule(expr, task="t")
+
+
+def test_rare_schedules_are_accepted_and_stored_ones_read_back() -> None:
+    dec_2026 = dt.datetime(2026, 12, 6, tzinfo=dt.timezone.utc)
+    # February 29 only when it is a Monday: 2044 is the next.
+    monday_leap_day = CronSchedule("0 0 29 2 1", task="t")
+    assert monday_leap_day.next_run(dec_2026) == dt.datetime(2044, 2, 29, tzinfo=dt.timezone.utc)
+    # A stored schedule that no longer fires (its year passed) reads back, to list or remove.
+    stored = CronSchedule.from_dict({"expression": "0 0 0 1 1 * 2020", "task": "t"})
+    assert stored.next_run(dec_2026) is None
+
+
 def test_expression_forms_and_unix_weekdays() -> None:
     sat_noon = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.timezone.utc)  # a Saturday
     monday_9 = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.timezone.utc)

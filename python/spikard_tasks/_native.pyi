@@ -80,8 +80,9 @@ class Completion:
     def ok(self, value: object) -> None: ...
     def error(self, exc: BaseException) -> None: ...
 
-def validate_schedule(definition: str, after_ms: int) -> int | None:
-    """Validates a schedule (JSON); returns its next tick after ``after_ms``."""
+def validate_schedule(definition: str, after_ms: int, stored: bool = False) -> int | None:
+    """Validates a schedule (JSON); returns its next tick after ``after_ms``. Refuses one
+    that never fires from now on unless it was ``stored`` (read back from storage)."""
 
 @final
 class NativeScheduler:

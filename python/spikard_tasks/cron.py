@@ -5,7 +5,8 @@ Expressions have 5 fields (``minute hour day month weekday``, as in Unix cron), 
 ``@weekly``, ``@daily``, ``@hourly``). Weekday numbers follow Unix cron (0 and 7 are
 Sunday, 1 is Monday); names (``MON-FRI``) work too. Ticks are computed in the schedule's
 IANA ``timezone``: a local time skipped by a DST change does not fire that day, and a
-local time repeated by a DST change fires once (its first occurrence).
+local time repeated by a DST change fires once (its first occurrence). An expression that
+matches no time from now on (``0 0 30 2 *``, February 30) is refused: it would never fire.
 
 Any number of schedulers may run (every worker runs one unless started with
 ``--no-scheduler``; ``spikard-tasks scheduler module:queue`` runs one alone): each tick
@@ -43,7 +44,8 @@ class CronSchedule:
     ``name`` defaults to the task name; scheduling again under the same name replaces
     the schedule (so ``queue.schedule(...)`` at import time is safe in every process).
     ``priority``, ``max_attempts``, ``timeout`` and ``queue`` apply to the jobs.
-    Raises ``ConfigError`` for an invalid expression, timezone or option.
+    Raises ``ConfigError`` for an invalid expression, timezone or option, and for an
+    expression that would never fire.
     """
 
     expr: str
@@ -58,8 +60,11 @@ class CronSchedule:
     max_attempts: int | None = None
     timeout: float | None = None
     queue: str | None = None
+    #: Read back from storage: checked, but not refused for having no next run (its
+    #: last years may have passed since it was created).
+    _stored: dataclasses.InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, _stored: bool) -> None:
         task: object = self.task
         if not isinstance(task, str):
             task = getattr(task, "name", None)
@@ -75,7 +80,8 @@ class CronSchedule:
         if not isinstance(self.args, (list, tuple)) or not isinstance(self.kwargs, dict):
             raise ConfigError("args must be a list and kwargs a dict")
         object.__setattr__(self, "args", list(self.args))
-        self.next_run()  # validates expression, timezone and options in the engine
+        # Expression, timezone and options, checked by the engine.
+        _native.validate_schedule(self.to_json(), int(time.time() * 1000), _stored)
 
     @property
     def expression(self) -> str:
@@ -117,7 +123,7 @@ class CronSchedule:
         after_ms = int(time.time() * 1000) if after is None else int(after.timestamp() * 1000)
         if after is not None and after.tzinfo is None:
             raise ConfigError("after must be timezone-aware")
-        nxt = _native.validate_schedule(self.to_json(), after_ms)
+        nxt = _native.validate_schedule(self.to_json(), after_ms, stored=True)
         return None if nxt is None else dt.datetime.fromtimestamp(nxt / 1000, dt.timezone.utc)
 
     @classmethod
@@ -137,6 +143,7 @@ class CronSchedule:
             max_attempts=options.get("max_attempts"),
             timeout=options.get("timeout"),
             queue=options.get("queue"),
+            _stored=True,
         )
 
     def __str__(self) -> str:

@@ -21,11 +21,18 @@ pub fn parse_schedule(definition: &str) -> Result<CronSchedule> {
 }
 
 /// Validates a schedule (JSON) and returns its next tick after `after_ms` (ms since epoch).
+/// A new schedule (`stored=False`) that would never fire from now on is refused; a stored
+/// one is only parsed.
 #[pyfunction]
-#[pyo3(signature = (definition, after_ms))]
-pub fn validate_schedule(definition: &str, after_ms: i64) -> Result<Option<i64>> {
+#[pyo3(signature = (definition, after_ms, stored = false))]
+pub fn validate_schedule(definition: &str, after_ms: i64, stored: bool) -> Result<Option<i64>> {
     let schedule = parse_schedule(definition)?;
-    Ok(schedule.parse()?.next_after(after_ms))
+    let parsed = if stored {
+        schedule.parse()?
+    } else {
+        schedule.validate(spikard_tasks::time::now_ms())?
+    };
+    Ok(parsed.next_after(after_ms))
 }
 
 pub fn save(py: Python<'_>, client: &TaskQueueClient, definition: &str) -> Result<()> {

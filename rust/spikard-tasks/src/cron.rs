@@ -8,6 +8,9 @@
 //! * a local time that does not exist (skipped by a DST change) does not fire that day;
 //! * a local time that occurs twice (repeated by a DST change) fires once, at its first
 //!   occurrence.
+//!
+//! A new schedule must fire: one whose expression matches no time from now on (February
+//! 30, or only years that have passed) is refused with a `ConfigError`.
 
 use std::str::FromStr;
 
@@ -18,6 +21,8 @@ use serde_json::Value;
 
 use crate::error::{CoreError, CoreResult};
 use crate::job::JobOptions;
+
+mod fields;
 
 /// What a scheduler does about ticks that passed while no scheduler ran.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +117,21 @@ impl CronSchedule {
         }
         ParsedSchedule::new(&self.expression, &self.timezone)
     }
+
+    /// [`CronSchedule::parse`], and refuses a schedule that would never fire after
+    /// `now_ms`. For a schedule being created; one read back from storage is only parsed
+    /// (its last years may have passed since).
+    pub fn validate(&self, now_ms: i64) -> CoreResult<ParsedSchedule> {
+        let parsed = self.parse()?;
+        if parsed.next_after(now_ms).is_none() {
+            return Err(CoreError::config(format!(
+                "cron expression {:?} never fires: no date from now on matches it \
+                 (a day the month does not have, such as February 30, or only past years)",
+                self.expression
+            )));
+        }
+        Ok(parsed)
+    }
 }
 
 /// A validated expression in its timezone.
@@ -200,27 +220,26 @@ pub fn normalize(expression: &str) -> CoreResult<String> {
             )))
         }
     }
-    fields[5] = translate_weekdays(&fields[5])
+    fields::check(&fields)
         .map_err(|e| CoreError::config(format!("invalid cron expression {expression:?}: {e}")))?;
+    fields[5] = translate_weekdays(&fields[5]);
     Ok(fields.join(" "))
 }
 
-fn translate_weekdays(field: &str) -> Result<String, String> {
+/// Unix weekday numbers (0 and 7 = Sunday) to the parser's (1 = Sunday); the numbers were
+/// range-checked by [`fields::check`].
+fn translate_weekdays(field: &str) -> String {
     let mut parts = Vec::new();
     for item in field.split(',') {
         let (range, step) = match item.split_once('/') {
             Some((r, s)) => (r, Some(s)),
             None => (item, None),
         };
-        let num = |s: &str| -> Result<Option<u32>, String> {
-            if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
-                let n: u32 = s.parse().map_err(|_| format!("bad weekday {s:?}"))?;
-                if n > 7 {
-                    return Err(format!("weekday {n} out of range 0-7"));
-                }
-                Ok(Some(n))
+        let num = |s: &str| -> Option<u32> {
+            if s.chars().all(|c| c.is_ascii_digit()) {
+                s.parse().ok()
             } else {
-                Ok(None)
+                None
             }
         };
         let with_step = |s: String| match step {
@@ -228,7 +247,7 @@ fn translate_weekdays(field: &str) -> Result<String, String> {
             None => s,
         };
         match range.split_once('-') {
-            Some((a, b)) => match (num(a)?, num(b)?) {
+            Some((a, b)) => match (num(a), num(b)) {
                 (Some(a), Some(b)) => {
                     // Unix a..=b, with 7 meaning Sunday again at the end of the week.
                     let (a1, b1) = (a % 7 + 1, if b == 7 { 7 } else { b % 7 + 1 });
@@ -243,13 +262,13 @@ fn translate_weekdays(field: &str) -> Result<String, String> {
                 }
                 _ => parts.push(item.to_owned()),
             },
-            None => match num(range)? {
+            None => match num(range) {
                 Some(n) => parts.push(with_step(format!("{}", n % 7 + 1))),
                 None => parts.push(item.to_owned()),
             },
         }
     }
-    Ok(parts.join(","))
+    parts.join(",")
 }
 
 #[cfg(test)]
@@ -288,7 +307,23 @@ mod tests {
 
     #[test]
     fn bad_input_is_a_config_error() {
-        assert!(ParsedSchedule::new("61 * * * *", "UTC").is_err());
+        let err = ParsedSchedule::new("61 * * * *", "UTC").unwrap_err();
+        assert!(matches!(err, CoreError::Config(_)));
+        assert_eq!(
+            err.to_string(),
+            "invalid cron expression \"61 * * * *\": minute 61 is out of range 0-59"
+        );
+        for (expr, message) in [
+            ("* 24 * * *", "hour 24 is out of range 0-23"),
+            ("* * 32 * *", "day of month 32 is out of range 1-31"),
+            ("* * * 13 *", "month 13 is out of range 1-12"),
+            ("* * * * 8", "weekday 8 is out of range 0-7"),
+            ("60 * * * * *", "second 60 is out of range 0-59"),
+            ("* * * * 5-1", "weekday range 5-1 runs backwards"),
+        ] {
+            let err = ParsedSchedule::new(expr, "UTC").unwrap_err().to_string();
+            assert!(err.contains(message), "{expr}: {err}");
+        }
         assert!(ParsedSchedule::new("* * * * *", "Mars/Olympus").is_err());
         assert!(ParsedSchedule::new("@every-now-and-then", "UTC").is_err());
     }
@@ -308,6 +343,53 @@ mod tests {
         // A whole year: 365 days, minus the one that has no 02:30.
         let year = p.ticks_between(ms(2026, 1, 1, 0, 0), ms(2027, 1, 1, 0, 0), 1000);
         assert_eq!(year.len(), 364);
+    }
+
+    fn schedule(expression: &str) -> CronSchedule {
+        CronSchedule {
+            name: "s".into(),
+            expression: expression.into(),
+            task: "t".into(),
+            args: empty_array(),
+            kwargs: empty_object(),
+            timezone: utc(),
+            enabled: true,
+            missed: MissedTicks::default(),
+            options: JobOptions::default(),
+        }
+    }
+
+    #[test]
+    fn a_schedule_that_never_fires_is_refused() {
+        let now = ms(2026, 12, 6, 12, 0);
+        for expr in [
+            "0 0 30 2 *",
+            "0 0 31 4 *",
+            "0 0 31 2,4,6,9,11 *",
+            "0 0 0 1 1 * 2020",
+        ] {
+            let err = schedule(expr).validate(now).unwrap_err();
+            assert!(matches!(err, CoreError::Config(_)));
+            assert!(err.to_string().contains("never fires"), "{expr}: {err}");
+            // Read back from storage it still parses (and has no next run).
+            assert_eq!(schedule(expr).parse().unwrap().next_after(now), None);
+        }
+    }
+
+    #[test]
+    fn rare_schedules_are_accepted() {
+        let now = ms(2026, 12, 6, 12, 0);
+        // February 29 only when it is a Monday: next in 2044 (then 2072).
+        let p = schedule("0 0 29 2 1").validate(now).unwrap();
+        assert_eq!(p.next_after(now), Some(ms(2044, 2, 29, 0, 0)));
+        assert_eq!(
+            p.next_after(ms(2044, 2, 29, 0, 0)),
+            Some(ms(2072, 2, 29, 0, 0))
+        );
+        let p = schedule("0 0 29 2 *").validate(now).unwrap();
+        assert_eq!(p.next_after(now), Some(ms(2028, 2, 29, 0, 0)));
+        let p = schedule("0 0 0 1 1 * 2090").validate(now).unwrap();
+        assert_eq!(p.next_after(now), Some(ms(2090, 1, 1, 0, 0)));
     }
 
     #[test]

@@ -31,10 +31,10 @@ use crate::time::now_ms;
 pub const DEFAULT_RELOAD: Duration = Duration::from_secs(2);
 
 impl TaskQueueClient {
-    /// Validates and stores a schedule (replacing one of the same name). Idempotent:
-    /// safe to call at import time in every process.
+    /// Validates and stores a schedule (replacing one of the same name); refuses one
+    /// that would never fire. Idempotent: safe to call at import time in every process.
     pub async fn save_schedule(&self, schedule: &CronSchedule) -> CoreResult<()> {
-        schedule.parse()?;
+        schedule.validate(now_ms())?;
         let definition = serde_json::to_string(schedule)?;
         self.store
             .save_schedule(&schedule.name, &definition, now_ms())

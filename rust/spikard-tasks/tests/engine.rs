@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+mod common;
+use common::urls;
 use spikard_tasks::{
     spawn_worker, Backoff, ClaimedJob, CoreError, FnHandler, JobOptions, JobStatus, NewJob,
     TaskOutcome, TaskQueueClient, TaskQueueConfig, WorkerOptions,
@@ -27,65 +29,6 @@ fn config(url: String) -> TaskQueueConfig {
         },
         ..TaskQueueConfig::default()
     }
-}
-
-/// Every backend URL the suite runs against: the embedded ones always, each server
-/// backend compiled in when its server answers (with `SPIKARD_TASKS_REQUIRE_BACKENDS=1`
-/// an unreachable server fails the suite instead of being skipped).
-#[allow(clippy::vec_init_then_push)]
-fn urls(dir: &tempfile::TempDir) -> Vec<String> {
-    let mut urls = vec![
-        format!("sqlite:///{}", dir.path().join("jobs.db").display()),
-        "memory://".to_owned(),
-    ];
-    #[allow(unused_mut)]
-    let mut servers: Vec<(&str, &str, &str)> = Vec::new();
-    #[cfg(feature = "postgres")]
-    servers.push((
-        "postgres",
-        "SPIKARD_TASKS_TEST_POSTGRES",
-        "postgres://postgres@127.0.0.1:5432/test",
-    ));
-    #[cfg(feature = "mysql")]
-    servers.push((
-        "mysql",
-        "SPIKARD_TASKS_TEST_MYSQL",
-        "mysql://root@127.0.0.1:3306/test",
-    ));
-    #[cfg(feature = "redis")]
-    servers.push((
-        "redis",
-        "SPIKARD_TASKS_TEST_REDIS",
-        "redis://127.0.0.1:6379/0",
-    ));
-    for (name, var, default) in servers {
-        let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
-        if reachable(&url) {
-            urls.push(url);
-        } else if std::env::var("SPIKARD_TASKS_REQUIRE_BACKENDS").as_deref() == Ok("1") {
-            panic!("{name} server at {url} is unreachable and SPIKARD_TASKS_REQUIRE_BACKENDS=1");
-        } else {
-            eprintln!("skipping {name}: no server at {url}");
-        }
-    }
-    urls
-}
-
-fn reachable(url: &str) -> bool {
-    let parsed = url::Url::parse(url).expect("test URL");
-    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
-    let port = parsed
-        .port_or_known_default()
-        .unwrap_or(match parsed.scheme() {
-            "postgres" | "postgresql" => 5432,
-            "mysql" | "mariadb" => 3306,
-            _ => 6379,
-        });
-    std::net::TcpStream::connect_timeout(
-        &format!("{host}:{port}").parse().expect("socket address"),
-        Duration::from_secs(1),
-    )
-    .is_ok()
 }
 
 /// A queue name no other test (or earlier run on a shared server) uses.
@@ -1046,7 +989,7 @@ async fn redis_worker_survives_a_server_restart() {
     let url = format!("redis://127.0.0.1:{port}/0");
     let up = |url: &str| {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !reachable(url) {
+        while !common::reachable(url) {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -18,19 +18,13 @@ pub(crate) const HOT_CONNECTIONS: usize = 8;
 
 /// Pool settings shared by the SQL servers. A connection that sat idle (a server restart
 /// may have closed it) is pinged before use and replaced if dead; one in steady use is
-/// not, which saves a round trip per call (sqlx pings on every acquire by default). New
-/// connections to the server's `port` get `TCP_NODELAY` (see [`super::nodelay`]).
-pub(crate) fn pool_options<DB: sqlx::Database>(port: u16) -> sqlx::pool::PoolOptions<DB> {
+/// not, which saves a round trip per call (sqlx pings on every acquire by default).
+/// sqlx (0.9.1 on) opens its TCP connections with `TCP_NODELAY`.
+pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
     sqlx::pool::PoolOptions::new()
         // The calls off the hot path (reads, cancels, maintenance, schedules); with the
         // hot path's own connections a process opens at most 12.
         .max_connections(4)
-        .after_connect(move |_conn, _meta| {
-            Box::pin(async move {
-                super::nodelay::set_nodelay_to_port(port);
-                Ok(())
-            })
-        })
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
@@ -43,14 +37,6 @@ pub(crate) fn pool_options<DB: sqlx::Database>(port: u16) -> sqlx::pool::PoolOpt
                     .is_ok())
             })
         })
-}
-
-/// The TCP port `url` names, or the server's `default`.
-pub(crate) fn port_of(url: &str, default: u16) -> u16 {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.port())
-        .unwrap_or(default)
 }
 
 /// Parses `url` and opens one connection right away, so a wrong host, port or password

@@ -5,6 +5,7 @@
 //! results and arguments are never truncated, and the error history is appended as text
 //! (the two servers' JSON functions differ).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +15,10 @@ use sqlx::{AssertSqlSafe, Connection, MySql, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::conns::Conns;
-use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
+use super::retry::{retry_tx, TxError};
+use super::rows::{cancel_job, insert_jobs_query, placeholders, CompletionColumns};
 use super::{all_created, purge_rounds, rescue_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
-use crate::error::CoreResult;
+use crate::error::{CoreError, CoreResult};
 use crate::job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
 };
@@ -91,9 +93,6 @@ const INSERT_CHUNK: usize = 500;
 /// The server-wide name of the maintenance lock (`GET_LOCK`).
 const MAINTENANCE_LOCK: &str = "spikard_tasks.maintenance";
 
-/// MySQL error number of a duplicate key.
-const ER_DUP_ENTRY: &str = "1062";
-
 /// A job store in a MySQL or MariaDB database.
 #[derive(Clone, Debug)]
 pub struct MySqlStore {
@@ -114,8 +113,7 @@ impl MySqlStore {
     /// `CREATE TABLE IF NOT EXISTS` is atomic in InnoDB).
     pub async fn connect(url: &str) -> CoreResult<Self> {
         super::connect::probe::<sqlx::MySqlConnection>(url).await?;
-        let port = super::connect::port_of(url, 3306);
-        let pool = super::connect::pool_options::<sqlx::MySql>(port)
+        let pool = super::connect::pool_options::<sqlx::MySql>()
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;
@@ -148,17 +146,7 @@ impl MySqlStore {
         }
     }
 
-    async fn insert_batch(
-        tx: &mut Transaction<'_, MySql>,
-        rows: &[&JobRow],
-    ) -> Result<(), sqlx::Error> {
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            insert_jobs_query!(chunk, i32).execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
-
-    async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, sqlx::Error> {
+    async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, TxError> {
         let mut conn = self.conns.get().await?;
         let out = if rows.len() <= INSERT_CHUNK && rows.iter().all(|r| r.unique_key.is_none()) {
             // One autocommit statement (atomic on its own): one round trip.
@@ -177,135 +165,109 @@ impl MySqlStore {
         Ok(out)
     }
 
-    /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs).
+    /// Inserts `rows` inside `tx`; a row whose unique key has an unfinished job in its
+    /// queue (or one earlier in `rows`) gets that job's id instead.
+    ///
+    /// Rows without a key go first. Rows with one are inserted with `ON DUPLICATE KEY
+    /// UPDATE id = id`, in (queue, key) order: the insert takes the key's lock itself, or
+    /// locks and keeps the job that holds the key. (A locking read of an absent key first
+    /// would take a gap lock, which lets two producers of neighbouring keys block each
+    /// other's inserts: a deadlock.) Every producer locks keys in the same order, so
+    /// producers of overlapping keys wait for each other instead of deadlocking. A read
+    /// of the keys then finds each one's job.
     async fn insert_jobs(
         tx: &mut Transaction<'_, MySql>,
         rows: &[JobRow],
-    ) -> Result<Vec<Enqueued>, sqlx::Error> {
+    ) -> Result<Vec<Enqueued>, TxError> {
         let mut out: Vec<Enqueued> = all_created(rows);
-        let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let Some(key) = &row.unique_key else {
-                plain.push(row);
-                continue;
-            };
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM spikard_jobs WHERE queue = ? AND unique_active = ? FOR UPDATE",
-            )
-            .bind(&row.queue)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
-            match existing.or_else(|| earlier_in_batch(rows, &out, i)) {
-                Some(id) => out[i] = Enqueued { id, created: false },
-                None => plain.push(row),
+        let plain: Vec<&JobRow> = rows.iter().filter(|r| r.unique_key.is_none()).collect();
+        for chunk in plain.chunks(INSERT_CHUNK) {
+            insert_jobs_query!(chunk, i32).execute(&mut **tx).await?;
+        }
+        let mut keyed: Vec<(&str, &str, usize)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((r.queue.as_str(), r.unique_key.as_deref()?, i)))
+            .collect();
+        // By key, then by position: of equal keys in `rows` the first is inserted.
+        keyed.sort_unstable();
+        for chunk in keyed.chunks(INSERT_CHUNK) {
+            let chunk_rows: Vec<&JobRow> = chunk.iter().map(|&(_, _, i)| &rows[i]).collect();
+            insert_jobs_query!(&chunk_rows[..], i32, " ON DUPLICATE KEY UPDATE id = id")
+                .execute(&mut **tx)
+                .await?;
+            let holders = Self::key_holders(tx, chunk).await?;
+            for &(queue, key, i) in chunk {
+                let id = holders
+                    .get(&(queue.to_owned(), key.to_owned()))
+                    .ok_or_else(|| {
+                        CoreError::Backend(format!(
+                            "unique key {key:?} has no job after its insert"
+                        ))
+                    })?;
+                out[i] = Enqueued {
+                    created: *id == rows[i].id,
+                    id: id.clone(),
+                };
             }
         }
-        Self::insert_batch(tx, &plain).await?;
         Ok(out)
     }
-}
 
-fn already_exists(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
-        .is_some_and(|e| matches!(e.number(), ER_DUP_FIELDNAME | ER_DUP_KEYNAME))
-}
-
-/// Attempts of a transaction that InnoDB rolled back as a deadlock victim (1213) or
-/// after a lock wait timeout (1205); both are retryable by definition.
-const TX_ATTEMPTS: u32 = 10;
-
-fn is_retryable(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
-        .is_some_and(|e| matches!(e.number(), 1205 | 1213))
-}
-
-fn is_duplicate(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .and_then(|e| e.code())
-        .is_some_and(|c| c == ER_DUP_ENTRY || c == "23000")
-}
-
-super::rows::row_decoders!(MySqlRow, i32);
-
-#[async_trait]
-impl Store for MySqlStore {
-    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        // A concurrent producer may insert the same unique key between our check and our
-        // insert; the unique index refuses it and a retry then finds that job. InnoDB may
-        // also pick this transaction as a deadlock victim (the unique-key check's gap
-        // locks meet another producer's insert): it rolled back, so it is run again.
-        let mut pause = Duration::from_millis(2);
-        for attempt in 1.. {
-            match self.try_enqueue(&rows).await {
-                Err(e) if (is_duplicate(&e) || is_retryable(&e)) && attempt < TX_ATTEMPTS => {
-                    if is_retryable(&e) {
-                        let jitter = rand::random::<f64>() + 0.5;
-                        tokio::time::sleep(pause.mul_f64(jitter)).await;
-                        pause = (pause * 2).min(Duration::from_millis(200));
-                    }
-                }
-                other => return Ok(other?),
+    /// The id of the unfinished job holding each (queue, key) of `keys` (sorted), read
+    /// with a locking read (the newest committed rows, not the transaction's snapshot).
+    async fn key_holders(
+        tx: &mut Transaction<'_, MySql>,
+        keys: &[(&str, &str, usize)],
+    ) -> Result<HashMap<(String, String), String>, TxError> {
+        let mut by_queue: Vec<(&str, Vec<&str>)> = Vec::new();
+        for &(queue, key, _) in keys {
+            match by_queue.last_mut() {
+                Some((q, ks)) if *q == queue => ks.push(key),
+                _ => by_queue.push((queue, vec![key])),
             }
         }
-        unreachable!("the loop returns")
-    }
-
-    async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM spikard_jobs WHERE id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref()
-            .map(|r| record_from_row(r, self.now_ms()))
-            .transpose()
-    }
-
-    async fn cancel(&self, id: &str) -> CoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
-             cancel_reason = 'cancelled by request' \
-             WHERE id = ? AND status IN ('pending', 'retrying')",
-        )
-        .bind(self.clock.now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(true);
+        let filter = by_queue
+            .iter()
+            .map(|(_, ks)| {
+                format!(
+                    "(queue = ? AND unique_active IN ({}))",
+                    placeholders(ks.len())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql =
+            format!("SELECT queue, unique_active, id FROM spikard_jobs WHERE {filter} FOR UPDATE");
+        let mut q = sqlx::query_as::<_, (String, String, String)>(AssertSqlSafe(sql));
+        for (queue, ks) in by_queue {
+            q = q.bind(queue);
+            for key in ks {
+                q = q.bind(key);
+            }
         }
-        let asked = sqlx::query(
-            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(asked.rows_affected() > 0)
+        let found = q.fetch_all(&mut **tx).await?;
+        Ok(found
+            .into_iter()
+            .map(|(queue, key, id)| ((queue, key), id))
+            .collect())
     }
 
-    async fn claim(
+    /// One claim transaction (see [`Store::claim`]).
+    async fn try_claim(
         &self,
         queues: &[String],
         worker: &str,
         limit: usize,
         lease: Duration,
-    ) -> CoreResult<Vec<ClaimedJob>> {
-        if limit == 0 || queues.is_empty() {
-            return Ok(Vec::new());
-        }
+    ) -> Result<Vec<ClaimedJob>, TxError> {
         let now = self.clock.now_ms();
         let mut conn = self.conns.get().await?;
         let mut tx = conn.begin().await?;
         // One ordered range of the claim index per queue, read with everything a claimed
         // job needs; the best `limit` of them win (rows locked but not taken are
         // unlocked at commit).
-        let mut picked: Vec<((std::cmp::Reverse<i32>, i64, String), MySqlRow)> = Vec::new();
+        let mut picked: Vec<(ClaimKey, MySqlRow)> = Vec::new();
         for queue in queues {
             let rows = sqlx::query(
                 "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
@@ -380,6 +342,60 @@ impl Store for MySqlStore {
         conn.release();
         Ok(claimed)
     }
+}
+
+fn already_exists(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
+        .is_some_and(|e| matches!(e.number(), ER_DUP_FIELDNAME | ER_DUP_KEYNAME))
+}
+
+super::rows::row_decoders!(MySqlRow, i32);
+
+#[async_trait]
+impl Store for MySqlStore {
+    async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        retry_tx(|| self.try_enqueue(&rows)).await
+    }
+
+    async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        let sql = format!("SELECT {COLUMNS} FROM spikard_jobs WHERE id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref()
+            .map(|r| record_from_row(r, self.now_ms()))
+            .transpose()
+    }
+
+    async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        cancel_job!(
+            self,
+            self.clock.now_ms(),
+            id,
+            "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
+             cancel_reason = 'cancelled by request' \
+             WHERE id = ? AND status IN ('pending', 'retrying')",
+            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'"
+        )
+    }
+
+    async fn claim(
+        &self,
+        queues: &[String],
+        worker: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> CoreResult<Vec<ClaimedJob>> {
+        if limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        retry_tx(|| self.try_claim(queues, worker, limit, lease)).await
+    }
 
     async fn complete(
         &self,
@@ -390,23 +406,27 @@ impl Store for MySqlStore {
             return Ok(0);
         }
         let now = self.clock.now_ms();
-        let mut written = 0usize;
-        let chunks: Vec<_> = done.chunks(COMPLETE_CHUNK).collect();
-        let mut conn = self.conns.get().await?;
-        // One statement writes a chunk; only several chunks need a transaction.
-        if let [chunk] = chunks.as_slice() {
-            let q = complete_statement(worker, chunk, now)?;
-            written = q.execute(&mut *conn).await?.rows_affected() as usize;
-        } else {
-            let mut tx = conn.begin().await?;
-            for chunk in chunks {
+        let done = &done;
+        retry_tx(|| async move {
+            let mut written = 0usize;
+            let chunks: Vec<_> = done.chunks(COMPLETE_CHUNK).collect();
+            let mut conn = self.conns.get().await?;
+            // One statement writes a chunk; only several chunks need a transaction.
+            if let [chunk] = chunks.as_slice() {
                 let q = complete_statement(worker, chunk, now)?;
-                written += q.execute(&mut *tx).await?.rows_affected() as usize;
+                written = q.execute(&mut *conn).await?.rows_affected() as usize;
+            } else {
+                let mut tx = conn.begin().await?;
+                for chunk in chunks {
+                    let q = complete_statement(worker, chunk, now)?;
+                    written += q.execute(&mut *tx).await?.rows_affected() as usize;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
-        }
-        conn.release();
-        Ok(written)
+            conn.release();
+            Ok::<_, TxError>(written)
+        })
+        .await
     }
 
     async fn heartbeat(
@@ -416,124 +436,136 @@ impl Store for MySqlStore {
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
         let until = self.clock.now_ms().saturating_add(duration_ms(lease));
-        let mut cancel = Vec::new();
-        let mut conn = self.conns.get().await?;
-        // By primary key only: no gap locks on the locked_by index to deadlock with claims.
-        for chunk in ids.chunks(INSERT_CHUNK) {
-            let list = placeholders(chunk.len());
-            let sql = format!(
-                "UPDATE spikard_jobs SET lease_until = ? WHERE id IN ({list}) \
-                 AND locked_by = ? AND status = 'running'"
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(until);
-            for id in chunk {
-                q = q.bind(id);
+        // Renewing a lease twice is harmless: a retry runs every chunk again.
+        retry_tx(|| async move {
+            let mut cancel = Vec::new();
+            let mut conn = self.conns.get().await?;
+            // By primary key only: no gap locks on the locked_by index to deadlock with
+            // claims.
+            for chunk in ids.chunks(INSERT_CHUNK) {
+                let list = placeholders(chunk.len());
+                let sql = format!(
+                    "UPDATE spikard_jobs SET lease_until = ? WHERE id IN ({list}) \
+                     AND locked_by = ? AND status = 'running'"
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(until);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                q.bind(worker).execute(&mut *conn).await?;
+                let sql = format!(
+                    "SELECT id FROM spikard_jobs WHERE id IN ({list}) AND locked_by = ? \
+                     AND status = 'running' AND cancel_requested = 1"
+                );
+                let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                cancel.extend(q.bind(worker).fetch_all(&mut *conn).await?);
             }
-            q.bind(worker).execute(&mut *conn).await?;
-            let sql = format!(
-                "SELECT id FROM spikard_jobs WHERE id IN ({list}) AND locked_by = ? \
-                 AND status = 'running' AND cancel_requested = 1"
-            );
-            let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-            for id in chunk {
-                q = q.bind(id);
-            }
-            cancel.extend(q.bind(worker).fetch_all(&mut *conn).await?);
-        }
-        conn.release();
-        Ok(cancel)
+            conn.release();
+            Ok::<_, TxError>(cancel)
+        })
+        .await
     }
 
     async fn mark_started(&self, worker: &str, started: &[(String, i64)]) -> CoreResult<u64> {
-        let mut marked = 0;
-        let mut conn = self.conns.get().await?;
-        for chunk in started.chunks(INSERT_CHUNK) {
-            let sql = format!(
-                "UPDATE spikard_jobs SET started_at = CASE id {}END \
-                 WHERE id IN ({}) AND locked_by = ? AND status = 'running'",
-                "WHEN ? THEN ? ".repeat(chunk.len()),
-                placeholders(chunk.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (id, at) in chunk {
-                q = q.bind(id).bind(at);
+        // Recording a start twice is harmless: a retry runs every chunk again.
+        retry_tx(|| async move {
+            let mut marked = 0;
+            let mut conn = self.conns.get().await?;
+            for chunk in started.chunks(INSERT_CHUNK) {
+                let sql = format!(
+                    "UPDATE spikard_jobs SET started_at = CASE id {}END \
+                     WHERE id IN ({}) AND locked_by = ? AND status = 'running'",
+                    "WHEN ? THEN ? ".repeat(chunk.len()),
+                    placeholders(chunk.len())
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (id, at) in chunk {
+                    q = q.bind(id).bind(at);
+                }
+                for (id, _) in chunk {
+                    q = q.bind(id);
+                }
+                marked += q.bind(worker).execute(&mut *conn).await?.rows_affected();
             }
-            for (id, _) in chunk {
-                q = q.bind(id);
-            }
-            marked += q.bind(worker).execute(&mut *conn).await?.rows_affected();
-        }
-        conn.release();
-        Ok(marked)
+            conn.release();
+            Ok::<_, TxError>(marked)
+        })
+        .await
     }
 
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
-        let now = self.clock.now_ms();
-        let mut tx = self.pool.begin().await?;
-        // `counted`: the attempt ran (its start was recorded), or it is the second
-        // rescue of the same unrecorded attempt. Decided in a locked read, then written
-        // by two plain updates (no SET expression reads a column assigned before it).
-        // The latest entry is indexed by JSON_LENGTH: MariaDB 10.11's `$[last]` returned
-        // NULL for some rows of a multi-row statement.
-        let sql = format!(
-            "SELECT id, CAST(started_at IS NOT NULL OR COALESCE( \
-                 JSON_EXTRACT(errors, CONCAT('$[', JSON_LENGTH(errors) - 1, '].attempt')) = attempts \
-                 AND JSON_UNQUOTE(JSON_EXTRACT(errors, \
-                     CONCAT('$[', JSON_LENGTH(errors) - 1, '].error'))) = '{LOST_UNSTARTED}', \
-                 FALSE) AS SIGNED) \
-             FROM spikard_jobs WHERE status = 'running' AND lease_until < ? \
-             ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED"
-        );
-        let expired: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(sql))
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-        let (counted, unstarted): (Vec<_>, Vec<_>) = expired.iter().partition(|(_, c)| *c != 0);
-        let entry = |text: &str| {
-            format!(
-                "JSON_OBJECT('attempt', attempts, 'error', '{text}', 'traceback', NULL, 'at_ms', ?)"
-            )
-        };
-        for (ids, text, rest) in [
-            (
-                &counted,
-                LOST,
-                "status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
-                 finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END",
-            ),
-            (
-                &unstarted,
-                LOST_UNSTARTED,
-                "status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
-                 finished_at = NULL + ?, attempts = attempts - 1",
-            ),
-        ] {
-            if ids.is_empty() {
-                continue;
-            }
-            let e = entry(text);
+        retry_tx(|| async move {
+            let now = self.clock.now_ms();
+            let mut tx = self.pool.begin().await?;
+            // `counted`: the attempt ran (its start was recorded), or it is the second
+            // rescue of the same unrecorded attempt. Decided in a locked read, then written
+            // by two plain updates (no SET expression reads a column assigned before it).
+            // The latest entry is indexed by JSON_LENGTH: MariaDB 10.11's `$[last]` returned
+            // NULL for some rows of a multi-row statement.
             let sql = format!(
-                "UPDATE spikard_jobs SET \
-                     errors = CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
-                         THEN CONCAT('[', {e}, ']') \
-                         ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', {e}, ']') END, \
-                     {rest}, run_at = ?, locked_by = NULL, lease_until = NULL \
-                 WHERE id IN ({})",
-                placeholders(ids.len())
+                "SELECT id, CAST(started_at IS NOT NULL OR COALESCE( \
+                     JSON_EXTRACT(errors, CONCAT('$[', JSON_LENGTH(errors) - 1, '].attempt')) = attempts \
+                     AND JSON_UNQUOTE(JSON_EXTRACT(errors, \
+                         CONCAT('$[', JSON_LENGTH(errors) - 1, '].error'))) = '{LOST_UNSTARTED}', \
+                     FALSE) AS SIGNED) \
+                 FROM spikard_jobs WHERE status = 'running' AND lease_until < ? \
+                 ORDER BY lease_until LIMIT ? FOR UPDATE SKIP LOCKED"
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql))
+            let expired: Vec<(String, i64)> = sqlx::query_as(AssertSqlSafe(sql))
                 .bind(now)
-                .bind(now)
-                .bind(now)
-                .bind(now);
-            for (id, _) in ids.iter() {
-                q = q.bind(id);
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+            let (counted, unstarted): (Vec<_>, Vec<_>) = expired.iter().partition(|(_, c)| *c != 0);
+            let entry = |text: &str| {
+                format!(
+                    "JSON_OBJECT('attempt', attempts, 'error', '{text}', 'traceback', NULL, 'at_ms', ?)"
+                )
+            };
+            for (ids, text, rest) in [
+                (
+                    &counted,
+                    LOST,
+                    "status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END, \
+                     finished_at = CASE WHEN attempts >= max_attempts THEN ? ELSE NULL END",
+                ),
+                (
+                    &unstarted,
+                    LOST_UNSTARTED,
+                    "status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
+                     finished_at = NULL + ?, attempts = attempts - 1",
+                ),
+            ] {
+                if ids.is_empty() {
+                    continue;
+                }
+                let e = entry(text);
+                let sql = format!(
+                    "UPDATE spikard_jobs SET \
+                         errors = CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
+                             THEN CONCAT('[', {e}, ']') \
+                             ELSE CONCAT(LEFT(errors, CHAR_LENGTH(errors) - 1), ',', {e}, ']') END, \
+                         {rest}, run_at = ?, locked_by = NULL, lease_until = NULL \
+                     WHERE id IN ({})",
+                    placeholders(ids.len())
+                );
+                let mut q = sqlx::query(AssertSqlSafe(sql))
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+                    .bind(now);
+                for (id, _) in ids.iter() {
+                    q = q.bind(id);
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(expired.len() as u64)
+            tx.commit().await?;
+            Ok::<_, TxError>(expired.len() as u64)
+        })
+        .await
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
@@ -542,19 +574,20 @@ impl Store for MySqlStore {
                  status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
                  attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
              WHERE locked_by = ? AND status = 'running'";
-        let res = match ids {
-            None => sqlx::query(base).bind(worker).execute(&self.pool).await?,
+        let sql = match ids {
+            None => base.to_owned(),
             Some([]) => return Ok(0),
-            Some(ids) => {
-                let sql = format!("{base} AND id IN ({})", placeholders(ids.len()));
-                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(worker);
-                for id in ids {
-                    q = q.bind(id);
-                }
-                q.execute(&self.pool).await?
-            }
+            Some(ids) => format!("{base} AND id IN ({})", placeholders(ids.len())),
         };
-        Ok(res.rows_affected())
+        let sql = &sql;
+        retry_tx(|| async move {
+            let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(worker);
+            for id in ids.unwrap_or_default() {
+                q = q.bind(id);
+            }
+            Ok::<_, TxError>(q.execute(&self.pool).await?.rows_affected())
+        })
+        .await
     }
 
     async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
@@ -634,6 +667,8 @@ impl Store for MySqlStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        // Only the query's round trip is measured (not waiting for or opening a
+        // connection).
         let mut conn = self.pool.acquire().await?;
         let sent = now_ms();
         let db: i64 =
@@ -693,6 +728,9 @@ impl Store for MySqlStore {
         }))
     }
 }
+
+/// A claimed row's place in the claim order: priority (highest first), run_at, id.
+type ClaimKey = (std::cmp::Reverse<i32>, i64, String);
 
 /// Most outcomes written by one statement (at most 16 bound values each).
 const COMPLETE_CHUNK: usize = 512;

@@ -14,7 +14,8 @@ use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::Notify;
 
 use super::conns::Conns;
-use super::rows::CompletionColumns;
+use super::retry::{retry_tx, TxError};
+use super::rows::{cancel_job, in_claim_order, CompletionColumns};
 use super::{all_created, purge_rounds, rescue_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{
@@ -100,8 +101,7 @@ impl PostgresStore {
     /// once: setup runs under a transaction-scoped advisory lock).
     pub async fn connect(url: &str) -> CoreResult<Self> {
         super::connect::probe::<sqlx::PgConnection>(url).await?;
-        let port = super::connect::port_of(url, 5432);
-        let pool = super::connect::pool_options::<sqlx::Postgres>(port)
+        let pool = super::connect::pool_options::<sqlx::Postgres>()
             .connect(url)
             .await
             .map_err(|e| super::connect::connect_error(url, e))?;
@@ -121,7 +121,7 @@ impl PostgresStore {
 
     /// Inserts rows without unique keys in one statement, whatever their number, and
     /// notifies listeners of their queues (on commit: at once outside a transaction).
-    async fn insert_plain<'e, E>(executor: E, plain: &[&JobRow]) -> CoreResult<()>
+    async fn insert_plain<'e, E>(executor: E, plain: &[&JobRow]) -> Result<(), sqlx::Error>
     where
         E: sqlx::Executor<'e, Database = sqlx::Postgres>,
     {
@@ -163,19 +163,49 @@ impl PostgresStore {
     }
 
     /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs) and notifies
-    /// listeners of their queues on commit.
+    /// listeners of their queues on commit. Rows with a unique key go in (queue, key)
+    /// order, so producers of overlapping keys wait for each other instead of deadlocking.
     async fn insert_jobs(
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         rows: &[JobRow],
-    ) -> CoreResult<Vec<Enqueued>> {
+    ) -> Result<Vec<Enqueued>, TxError> {
         let mut out: Vec<Enqueued> = all_created(rows);
-        let mut plain: Vec<&JobRow> = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            let Some(key) = &row.unique_key else {
-                plain.push(row);
-                continue;
-            };
-            // Insert-or-find, safe against concurrent producers of the same key.
+        let plain: Vec<&JobRow> = rows.iter().filter(|r| r.unique_key.is_none()).collect();
+        let mut keyed: Vec<(&str, &str, usize)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((r.queue.as_str(), r.unique_key.as_deref()?, i)))
+            .collect();
+        keyed.sort_unstable();
+        for &(_, key, i) in &keyed {
+            out[i] = Self::insert_or_find(tx, &rows[i], key).await?;
+        }
+        if !plain.is_empty() {
+            Self::insert_plain(&mut **tx, &plain).await?;
+        }
+        // The plain rows' statement notified their queues; notify those of unique rows.
+        let mut queues: Vec<&str> = keyed.iter().map(|&(queue, _, _)| queue).collect();
+        queues.dedup();
+        for queue in queues {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(queue)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// Inserts `row` (unique key `key`), or finds the unfinished job holding its key;
+    /// safe against concurrent producers of the same key.
+    async fn insert_or_find(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        row: &JobRow,
+        key: &str,
+    ) -> Result<Enqueued, TxError> {
+        // The job that held the key may finish between the insert and the read; the next
+        // insert then succeeds (or finds a newer holder).
+        for _ in 0..3 {
             let inserted: Option<String> = sqlx::query_scalar(
                 "INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, status, priority, \
                  max_attempts, run_at, timeout_ms, unique_key, enqueued_at) \
@@ -197,42 +227,25 @@ impl PostgresStore {
             .bind(row.enqueued_at_ms)
             .fetch_optional(&mut **tx)
             .await?;
-            if inserted.is_none() {
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM spikard_tasks.jobs WHERE queue = $1 AND unique_key = $2 \
-                     AND status IN ('pending', 'running', 'retrying')",
-                )
-                .bind(&row.queue)
-                .bind(key)
-                .fetch_optional(&mut **tx)
-                .await?;
-                let id = existing.ok_or_else(|| {
-                    CoreError::Backend(format!(
-                        "unique key {key:?} conflicted but its job finished meanwhile; retry"
-                    ))
-                })?;
-                out[i] = Enqueued { id, created: false };
+            if let Some(id) = inserted {
+                return Ok(Enqueued { id, created: true });
+            }
+            let existing: Option<String> = sqlx::query_scalar(
+                "SELECT id FROM spikard_tasks.jobs WHERE queue = $1 AND unique_key = $2 \
+                 AND status IN ('pending', 'running', 'retrying')",
+            )
+            .bind(&row.queue)
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(id) = existing {
+                return Ok(Enqueued { id, created: false });
             }
         }
-        if !plain.is_empty() {
-            Self::insert_plain(&mut **tx, &plain).await?;
-        }
-        // The plain rows' statement notified their queues; notify those of unique rows.
-        let mut queues: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.unique_key.is_some())
-            .map(|r| r.queue.as_str())
-            .collect();
-        queues.sort_unstable();
-        queues.dedup();
-        for queue in queues {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANNEL)
-                .bind(queue)
-                .execute(&mut **tx)
-                .await?;
-        }
-        Ok(out)
+        Err(CoreError::Backend(format!(
+            "unique key {key:?} kept conflicting with jobs that finished meanwhile; retry"
+        ))
+        .into())
     }
 }
 
@@ -241,18 +254,22 @@ super::rows::row_decoders!(PgRow, i32);
 #[async_trait]
 impl Store for PostgresStore {
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
-        if rows.iter().all(|r| r.unique_key.is_none()) {
-            // One autocommit statement: one round trip for a single job or a batch.
-            let plain: Vec<&JobRow> = rows.iter().collect();
-            let mut conn = self.conns.get().await?;
-            Self::insert_plain(&mut *conn, &plain).await?;
-            conn.release();
-            return Ok(all_created(&rows));
-        }
-        let mut tx = self.pool.begin().await?;
-        let out = Self::insert_jobs(&mut tx, &rows).await?;
-        tx.commit().await?;
-        Ok(out)
+        let rows = &rows;
+        retry_tx(|| async move {
+            if rows.iter().all(|r| r.unique_key.is_none()) {
+                // One autocommit statement: one round trip for a single job or a batch.
+                let plain: Vec<&JobRow> = rows.iter().collect();
+                let mut conn = self.conns.get().await?;
+                Self::insert_plain(&mut *conn, &plain).await?;
+                conn.release();
+                return Ok(all_created(rows));
+            }
+            let mut tx = self.pool.begin().await?;
+            let out = Self::insert_jobs(&mut tx, rows).await?;
+            tx.commit().await?;
+            Ok::<_, TxError>(out)
+        })
+        .await
     }
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
@@ -267,26 +284,16 @@ impl Store for PostgresStore {
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
-        let done = sqlx::query(
+        cancel_job!(
+            self,
+            self.clock.now_ms(),
+            id,
             "UPDATE spikard_tasks.jobs SET status = 'cancelled', finished_at = $1, \
              cancel_reason = 'cancelled by request' \
              WHERE id = $2 AND status IN ('pending', 'retrying')",
-        )
-        .bind(self.clock.now_ms())
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(true);
-        }
-        let asked = sqlx::query(
             "UPDATE spikard_tasks.jobs SET cancel_requested = TRUE \
-             WHERE id = $1 AND status = 'running'",
+             WHERE id = $1 AND status = 'running'"
         )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(asked.rows_affected() > 0)
     }
 
     async fn claim(
@@ -299,67 +306,65 @@ impl Store for PostgresStore {
         if limit == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
-        let now = self.clock.now_ms();
-        let mut conn = self.conns.get().await?;
-        let rows = sqlx::query(
-            // Per queue, an ordered scan of the ready index that stops at the limit (a
-            // plain `queue = ANY($1)` sorts every ready row of the queues on each claim).
-            "WITH picked AS ( \
-                 SELECT c.id FROM UNNEST($1::text[]) AS q(name) CROSS JOIN LATERAL ( \
-                     SELECT id, priority, run_at FROM spikard_tasks.jobs \
-                     WHERE queue = q.name AND status IN ('pending', 'retrying') \
-                         AND run_at <= $2 \
-                     ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
-                 ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
-             UPDATE spikard_tasks.jobs j SET status = 'running', attempts = j.attempts + 1, \
-                 locked_by = $4, lease_until = $5, started_at = NULL \
-             FROM picked WHERE j.id = picked.id \
-             RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
-                 j.timeout_ms, j.priority, j.run_at",
-        )
-        .bind(queues)
-        .bind(now)
-        .bind(limit as i64)
-        .bind(worker)
-        .bind(now.saturating_add(duration_ms(lease)))
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut keyed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let run_at: i64 = row.try_get("run_at")?;
-            match claimed_from_row(row) {
-                Ok(job) => keyed.push((job, run_at)),
-                Err(err) => {
-                    let id: String = row.try_get("id")?;
-                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
-                    let entry = AttemptError {
-                        attempt: row.try_get::<i32, _>("attempts")? as u32,
-                        error: err.to_string(),
-                        traceback: None,
-                        at_ms: now,
-                    };
-                    sqlx::query(
-                        "UPDATE spikard_tasks.jobs SET status = 'failed', finished_at = $1, \
-                         locked_by = NULL, lease_until = NULL, \
-                         errors = COALESCE(errors, '[]'::jsonb) || jsonb_build_array($2::jsonb) \
-                         WHERE id = $3",
-                    )
-                    .bind(now)
-                    .bind(serde_json::to_string(&entry)?)
-                    .bind(&id)
-                    .execute(&mut *conn)
-                    .await?;
+        retry_tx(|| async move {
+            let now = self.clock.now_ms();
+            let mut conn = self.conns.get().await?;
+            let rows = sqlx::query(
+                // Per queue, an ordered scan of the ready index that stops at the limit (a
+                // plain `queue = ANY($1)` sorts every ready row of the queues on each claim).
+                "WITH picked AS ( \
+                     SELECT c.id FROM UNNEST($1::text[]) AS q(name) CROSS JOIN LATERAL ( \
+                         SELECT id, priority, run_at FROM spikard_tasks.jobs \
+                         WHERE queue = q.name AND status IN ('pending', 'retrying') \
+                             AND run_at <= $2 \
+                         ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
+                     ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
+                 UPDATE spikard_tasks.jobs j SET status = 'running', attempts = j.attempts + 1, \
+                     locked_by = $4, lease_until = $5, started_at = NULL \
+                 FROM picked WHERE j.id = picked.id \
+                 RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
+                     j.timeout_ms, j.priority, j.run_at",
+            )
+            .bind(queues)
+            .bind(now)
+            .bind(limit as i64)
+            .bind(worker)
+            .bind(now.saturating_add(duration_ms(lease)))
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut keyed = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let run_at: i64 = row.try_get("run_at")?;
+                match claimed_from_row(row) {
+                    Ok(job) => keyed.push((job, run_at)),
+                    Err(err) => {
+                        let id: String = row.try_get("id")?;
+                        tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+                        let entry = AttemptError {
+                            attempt: row.try_get::<i32, _>("attempts")? as u32,
+                            error: err.to_string(),
+                            traceback: None,
+                            at_ms: now,
+                        };
+                        sqlx::query(
+                            "UPDATE spikard_tasks.jobs SET status = 'failed', finished_at = $1, \
+                             locked_by = NULL, lease_until = NULL, \
+                             errors = COALESCE(errors, '[]'::jsonb) || jsonb_build_array($2::jsonb) \
+                             WHERE id = $3",
+                        )
+                        .bind(now)
+                        .bind(serde_json::to_string(&entry)?)
+                        .bind(&id)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                 }
             }
-        }
-        conn.release();
-        keyed.sort_by(|(a, ra), (b, rb)| {
-            b.priority
-                .cmp(&a.priority)
-                .then(ra.cmp(rb))
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(keyed.into_iter().map(|(j, _)| j).collect())
+            conn.release();
+            // RETURNING order is unspecified: hand jobs out in priority order.
+            Ok::<_, TxError>(in_claim_order(keyed))
+        })
+        .await
     }
 
     async fn complete(
@@ -393,37 +398,43 @@ impl Store for PostgresStore {
             reasons.push(c.cancel_reason);
             finished.push(c.finished_at_ms);
         }
-        let mut conn = self.conns.get().await?;
-        // One statement for the whole batch, by primary key. `(…) IS TRUE` keeps the
-        // planner off the `locked_by`/`status` indexes: bitmap scans of those walk every
-        // dead entry left by earlier outcomes (cost grows with the jobs run since vacuum).
-        let res = sqlx::query(
-            "UPDATE spikard_tasks.jobs j SET status = u.status, result = u.result, \
-                 run_at = COALESCE(u.run_at, j.run_at), \
-                 errors = CASE WHEN u.error IS NULL THEN j.errors \
-                     ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(u.error::jsonb) END, \
-                 cancel_reason = COALESCE(u.reason, j.cancel_reason), finished_at = u.finished, \
-                 locked_by = NULL, lease_until = NULL, started_at = COALESCE(u.started, j.started_at) \
-             FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], \
-                 $6::text[], $7::text[], $8::bigint[], $10::bigint[]) \
-                 AS u(id, attempt, status, result, run_at, error, reason, finished, started) \
-             WHERE j.id = u.id AND j.attempts = u.attempt \
-                 AND (j.locked_by = $9 AND j.status = 'running') IS TRUE",
-        )
-        .bind(ids)
-        .bind(attempts)
-        .bind(statuses)
-        .bind(results)
-        .bind(run_ats)
-        .bind(errors)
-        .bind(reasons)
-        .bind(finished)
-        .bind(worker)
-        .bind(started)
-        .execute(&mut *conn)
-        .await?;
-        conn.release();
-        Ok(res.rows_affected() as usize)
+        let (ids, attempts, statuses, results) = (&ids, &attempts, &statuses, &results);
+        let (run_ats, errors, reasons) = (&run_ats, &errors, &reasons);
+        let (finished, started) = (&finished, &started);
+        retry_tx(|| async move {
+            let mut conn = self.conns.get().await?;
+            // One statement for the whole batch, by primary key. `(…) IS TRUE` keeps the
+            // planner off the `locked_by`/`status` indexes: bitmap scans of those walk every
+            // dead entry left by earlier outcomes (cost grows with the jobs run since vacuum).
+            let res = sqlx::query(
+                "UPDATE spikard_tasks.jobs j SET status = u.status, result = u.result, \
+                     run_at = COALESCE(u.run_at, j.run_at), \
+                     errors = CASE WHEN u.error IS NULL THEN j.errors \
+                         ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(u.error::jsonb) END, \
+                     cancel_reason = COALESCE(u.reason, j.cancel_reason), finished_at = u.finished, \
+                     locked_by = NULL, lease_until = NULL, started_at = COALESCE(u.started, j.started_at) \
+                 FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], \
+                     $6::text[], $7::text[], $8::bigint[], $10::bigint[]) \
+                     AS u(id, attempt, status, result, run_at, error, reason, finished, started) \
+                 WHERE j.id = u.id AND j.attempts = u.attempt \
+                     AND (j.locked_by = $9 AND j.status = 'running') IS TRUE",
+            )
+            .bind(ids)
+            .bind(attempts)
+            .bind(statuses)
+            .bind(results)
+            .bind(run_ats)
+            .bind(errors)
+            .bind(reasons)
+            .bind(finished)
+            .bind(worker)
+            .bind(started)
+            .execute(&mut *conn)
+            .await?;
+            conn.release();
+            Ok::<_, TxError>(res.rows_affected() as usize)
+        })
+        .await
     }
 
     async fn heartbeat(
@@ -432,23 +443,27 @@ impl Store for PostgresStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
-        let mut conn = self.conns.get().await?;
-        let rows: Vec<(String, bool)> = sqlx::query_as(
-            "UPDATE spikard_tasks.jobs SET lease_until = $1 \
-             WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
-             RETURNING id, cancel_requested",
-        )
-        .bind(self.clock.now_ms().saturating_add(duration_ms(lease)))
-        .bind(worker)
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?;
-        conn.release();
-        Ok(rows
-            .into_iter()
-            .filter(|(_, c)| *c)
-            .map(|(id, _)| id)
-            .collect())
+        retry_tx(|| async move {
+            let mut conn = self.conns.get().await?;
+            let rows: Vec<(String, bool)> = sqlx::query_as(
+                "UPDATE spikard_tasks.jobs SET lease_until = $1 \
+                 WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
+                 RETURNING id, cancel_requested",
+            )
+            .bind(self.clock.now_ms().saturating_add(duration_ms(lease)))
+            .bind(worker)
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?;
+            conn.release();
+            Ok::<_, TxError>(
+                rows.into_iter()
+                    .filter(|(_, c)| *c)
+                    .map(|(id, _)| id)
+                    .collect(),
+            )
+        })
+        .await
     }
 
     async fn mark_started(&self, worker: &str, started: &[(String, i64)]) -> CoreResult<u64> {
@@ -457,19 +472,23 @@ impl Store for PostgresStore {
         }
         let (ids, at): (Vec<&str>, Vec<i64>) =
             started.iter().map(|(id, at)| (id.as_str(), *at)).unzip();
-        let mut conn = self.conns.get().await?;
-        let res = sqlx::query(
-            "UPDATE spikard_tasks.jobs j SET started_at = u.at \
-             FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
-             WHERE j.id = u.id AND (j.locked_by = $3 AND j.status = 'running') IS TRUE",
-        )
-        .bind(ids)
-        .bind(at)
-        .bind(worker)
-        .execute(&mut *conn)
-        .await?;
-        conn.release();
-        Ok(res.rows_affected())
+        let (ids, at) = (&ids, &at);
+        retry_tx(|| async move {
+            let mut conn = self.conns.get().await?;
+            let res = sqlx::query(
+                "UPDATE spikard_tasks.jobs j SET started_at = u.at \
+                 FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
+                 WHERE j.id = u.id AND (j.locked_by = $3 AND j.status = 'running') IS TRUE",
+            )
+            .bind(ids)
+            .bind(at)
+            .bind(worker)
+            .execute(&mut *conn)
+            .await?;
+            conn.release();
+            Ok::<_, TxError>(res.rows_affected())
+        })
+        .await
     }
 
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
@@ -496,26 +515,35 @@ impl Store for PostgresStore {
                  WHERE status = 'running' AND lease_until < $1 \
                  ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
         );
-        let res = sqlx::query(AssertSqlSafe(sql))
-            .bind(self.clock.now_ms())
-            .bind(limit as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected())
+        let sql = &sql;
+        retry_tx(|| async move {
+            let res = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(self.clock.now_ms())
+                .bind(limit as i64)
+                .execute(&self.pool)
+                .await?;
+            Ok::<_, TxError>(res.rows_affected())
+        })
+        .await
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
-        let res = sqlx::query(
-            "UPDATE spikard_tasks.jobs SET \
-                 status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
-                 attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
-             WHERE locked_by = $1 AND status = 'running' AND ($2::text[] IS NULL OR id = ANY($2))",
-        )
-        .bind(worker)
-        .bind(ids.map(|ids| ids.to_vec()))
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected())
+        let ids = ids.map(|ids| ids.to_vec());
+        let ids = &ids;
+        retry_tx(|| async move {
+            let res = sqlx::query(
+                "UPDATE spikard_tasks.jobs SET \
+                     status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
+                     attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
+                 WHERE locked_by = $1 AND status = 'running' AND ($2::text[] IS NULL OR id = ANY($2))",
+            )
+            .bind(worker)
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+            Ok::<_, TxError>(res.rows_affected())
+        })
+        .await
     }
 
     async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
@@ -596,6 +624,8 @@ impl Store for PostgresStore {
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
+        // Only the query's round trip is measured (not waiting for or opening a
+        // connection), and the server's time is cut to whole ms like ours.
         let mut conn = self.pool.acquire().await?;
         let sent = now_ms();
         let db: i64 = sqlx::query_scalar(

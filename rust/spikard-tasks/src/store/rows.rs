@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::error::{CoreError, CoreResult};
-use crate::job::{Completion, Enqueued, JobRow};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRow};
 
 /// Parses a JSON column; a value that is not JSON marks the row corrupt.
 pub(crate) fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
@@ -26,6 +26,42 @@ pub(crate) fn earlier_in_batch(rows: &[JobRow], out: &[Enqueued], i: usize) -> O
         .map(|(_, e)| e.id.clone())
 }
 
+/// Claimed jobs (each with its `run_at`) in the order a claim hands them out: highest
+/// priority first, then oldest `run_at`, then id.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn in_claim_order(mut keyed: Vec<(ClaimedJob, i64)>) -> Vec<ClaimedJob> {
+    keyed.sort_by(|(a, ra), (b, rb)| {
+        b.priority
+            .cmp(&a.priority)
+            .then(ra.cmp(rb))
+            .then(a.id.cmp(&b.id))
+    });
+    keyed.into_iter().map(|(j, _)| j).collect()
+}
+
+/// The body of [`Store::cancel`](super::Store::cancel) of a SQL store: `$cancel` (binds:
+/// now, id) cancels a job that has not started; when it matched nothing, `$ask` (binds:
+/// id) asks a running one to stop. Retried whole if the database aborts it.
+macro_rules! cancel_job {
+    ($store:ident, $now:expr, $id:ident, $cancel:literal, $ask:literal) => {
+        $crate::store::retry::retry_tx(|| async move {
+            let done = sqlx::query($cancel)
+                .bind($now)
+                .bind($id)
+                .execute(&$store.pool)
+                .await?;
+            if done.rows_affected() > 0 {
+                return Ok(true);
+            }
+            let asked = sqlx::query($ask).bind($id).execute(&$store.pool).await?;
+            Ok::<_, $crate::store::retry::TxError>(asked.rows_affected() > 0)
+        })
+        .await
+    };
+}
+
+pub(crate) use cancel_job;
+
 /// `?, ?, …` with `n` placeholders.
 pub(crate) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
@@ -44,12 +80,16 @@ pub(crate) fn insert_jobs_sql(table: &str, n: usize) -> String {
 }
 
 /// The multi-row `INSERT` query of `$rows` (`&[&JobRow]`) with every bind in place;
-/// `$attempts` is the integer type of the backend's `max_attempts` column.
+/// `$attempts` is the integer type of the backend's `max_attempts` column, `$tail` (if
+/// given) is appended to the statement.
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 macro_rules! insert_jobs_query {
-    ($rows:expr, $attempts:ty) => {{
+    ($rows:expr, $attempts:ty) => {
+        $crate::store::rows::insert_jobs_query!($rows, $attempts, "")
+    };
+    ($rows:expr, $attempts:ty, $tail:expr) => {{
         let rows = $rows;
-        let sql = $crate::store::rows::insert_jobs_sql("spikard_jobs", rows.len());
+        let sql = $crate::store::rows::insert_jobs_sql("spikard_jobs", rows.len()) + $tail;
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for r in rows {
             q = q
@@ -227,23 +267,27 @@ macro_rules! sql_schedule_store {
                 tick_ms: i64,
                 job: Option<$crate::job::JobRow>,
             ) -> $crate::error::CoreResult<Option<$crate::job::Enqueued>> {
-                let mut tx = self.begin_write().await?;
-                let won = sqlx::query($fire)
-                    .bind(tick_ms)
-                    .bind(name)
-                    .bind(tick_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                    == 1;
-                let out = match (won, job) {
-                    (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(&job))
+                let job = &job;
+                $crate::store::retry::retry_tx(|| async move {
+                    let mut tx = self.begin_write().await?;
+                    let won = sqlx::query($fire)
+                        .bind(tick_ms)
+                        .bind(name)
+                        .bind(tick_ms)
+                        .execute(&mut *tx)
                         .await?
-                        .pop(),
-                    _ => None,
-                };
-                tx.commit().await?;
-                Ok(out)
+                        .rows_affected()
+                        == 1;
+                    let out = match (won, job) {
+                        (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(job))
+                            .await?
+                            .pop(),
+                        _ => None,
+                    };
+                    tx.commit().await?;
+                    Ok::<_, $crate::store::retry::TxError>(out)
+                })
+                .await
             }
         }
     };

@@ -18,7 +18,10 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 use super::conns::Conns;
-use super::rows::{earlier_in_batch, insert_jobs_query, placeholders, CompletionColumns};
+use super::rows::{
+    cancel_job, earlier_in_batch, in_claim_order, insert_jobs_query, placeholders,
+    CompletionColumns,
+};
 use super::sqlite_direct::DirectWriter;
 use super::{all_created, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
@@ -314,26 +317,15 @@ impl Store for SqliteStore {
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
         let _writing = self.writes.lock().await;
-        let now = now_ms();
-        let done = sqlx::query(
+        cancel_job!(
+            self,
+            now_ms(),
+            id,
             "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
              cancel_reason = 'cancelled by request' \
              WHERE id = ? AND status IN ('pending', 'retrying')",
+            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'"
         )
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() > 0 {
-            return Ok(true);
-        }
-        let asked = sqlx::query(
-            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'",
-        )
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
-        Ok(asked.rows_affected() > 0)
     }
 
     async fn claim(
@@ -413,13 +405,7 @@ impl Store for SqliteStore {
         }
         conn.release();
         // RETURNING order is unspecified: hand jobs out in priority order.
-        keyed.sort_by(|(a, ra), (b, rb)| {
-            b.priority
-                .cmp(&a.priority)
-                .then(ra.cmp(rb))
-                .then(a.id.cmp(&b.id))
-        });
-        Ok(keyed.into_iter().map(|(j, _)| j).collect())
+        Ok(in_claim_order(keyed))
     }
 
     async fn complete(
