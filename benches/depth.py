@@ -20,14 +20,14 @@ import uuid
 from pathlib import Path
 
 from spikard_tasks import Job, JobStatus, TaskQueue
-from spikard_tasks._progress import ProgressBar
-from spikard_tasks.bench import (
+from spikard_tasks.cli.bench import (
     BenchSizes,
     _proc_status_kib,
     _start_worker,
     _stop_worker,
     register_tasks,
 )
+from spikard_tasks.cli.progress import ProgressBar
 
 BATCH = 10_000
 

@@ -19,8 +19,8 @@ import time
 from typing import Any
 
 from spikard_tasks import TaskQueue, __version__
-from spikard_tasks._progress import ProgressBar, format_table
 from spikard_tasks.bench import wait_succeeded
+from spikard_tasks.cli.progress import ProgressBar, format_table
 
 
 def make_queue(url: str, name: str, concurrency: int) -> TaskQueue:

@@ -184,7 +184,7 @@ def main() -> int:
     for url in urls:
         print(f"measuring {urllib.parse.urlsplit(url).scheme} ...", file=sys.stderr, flush=True)
         results.append(measure(url, args.trials, args.lease, workdir))
-    from spikard_tasks._progress import format_table
+    from spikard_tasks.cli.progress import format_table
 
     print(
         f"kill -9 → re-run start, lease {args.lease:g}s, heartbeat {args.lease / 5:g}s, "

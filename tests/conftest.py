@@ -136,3 +136,21 @@ def queue(make_queue: Callable[..., TaskQueue]) -> TaskQueue:
 
 def pytest_report_header() -> str:
     return f"spikard-tasks backends: {', '.join(BACKENDS)}; cwd={os.getcwd()}"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--run-slow",
+        action="store_true",
+        default=os.environ.get("SPIKARD_TASKS_RUN_SLOW") == "1",
+        help="also run the tests marked slow (process kills, outages, cron runs, benchmarks)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (CI and the README command do)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spikard_tasks import TaskQueue
-from spikard_tasks._calls import Call
-from spikard_tasks._group_commit import GroupCommit
-from spikard_tasks._http import HTTPError
 from spikard_tasks.asgi import create_app, job_view
-from spikard_tasks.openapi import annotation_schema
+from spikard_tasks.http.calls import Call
+from spikard_tasks.http.group_commit import GroupCommit
+from spikard_tasks.http.openapi import annotation_schema
+from spikard_tasks.http.wire import HTTPError
 
 from .procs import REPO, start_worker, stop
 

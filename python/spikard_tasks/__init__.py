@@ -24,9 +24,9 @@ from .exceptions import (
     SpikardTasksError,
     UnknownTask,
 )
+from .inprocess.runtime import BackgroundRuntime, DrainReport, RuntimeJob, RuntimeStats
 from .job import AttemptError, Job, JobInfo
 from .queue import TaskQueue
-from .runtime import BackgroundRuntime, DrainReport, RuntimeJob, RuntimeStats
 from .status import JobStatus
 from .task import Task, TaskHandler
 from .worker import Worker

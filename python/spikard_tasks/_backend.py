@@ -12,25 +12,22 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from . import _native
+from .config import TaskQueueConfig
 from .exceptions import RuntimeShutDown
-from .job import Job, JobInfo
+from .job import Job, JobBackend, JobInfo
 from .status import JobStatus
-
-if TYPE_CHECKING:
-    from .queue import TaskQueue
-    from .worker import Worker
 
 __all__ = ["Backend", "EnqueueSpec", "NativeBackend"]
 
 #: One job to enqueue: task name, JSON arguments, JSON keyword arguments and the
-#: validated options of :func:`spikard_tasks.task.build_options`.
+#: validated options of :func:`spikard_tasks.options.build_options`.
 EnqueueSpec = tuple[str, list[Any], dict[str, Any], dict[str, Any]]
 
 
-class Backend(Protocol):
+class Backend(JobBackend, Protocol):
     """The operations ``TaskQueue`` and ``Job`` delegate to a backend."""
 
     #: The backend kind from the URL: ``"sqlite"``, ``"memory"``, ``"inprocess"``, …
@@ -40,42 +37,12 @@ class Backend(Protocol):
         """Enqueues every job of ``batch`` or none; returns the jobs in order."""
         ...
 
-    def info(self, job: Job) -> JobInfo | None:
-        """A snapshot of ``job``, or ``None`` if it does not exist (any more)."""
-        ...
-
-    def status(self, job: Job) -> JobStatus:
-        """The state of ``job`` (``LookupError`` if it does not exist)."""
-        ...
-
-    def result(self, job: Job, timeout: float | None) -> Any:
-        """Waits for ``job``; its value, or ``JobFailed``/``JobCancelled``/``TimeoutError``."""
-        ...
-
-    async def wait(self, job: Job, timeout: float | None) -> Any:
-        """Awaitable twin of :meth:`result`."""
-        ...
-
     def get_job(self, job_id: str) -> Job | None:
         """The job with this id, or ``None``."""
         ...
 
-    def cancel(self, job_id: str) -> bool:
-        """Cancels a job (see ``TaskQueue.cancel``)."""
-        ...
-
     def counts(self, queue: str | None) -> dict[str, int]:
         """Job counts per state."""
-        ...
-
-    def worker(
-        self,
-        concurrency: int | None,
-        queues: Sequence[str] | None,
-        name: str | None,
-        drain_timeout: float | None,
-    ) -> Worker:
-        """A worker for this backend (not started)."""
         ...
 
     def close(self) -> None:
@@ -86,9 +53,10 @@ class Backend(Protocol):
 class NativeBackend:
     """The durable backend: the Rust engine, opened on first use."""
 
-    def __init__(self, queue: TaskQueue, kind: str) -> None:
+    def __init__(self, config: TaskQueueConfig, kind: str, label: str) -> None:
         self.kind = kind
-        self._queue = queue
+        self._config = config
+        self._label = label
         self._native: _native.NativeQueue | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -101,9 +69,9 @@ class NativeBackend:
         if native is None:
             with self._lock:
                 if self._closed:
-                    raise RuntimeShutDown(f"{self._queue!r} is closed")
+                    raise RuntimeShutDown(f"{self._label} is closed")
                 if self._native is None:
-                    self._native = _native.NativeQueue(self._queue.config.to_json())
+                    self._native = _native.NativeQueue(self._config.to_json())
                 native = self._native
         return native
 
@@ -117,9 +85,8 @@ class NativeBackend:
 
     def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
         """Writes the jobs in one transaction."""
-        queue = self._queue
         rows = self.native.enqueue(batch if isinstance(batch, list) else list(batch))
-        return [Job(queue, job_id) for job_id, _created in rows]
+        return [Job(self, job_id) for job_id, _created in rows]
 
     def info(self, job: Job) -> JobInfo | None:
         """Reads the job's row."""
@@ -159,7 +126,7 @@ class NativeBackend:
 
     def get_job(self, job_id: str) -> Job | None:
         """Looks the id up in the backend."""
-        return None if self.native.get(job_id) is None else Job(self._queue, job_id)
+        return None if self.native.get(job_id) is None else Job(self, job_id)
 
     def cancel(self, job_id: str) -> bool:
         """Cancels in the backend (a running job is asked to stop)."""
@@ -168,21 +135,3 @@ class NativeBackend:
     def counts(self, queue: str | None) -> dict[str, int]:
         """Counts the stored jobs of a queue per state."""
         return dict(self.native.counts(queue))
-
-    def worker(
-        self,
-        concurrency: int | None,
-        queues: Sequence[str] | None,
-        name: str | None,
-        drain_timeout: float | None,
-    ) -> Worker:
-        """A native (apalis) worker running this queue's handlers."""
-        from .worker import Worker
-
-        return Worker(
-            self._queue,
-            concurrency=concurrency,
-            queues=queues,
-            name=name,
-            drain_timeout=drain_timeout,
-        )

@@ -11,7 +11,10 @@ __all__ = [
     "NativeWorker",
     "__version__",
     "backend_kind",
+    "backoff_delay",
+    "check_config",
     "default_config_json",
+    "next_attempt_delay",
     "redact_url",
     "to_json",
     "validate_schedule",
@@ -32,6 +35,26 @@ def to_json(obj: object) -> str:
 
 def default_config_json() -> str:
     """The engine's default configuration as JSON."""
+
+def check_config(config_json: str) -> None:
+    """Validates a configuration as the engine does (``ConfigError``)."""
+
+def backoff_delay(
+    initial: float, max: float, multiplier: float, jitter: float, failed_attempts: int
+) -> float:
+    """Seconds to wait after ``failed_attempts`` failures (the engine's formula)."""
+
+def next_attempt_delay(
+    initial: float,
+    max: float,
+    multiplier: float,
+    jitter: float,
+    attempt: int,
+    max_attempts: int,
+    retry_after: float | None,
+    retryable: bool,
+) -> float | None:
+    """The engine's retry decision: seconds until the next attempt, or ``None``."""
 
 @final
 class NativeQueue:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from . import _native
 from .exceptions import ConfigError
-from .task import build_options
+from .options import build_options
 
 if TYPE_CHECKING:
     from .task import Task

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._limits import check_seconds, from_ms
 from .exceptions import JobCancelled, JobFailed
 from .status import JobStatus
-
-if TYPE_CHECKING:
-    from .queue import TaskQueue
 
 __all__ = ["AttemptError", "Job", "JobInfo"]
 
@@ -94,32 +91,57 @@ class JobInfo:
         raise RuntimeError(f"job {self.id} is not finished ({self.status.value})")
 
 
+class JobBackend(Protocol):
+    """What a :class:`Job` handle asks of the backend that made it (the durable engine
+    or the in-process fast path)."""
+
+    def info(self, job: Job) -> JobInfo | None:
+        """A snapshot of ``job``, or ``None`` if it does not exist (any more)."""
+        ...
+
+    def status(self, job: Job) -> JobStatus:
+        """The state of ``job`` (``LookupError`` if it does not exist)."""
+        ...
+
+    def result(self, job: Job, timeout: float | None) -> Any:
+        """Waits for ``job``; its value, or ``JobFailed``/``JobCancelled``/``TimeoutError``."""
+        ...
+
+    async def wait(self, job: Job, timeout: float | None) -> Any:
+        """Awaitable twin of :meth:`result`."""
+        ...
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancels a job (see ``TaskQueue.cancel``)."""
+        ...
+
+
 class Job:
-    """A handle on one job. Cheap: it holds the queue, the id and (for an
-    ``inprocess://`` queue) the in-process job, and asks the queue's backend whenever a
-    method is called.
+    """A handle on one job. Cheap: it holds the queue's backend, the id and (for an
+    ``inprocess://`` queue) the in-process job, and asks the backend whenever a method
+    is called.
 
     The API is the same on every backend. On ``inprocess://`` the job lives in this
     process only: its handle keeps it findable, and it is gone when the process ends.
     """
 
-    __slots__ = ("_handle", "_queue", "id")
+    __slots__ = ("_backend", "_handle", "id")
 
-    def __init__(self, queue: TaskQueue, job_id: str, handle: Any = None) -> None:
-        self._queue = queue
+    def __init__(self, backend: JobBackend, job_id: str, handle: Any = None) -> None:
+        self._backend = backend
         self.id = job_id
         self._handle = handle
 
     def info(self) -> JobInfo:
         """A fresh snapshot of the job (raises ``LookupError`` if it no longer exists)."""
-        info = self._queue._backend.info(self)
+        info = self._backend.info(self)
         if info is None:
             raise LookupError(f"job {self.id} does not exist (expired or never enqueued)")
         return info
 
     def status(self) -> JobStatus:
         """The job's current state (asks the backend)."""
-        return self._queue._backend.status(self)
+        return self._backend.status(self)
 
     def result(self, timeout: float | None = None) -> Any:
         """Waits up to ``timeout`` seconds (forever with ``None``) for the job to finish.
@@ -130,17 +152,17 @@ class Job:
         """
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        return self._queue._backend.result(self, timeout)
+        return self._backend.result(self, timeout)
 
     async def wait(self, timeout: float | None = None) -> Any:
         """Awaitable twin of :meth:`result`."""
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        return await self._queue._backend.wait(self, timeout)
+        return await self._backend.wait(self, timeout)
 
     def cancel(self) -> bool:
         """Cancels the job (see ``TaskQueue.cancel``)."""
-        return self._queue._backend.cancel(self.id)
+        return self._backend.cancel(self.id)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id

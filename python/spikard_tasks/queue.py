@@ -7,20 +7,25 @@ import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar, overload
 
 from . import _native
 from ._backend import Backend, NativeBackend
+from ._normalize import as_args as _as_args
+from ._normalize import as_kwargs as _as_kwargs
+from ._normalize import handler_callable as _handler_callable
+from ._normalize import job_items as _job_items
+from ._normalize import merge_options as _merge
 from ._text import check_text
 from .config import DEFAULT_URL, TaskQueueConfig
 from .cron import CronSchedule, ScheduleState
 from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
+from .inprocess.backend import InProcessBackend
+from .inprocess.worker import InProcessWorker
 from .job import Job, JobInfo
-from .task import Task, TaskHandler, build_options
-
-if TYPE_CHECKING:
-    from .worker import Worker
+from .task import Task
+from .worker import Worker, running_workers
 
 __all__ = ["TaskQueue"]
 
@@ -64,17 +69,15 @@ class TaskQueue:
         self.backend = _native.backend_kind(config.url)
         self.config = config
         self._tasks: dict[str, Task[Any, Any]] = {}
-        self._backend: Backend
-        if self.backend == "inprocess":
-            from .inprocess import InProcessBackend
-
-            self._backend = InProcessBackend(self)
-        else:
-            self._backend = NativeBackend(self, self.backend)
         if config.url == DEFAULT_URL and url_or_config is None:
             self._default_note = " (embedded default)"
         else:
             self._default_note = ""
+        self._backend: Backend
+        if self.backend == "inprocess":
+            self._backend = InProcessBackend(config, self._tasks)
+        else:
+            self._backend = NativeBackend(config, self.backend, repr(self))
 
     # -- backend -----------------------------------------------------------------------
 
@@ -103,8 +106,6 @@ class TaskQueue:
         closes every connection the queue opened. Idempotent. Afterwards a durable
         queue raises ``RuntimeShutDown`` on any call that needs its backend.
         ``with TaskQueue(...) as queue:`` and ``async with`` close it on exit."""
-        from .worker import running_workers
-
         for worker in running_workers(self):
             worker.stop()
         self._backend.close()
@@ -378,9 +379,30 @@ class TaskQueue:
         working unchanged: it starts the queue's runtime and its exit drains it
         (``concurrency`` and ``queues`` do not apply there).
         """
-        worker = self._backend.worker(concurrency, queues, name, drain_timeout)
+        worker = self._new_worker(concurrency, queues, name, drain_timeout)
         worker.scheduler = scheduler
         return worker
+
+    def _new_worker(
+        self,
+        concurrency: int | None,
+        queues: Sequence[str] | None,
+        name: str | None,
+        drain_timeout: float | None,
+    ) -> Worker:
+        backend = self._backend
+        if isinstance(backend, InProcessBackend):
+            return InProcessWorker(
+                self,
+                backend,
+                concurrency=concurrency,
+                queues=queues,
+                name=name,
+                drain_timeout=drain_timeout,
+            )
+        return Worker(
+            self, concurrency=concurrency, queues=queues, name=name, drain_timeout=drain_timeout
+        )
 
     def run_worker(
         self,
@@ -394,7 +416,7 @@ class TaskQueue:
         """Runs a worker until SIGINT/SIGTERM, then drains gracefully; returns its report
         (on ``inprocess://``: blocks while the runtime runs jobs, then drains it). It also
         runs the cron scheduler unless ``scheduler=False``."""
-        worker = self._backend.worker(concurrency, queues, name, drain_timeout)
+        worker = self._new_worker(concurrency, queues, name, drain_timeout)
         worker.scheduler = scheduler
         return worker.run_forever()
 
@@ -443,55 +465,3 @@ class TaskQueue:
             native.stop()
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
-
-
-def _handler_callable(target: Any) -> tuple[Callable[..., Any], str]:
-    if isinstance(target, type):
-        if not callable(getattr(target, "handle", None)):
-            raise ConfigError(f"class {target.__qualname__} needs a handle() method")
-        instance = target()
-        return instance.handle, f"{target.__module__}.{target.__qualname__}"
-    if isinstance(target, TaskHandler):
-        cls = type(target)
-        return target.handle, f"{cls.__module__}.{cls.__qualname__}"
-    if not callable(target):
-        raise ConfigError(f"a task must be callable, not {type(target).__name__}")
-    module = getattr(target, "__module__", None) or "__main__"
-    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return target, f"{module}.{qualname}"
-
-
-def _job_items(jobs: Any) -> Iterator[Any]:
-    """The items of ``enqueue_many``'s argument; ``ConfigError`` when it is not iterable."""
-    try:
-        return iter(jobs)
-    except TypeError:
-        raise ConfigError(
-            f"enqueue_many takes an iterable of jobs (dicts or tuples), not {type(jobs).__name__}"
-        ) from None
-
-
-def _merge(defaults: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """The task's default options overridden by the call's (validated) options. Without
-    call options this is ``defaults`` itself (backends treat option dicts as read-only)."""
-    return {**defaults, **build_options(options)} if options else defaults
-
-
-def _as_args(args: Any) -> list[Any]:
-    if type(args) is list:
-        return args[:]
-    if args is None:
-        return []
-    if isinstance(args, (list, tuple)):
-        return list(args)
-    raise ConfigError(f"args must be a list or tuple, not {type(args).__name__}")
-
-
-def _as_kwargs(kwargs: Any) -> dict[str, Any]:
-    if kwargs is None:
-        return {}
-    if type(kwargs) is dict:
-        return kwargs.copy()
-    if isinstance(kwargs, Mapping):
-        return dict(kwargs)
-    raise ConfigError(f"kwargs must be a dict, not {type(kwargs).__name__}")

@@ -17,29 +17,35 @@
 
 :func:`capture` records every enqueue on the queue and still stores the jobs (use a
 ``memory://`` queue in tests so nothing outlives them). :func:`eager` runs each job in
-this process as it is enqueued and returns only once it finished, with the durable
-semantics of arguments, results, retries (after their backoff: give tasks a short one in
-tests), ``Retry``/``Cancel`` and timeouts; nothing reaches the queue's backend. Both
+this process as it is enqueued and returns only once it finished. It runs the durable
+engine's own code (an in-memory store of the block's own, claimed by an engine worker),
+so arguments, results, retries (without backoff delays), ``Retry``/``Cancel`` and
+timeouts behave as on a worker; nothing reaches the queue's backend. Both
 restore the queue on exit and may be nested (an ``eager`` block inside a ``capture``
 block records in both).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from .exceptions import JobCancelled, JobFailed
-from .inprocess import InProcessBackend, InProcessSettings
+from . import _native
+from ._backend import Backend, EnqueueSpec, NativeBackend
+from .config import Backoff, TaskQueueConfig
+from .exceptions import UnknownTask
 from .job import Job
+from .queue import TaskQueue
+from .task import Task
+from .worker import Worker
 
-if TYPE_CHECKING:
-    from ._backend import Backend, EnqueueSpec
-    from .queue import TaskQueue
+#: Retries under eager() run at once.
+_NO_BACKOFF = Backoff(initial=0.0, max=0.0, jitter=0.0)
+#: Worker slots under eager(): jobs that enqueue (and so wait for) jobs need free slots.
+_EAGER_CONCURRENCY = 32
 
 __all__ = ["EnqueuedJob", "Recorder", "capture", "eager"]
 
@@ -154,33 +160,76 @@ class _Recording:
         return jobs
 
 
-class _QueueView:
-    """The queue as seen by eager jobs: its tasks and config, the eager backend."""
+class _EngineView:
+    """The queue as the engine's worker sees it under :func:`eager`: the queue's tasks,
+    on the eager block's own ``memory://`` store."""
 
-    def __init__(self, queue: TaskQueue) -> None:
-        self._real = queue
-        self._backend: Backend | None = None
+    def __init__(self, config: TaskQueueConfig, queue: TaskQueue, engine: NativeBackend) -> None:
+        self.config = config
+        self._queue = queue
+        self._engine = engine
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._real, name)
+    @property
+    def tasks(self) -> Mapping[str, Task[Any, Any]]:
+        return self._queue.tasks
+
+    @property
+    def native(self) -> _native.NativeQueue:
+        return self._engine.native
 
 
 class _Eager:
-    """A backend that runs each job in this process and returns once it finished."""
+    """A backend that stores each job in an in-memory engine store, lets an engine worker
+    run it, and returns once it finished: the durable path's code from claim to outcome."""
 
-    def __init__(self, inner: InProcessBackend, timeout: float) -> None:
-        self._inner = inner
+    def __init__(self, queue: TaskQueue, timeout: float) -> None:
+        self._queue = queue
         self._timeout = timeout
+        self.config = queue.config.replace(url="memory://", backoff=_NO_BACKOFF)
+        self.engine = NativeBackend(self.config, "memory", f"eager({queue!r})")
+        self.kind = self.engine.kind
+        self._view = _EngineView(self.config, queue, self.engine)
+        self._workers: dict[str, Worker] = {}
+        self._lock = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        return getattr(self.engine, name)
+
+    def _worker_for(self, queue_name: str) -> None:
+        with self._lock:
+            if queue_name in self._workers:
+                return
+            worker = Worker(
+                self._view,
+                concurrency=max(self.config.concurrency, _EAGER_CONCURRENCY),
+                queues=[queue_name],
+                name=f"eager-{queue_name}",
+            )
+            worker.scheduler = False
+            worker.start()
+            self._workers[queue_name] = worker
 
     def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
-        jobs = self._inner.enqueue(batch)
+        tasks = self._queue._tasks
+        for name, _args, _kwargs, options in batch:
+            if name not in tasks:
+                known = ", ".join(sorted(tasks)) or "none"
+                raise UnknownTask(
+                    f"unknown task {name!r} (registered: {known}); eager() runs jobs in "
+                    "this process, so their task must be registered here"
+                )
+            self._worker_for(options.get("queue") or self.config.queue)
+        jobs = self.engine.enqueue(batch)
         for job in jobs:
-            with contextlib.suppress(JobFailed, JobCancelled):  # stored on the job
-                job.result(self._timeout)
+            if self.engine.wait_info(job.id, self._timeout) is None:
+                raise TimeoutError(f"eager job {job.id} did not finish within {self._timeout}s")
         return jobs
+
+    def stop(self) -> None:
+        with self._lock:
+            workers = list(self._workers.values())
+        for worker in workers:
+            worker.stop()
 
 
 @contextmanager
@@ -197,18 +246,18 @@ def capture(queue: TaskQueue) -> Iterator[Recorder]:
 
 @contextmanager
 def eager(queue: TaskQueue, *, timeout: float = 30.0) -> Iterator[Recorder]:
-    """Runs every job enqueued on ``queue`` inside the block at once, in this process;
-    each enqueue returns when its jobs finished (``TimeoutError`` after ``timeout``
-    seconds). The jobs' results stay readable after the block."""
-    view = _QueueView(queue)
-    runner = InProcessBackend(cast("TaskQueue", view), InProcessSettings(drain_timeout=timeout))
-    view._backend = runner
+    """Runs every job enqueued on ``queue`` inside the block at once, in this process,
+    through the durable engine's own code path (an in-memory ``memory://`` store of the
+    block's own, claimed by an engine worker running the queue's handlers): each enqueue
+    returns when its jobs finished (``TimeoutError`` after ``timeout`` seconds). Retries
+    run without backoff. The jobs' results stay readable after the block; nothing
+    reaches the queue's own backend."""
     recorder = Recorder()
+    runner = _Eager(queue, timeout)
     original = queue._backend
-    recording = _Recording(cast("Backend", runner), recorder)
-    queue._backend = cast("Backend", _Eager(cast("InProcessBackend", recording), timeout))
+    queue._backend = cast("Backend", _Recording(cast("Backend", runner), recorder))
     try:
         yield recorder
     finally:
         queue._backend = original
-        runner.drain()
+        runner.stop()

@@ -12,8 +12,8 @@ import os
 from typing import Any, Literal
 
 from spikard_tasks import Backoff, TaskQueue
-from spikard_tasks._http import Scope, header
 from spikard_tasks.asgi import AuthResult, create_app
+from spikard_tasks.http.wire import Scope, header
 
 queue = TaskQueue(
     os.environ.get("SPIKARD_TASKS_URL", "sqlite:///test-apps.db"),

@@ -8,6 +8,7 @@ mod convert;
 mod errors;
 mod logging;
 mod queue;
+mod rules;
 mod runtime;
 #[cfg(feature = "cron")]
 mod schedule;
@@ -67,6 +68,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backend_kind, m)?)?;
     m.add_function(wrap_pyfunction!(to_json, m)?)?;
     m.add_function(wrap_pyfunction!(default_config_json, m)?)?;
+    m.add_function(wrap_pyfunction!(rules::check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(rules::backoff_delay, m)?)?;
+    m.add_function(wrap_pyfunction!(rules::next_attempt_delay, m)?)?;
     #[cfg(feature = "cron")]
     {
         m.add_class::<schedule::NativeScheduler>()?;

@@ -16,6 +16,7 @@ pub mod handler;
 pub mod job;
 pub mod queue;
 pub mod redact;
+pub mod retry;
 #[cfg(feature = "cron")]
 pub mod scheduler;
 pub mod store;

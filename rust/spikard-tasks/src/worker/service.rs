@@ -22,6 +22,7 @@ use super::stats::WorkerStats;
 use crate::config::Backoff;
 use crate::handler::{TaskHandler, TaskOutcome};
 use crate::job::{AttemptError, ClaimedJob, Completion};
+use crate::retry::{next_attempt_delay, AttemptFailure};
 use crate::store::Store;
 use crate::time::{duration_ms, secs, secs_to_ms, MAX_INSTANT_MS};
 
@@ -114,7 +115,6 @@ pub(crate) fn decide(
     backoff: &Backoff,
     now: i64,
 ) -> Completion {
-    let attempts_left = job.attempt < job.max_attempts;
     let error_entry = |error: String, traceback: Option<String>| AttemptError {
         attempt: job.attempt,
         error,
@@ -129,16 +129,18 @@ pub(crate) fn decide(
                 "Retry: {}",
                 reason.unwrap_or_else(|| format!("retry requested after {}s", after.as_secs_f64()))
             );
-            if attempts_left {
-                Completion::Retry {
+            let failure = AttemptFailure::RetryRequested {
+                after_secs: after.as_secs_f64(),
+            };
+            match next_attempt_delay(backoff, job.attempt, job.max_attempts, failure) {
+                Some(_) => Completion::Retry {
                     run_at_ms: now.saturating_add(duration_ms(after)).min(MAX_INSTANT_MS),
                     error: error_entry(text, None),
-                }
-            } else {
-                Completion::Failed(error_entry(
+                },
+                None => Completion::Failed(error_entry(
                     format!("{text} (no attempts left of {})", job.max_attempts),
                     None,
-                ))
+                )),
             }
         }
         TaskOutcome::Fail {
@@ -146,15 +148,13 @@ pub(crate) fn decide(
             traceback,
             retryable,
         } => {
-            if retryable && attempts_left {
-                Completion::Retry {
-                    run_at_ms: now
-                        .saturating_add(secs_to_ms(backoff.delay(job.attempt)))
-                        .min(MAX_INSTANT_MS),
+            let failure = AttemptFailure::Failed { retryable };
+            match next_attempt_delay(backoff, job.attempt, job.max_attempts, failure) {
+                Some(secs) => Completion::Retry {
+                    run_at_ms: now.saturating_add(secs_to_ms(secs)).min(MAX_INSTANT_MS),
                     error: error_entry(error, traceback),
-                }
-            } else {
-                Completion::Failed(error_entry(error, traceback))
+                },
+                None => Completion::Failed(error_entry(error, traceback)),
             }
         }
     }

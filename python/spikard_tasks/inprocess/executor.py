@@ -1,14 +1,8 @@
-"""The loop-thread side of a ``BackgroundRuntime``: the base class ``_Executor``.
-
-It holds the worker coroutines (one per execution slot), the timer that moves scheduled
+"""The working side of a ``BackgroundRuntime``: :class:`Executor` holds the runtime's
+state and the worker coroutines (one per execution slot), the timer that moves scheduled
 and retrying jobs to the queue, the runs of async handlers on the loop and of sync
-handlers on the thread pool, and the bookkeeping at the end of every attempt
-(``_finish``); also the queue placement and loop-call helpers that admission and
-cancellation in :mod:`spikard_tasks.runtime` share with it.
-
-Split out of :mod:`spikard_tasks.runtime`, whose ``BackgroundRuntime`` inherits this
-class; this module does not import that one.
-"""
+handlers on the thread pool, the bookkeeping at the end of every attempt (``_finish``),
+admission and cancellation."""
 
 from __future__ import annotations
 
@@ -23,11 +17,23 @@ import threading
 import time
 import traceback as _traceback
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ._runtime_checks import _error_text
-from ._runtime_job import (
+from ..exceptions import Cancel
+from .attempts import (
+    _CANCEL_GRACE,
+    _CANCELLED_BY_REQUEST,
+    _THREAD_STATE,
+    _TOO_LATE_RETRY,
+    _now,
+    _timeout_text,
+    _uncancel,
+    _with_timeout,
+    next_attempt_at,
+)
+from .checks import _error_text
+from .runtime_job import (
     _CANCELLED,
     _EMPTY_KWARGS,
     _FAILED,
@@ -41,10 +47,9 @@ from ._runtime_job import (
     _notify,
     _resolve_future,
 )
-from .exceptions import Cancel
 
 if TYPE_CHECKING:
-    from ._runtime_job import _Waiter
+    from .runtime_job import _Waiter
 
 logger = logging.getLogger("spikard_tasks.runtime")
 
@@ -55,76 +60,55 @@ _YIELD_EVERY = 64
 _TAKE_NONE = 0
 _TAKE_SYNC = 1
 _TAKE_ANY = 2
-# Extra time given to cancelled handlers to unwind after the drain timeout.
-_CANCEL_GRACE = 1.0
-
-_THREAD_STATE = threading.local()
-_now = time.time
-_CANCELLED_BY_REQUEST = "cancelled by request"
-_TOO_LATE_RETRY = "runtime shut down before the job's next attempt"
 
 
-def _timeout_text(job: RuntimeJob[Any]) -> str:
-    limit = job._timeout
-    return f"attempt {job._attempts} ran past its {limit:g}s timeout"
+class Executor:
+    """The state of a ``BackgroundRuntime`` and the work done on it: admission, the loop
+    thread, the worker coroutines that run handlers, outcomes and cancellation.
 
-
-async def _with_timeout(job: RuntimeJob[Any], coro: Coroutine[Any, Any, Any]) -> Any:
-    """Await ``coro`` with the job's timeout; a timeout becomes a ``TimeoutError``
-    naming the attempt (the handler is cancelled)."""
-    limit = job._timeout
-    assert limit is not None
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        return await asyncio.wait_for(coro, limit)
-    except asyncio.TimeoutError:
-        if loop.time() - started < limit:
-            raise  # the handler itself raised TimeoutError before the deadline
-        raise TimeoutError(_timeout_text(job)) from None
-
-
-def _uncancel(task: asyncio.Task[Any] | None) -> None:
-    """Undo one ``task.cancel()`` that was aimed at a job, not at the worker (3.11+)."""
-    cancelling = getattr(task, "cancelling", None)
-    if cancelling is not None and cancelling() > 0:
-        task.uncancel()  # type: ignore[union-attr]
-
-
-class _Executor:
-    """Runs a ``BackgroundRuntime``'s jobs on its loop thread and thread pool.
-
-    A base class only: :class:`~spikard_tasks.runtime.BackgroundRuntime` sets the state
-    declared here and adds configuration, submission, cancellation and shutdown.
+    :class:`~spikard_tasks.runtime.BackgroundRuntime` owns one (and a
+    :class:`~spikard_tasks.inprocess.drain.Drainer` for shutdown) and adds validation,
+    submission and the public API. Everything from ``_pending`` to ``_cut_off`` is
+    guarded by ``_lock``.
     """
 
-    # Instance attributes the methods here use; BackgroundRuntime.__init__ sets them (see
-    # the comments there). Everything from _pending to _cut_off is guarded by _lock.
-    _name: str
-    _max_concurrent: int
-    _lock: threading.Lock
-    _pending: deque[RuntimeJob[Any]]
-    _running: int
-    _heap: list[tuple[float, int, RuntimeJob[Any]]]
-    _seq: itertools.count[int]
-    _waiting: int
-    _succeeded: int
-    _failed: int
-    _cancelled: int
-    _retried: int
-    _finished: int
-    _slots: list[RuntimeJob[Any] | None]
-    _idle: list[asyncio.Future[None]]
-    _wake_scheduled: bool
-    _stopping: bool
-    _abandoned: bool
-    _drain_deadline: float
-    _cut_off: list[RuntimeJob[Any]]
-    _loop: asyncio.AbstractEventLoop | None
-    _loop_ident: int | None
-    _executor: concurrent.futures.ThreadPoolExecutor | None
-    _workers: list[asyncio.Task[None]]
-    _timer: asyncio.TimerHandle | None
+    def __init__(self, name: str, max_concurrent: int, max_queue_size: int) -> None:
+        self._name = name
+        self._max_concurrent = max_concurrent
+        self._max_queue_size = max_queue_size
+        self._capacity = self._max_queue_size + self._max_concurrent
+
+        # Everything below is guarded by _lock.
+        self._lock = threading.Lock()
+        # Ready jobs, highest priority first, first come first served among equals.
+        self._pending: deque[RuntimeJob[Any]] = deque()
+        self._running = 0  # jobs holding an execution slot (len(_pending) are queued)
+        # Jobs waiting for their time, as (due, sequence, job); entries of jobs that were
+        # cancelled meanwhile stay until popped. _waiting counts the live entries.
+        self._heap: list[tuple[float, int, RuntimeJob[Any]]] = []
+        self._seq = itertools.count()
+        self._waiting = 0
+        self._succeeded = 0
+        self._failed = 0
+        self._cancelled = 0
+        self._retried = 0
+        self._finished = 0  # every terminal transition made by running a handler
+        self._finished_at_close = 0  # value of _finished when shutdown began
+        self._slots: list[RuntimeJob[Any] | None] = [None] * self._max_concurrent
+        self._idle: list[asyncio.Future[None]] = []  # futures of idle worker coroutines
+        self._wake_scheduled = False
+        self._closed = False  # no more submissions
+        self._stopping = False  # workers exit once nothing is queued or waiting
+        self._abandoned = False  # drain timed out: leftovers are cancelled
+        self._drain_deadline = math.inf  # wall-clock end of the drain
+        self._cut_off: list[RuntimeJob[Any]] = []  # cancelled for being due after it
+
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._loop_ident: int | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None  # loop thread only
 
     # -- queue and loop helpers (shared with admission and cancellation) -------------
 
@@ -375,23 +359,6 @@ class _Executor:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve_future, done)
 
-    def _next_attempt_at(
-        self, job: RuntimeJob[Any], exc: BaseException, now: float
-    ) -> float | None:
-        """Ask the job's retry policy when the next attempt runs (``None``: no retry)."""
-        policy = job._retry
-        if policy is None or self._abandoned:
-            return None
-        try:
-            delay = policy(exc, job._attempts)
-        except Exception:
-            logger.exception("retry policy of background job %s (%s) raised", job._name, job.id)
-            return None
-        if delay is None:
-            return None
-        seconds = float(delay)
-        return now + (seconds if math.isfinite(seconds) and seconds > 0 else 0.0)
-
     def _finish(
         self,
         job: RuntimeJob[Any],
@@ -422,7 +389,7 @@ class _Executor:
         if exc is not None:
             error = _error_text(exc)
             tb = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__))
-            retry_at = self._next_attempt_at(job, exc, now)
+            retry_at = next_attempt_at(job, exc, now, self._abandoned)
             if retry_at is None:
                 logger.error(
                     "background job %s (%s) failed: %s",
@@ -502,3 +469,16 @@ class _Executor:
         if arm:
             self._call_on_loop(self._arm_timer)
         return next_job
+
+    def _shut_down_message(self) -> str:
+        return f"background runtime {self._name!r} has shut down and no longer accepts jobs"
+
+    # -- cancellation ----------------------------------------------------------------
+
+    def _cancel_locked(self, job: RuntimeJob[Any], reason: str) -> list[_Waiter] | None:
+        """End a job that is not running ``"cancelled"``; return its waiters."""
+        job._end_locked(_CANCELLED, reason, _now())
+        self._cancelled += 1
+        waiters = job._waiters
+        job._waiters = None
+        return waiters

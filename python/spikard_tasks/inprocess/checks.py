@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._runtime_job import RuntimeJob
+    from .runtime_job import RuntimeJob
 
 _CO_COROUTINE = inspect.CO_COROUTINE
 

@@ -14,11 +14,11 @@ import random
 import time
 from typing import Any
 
-from ._progress import ProgressBar, format_table
-from .config import Backoff
-from .exceptions import JobFailed
-from .queue import TaskQueue
-from .status import JobStatus
+from ..config import Backoff
+from ..exceptions import JobFailed
+from ..queue import TaskQueue
+from ..status import JobStatus
+from .progress import ProgressBar, format_table
 
 __all__ = ["queue", "run_demo"]
 

@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ._targets import import_target
-from .exceptions import ConfigError, SpikardTasksError
-from .queue import TaskQueue
+from .._targets import import_target
+from ..exceptions import ConfigError, SpikardTasksError
+from ..queue import TaskQueue
 
 __all__ = ["load_queue", "main"]
 
@@ -78,7 +78,7 @@ def _cmd_cron_list(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, indent=2))
         return 0
-    from ._progress import format_table
+    from .progress import format_table
 
     table = [
         [
@@ -155,7 +155,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ._serve import serve
+    from ..http.serve import serve
 
     serve(
         args.target,

@@ -1,294 +1,32 @@
-"""``inprocess://``: the fast path of ``TaskQueue`` — the same tasks, run in this process.
-
-``TaskQueue("inprocess://?max_queue_size=1024&max_concurrent_tasks=128&drain_timeout=30")``
-runs the queue's ``@queue.task`` handlers on a :class:`~spikard_tasks.BackgroundRuntime`
-owned by the queue and started on first use. ``.delay()``, ``.enqueue()``,
-``queue.enqueue(name, ...)`` and ``enqueue_many`` hand the job to the runtime at once; no
-worker is needed. Nothing is persisted: jobs exist only in this process, and jobs not
-finished when it exits are lost (the runtime drains for ``drain_timeout`` at exit).
-
-URL options (all optional; an unknown key or a bad number raises ``ConfigError``):
-
-``max_queue_size`` (1024)
-    Unfinished jobs beyond the running ones that the queue accepts; one more enqueue
-    raises :class:`~spikard_tasks.QueueFull` at once (never blocks). Scheduled and
-    retrying jobs count too.
-``max_concurrent_tasks`` (128)
-    Handlers running at once (sync ones run on a thread pool of this size, ``async def``
-    ones on the runtime's event loop). The worker's ``concurrency`` does not apply here.
-``drain_timeout`` (the config's ``drain_timeout``, 30 s)
-    How long stopping the worker (or exiting the process) waits for unfinished jobs.
-``keep_results`` (10000)
-    How many of the latest jobs stay findable by id (``queue.get_job``,
-    ``queue.cancel``) after they finished; a job is also findable while any ``Job``
-    handle of it is alive, and always while it is unfinished.
-
-What each enqueue option does here (the same checks as on the durable path apply first):
-
-* ``priority`` — honoured: higher runs first among queued jobs.
-* ``delay`` / ``run_at`` — honoured with a timer on the runtime's loop: the job is
-  ``scheduled`` and never starts before its time; it is lost if the process ends first.
-* ``max_attempts`` (and the config's ``max_attempts`` and ``backoff``, and
-  ``raise Retry(after=...)``) — honoured within this process: a failed attempt makes the
-  job ``retrying`` and it runs again after its backoff. A retry cannot outlive the
-  process (there is no retry after a restart).
-* ``timeout`` — honoured: an ``async def`` handler is cancelled at the deadline; a sync
-  handler cannot be interrupted (on either path), so its attempt fails with
-  ``TimeoutError`` when it returns late.
-* ``unique_key`` — honoured among the jobs of this process: while a job with that key is
-  unfinished, enqueueing the key again returns that job.
-* ``queue`` — recorded on the job (``job.info().queue``); every job of an
-  ``inprocess://`` queue runs on its one runtime, whatever its queue name.
-* ``strict=False`` with a task this process does not register raises ``UnknownTask``: no
-  other process could run it.
-
-Arguments and results follow the durable path's JSON rules: a non-JSON argument raises
-``SerializationError`` at the enqueue call, handlers receive JSON-decoded copies (tuples
-become lists), and a result that is not JSON fails the job without a retry.
-"""
+"""``InProcessBackend``: a ``TaskQueue``'s jobs on a ``BackgroundRuntime`` of its own
+(the ``inprocess://`` fast path; see :mod:`spikard_tasks.inprocess`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
-import json
-import math
-import random
 import threading
 import time
 import uuid
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-from . import _native
-from ._runtime_job import RetryPolicy, RuntimeJob, _utc
-from .config import Backoff, TaskQueueConfig
-from .exceptions import ConfigError, Retry, RuntimeShutDown, SerializationError, UnknownTask
-from .job import Job, JobInfo
+from .._backend import EnqueueSpec
+from ..config import TaskQueueConfig
+from ..exceptions import RuntimeShutDown, UnknownTask
+from ..job import Job, JobInfo
+from ..status import JobStatus
+from ..task import Task
+from .rules import json_args, json_kwargs, json_runner, retry_policy
 from .runtime import BackgroundRuntime, DrainReport
-from .status import JobStatus
+from .runtime_job import RetryPolicy, RuntimeJob, _utc
+from .settings import SCHEME as _SCHEME
+from .settings import InProcessSettings, check_config
 
-if TYPE_CHECKING:
-    from ._backend import EnqueueSpec
-    from .queue import TaskQueue
-    from .worker import Worker
+__all__ = ["InProcessBackend"]
 
-__all__ = ["InProcessBackend", "InProcessSettings", "backoff_delay", "retry_policy"]
-
-_SCHEME = "inprocess://"
-_I64_MIN = -(2**63)
-_U64_MAX = 2**64 - 1
 _STATUS = {status.value: status for status in JobStatus}
-
-
-@dataclasses.dataclass(frozen=True)
-class InProcessSettings:
-    """The options of an ``inprocess://`` URL (see the module documentation)."""
-
-    max_queue_size: int = 1024
-    max_concurrent_tasks: int = 128
-    drain_timeout: float = 30.0
-    keep_results: int = 10_000
-
-    @classmethod
-    def from_url(cls, url: str, drain_timeout: float = 30.0) -> InProcessSettings:
-        """Parses ``inprocess://[?key=value&...]``; ``ConfigError`` names a bad part.
-
-        ``drain_timeout`` is the default when the URL does not set one.
-        """
-        if not url.startswith(_SCHEME):
-            raise ConfigError(f"an in-process URL is written {_SCHEME}[?key=value&...]")
-        where, _, query = url[len(_SCHEME) :].partition("?")
-        if where:
-            shown = _native.redact_url(url)
-            raise ConfigError(f"{_SCHEME} takes no host or path, got {shown!r}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        values: dict[str, Any] = {"drain_timeout": drain_timeout}
-        seen: set[str] = set()
-        for item in query.split("&") if query else ():
-            raw_key, sep, raw_value = item.partition("=")
-            key, value = unquote(raw_key), unquote(raw_value)
-            if not sep or not key:
-                raise ConfigError(f"malformed option {item!r} in {_SCHEME} URL (want key=value)")
-            if key not in names:
-                raise ConfigError(f"unknown {_SCHEME} option {key!r} (known: {', '.join(names)})")
-            if key in seen:
-                raise ConfigError(f"{_SCHEME} option {key!r} is given twice")
-            seen.add(key)
-            values[key] = _parse_option(key, value)
-        return cls(**values)
-
-
-def _parse_option(key: str, value: str) -> int | float:
-    if key == "drain_timeout":
-        try:
-            seconds = float(value)
-        except ValueError:
-            seconds = math.nan
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ConfigError(
-                f"{_SCHEME} option drain_timeout={value!r} must be a non-negative number of seconds"
-            )
-        return seconds
-    low = 0 if key == "keep_results" else 1
-    try:
-        number = int(value)
-    except ValueError:
-        number = low - 1
-    if number < low:
-        kind = "a non-negative" if low == 0 else "a positive"
-        raise ConfigError(f"{_SCHEME} option {key}={value!r} must be {kind} integer")
-    return number
-
-
-def _check_config(config: TaskQueueConfig) -> None:
-    """The checks the native engine makes on a config, for the fields used here."""
-    if not 1 <= len(config.queue) <= 200:
-        raise ConfigError("queue name must be 1 to 200 characters")
-    attempts = config.max_attempts
-    if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
-        raise ConfigError("max_attempts must be at least 1")
-    priority = config.default_priority
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise ConfigError("default_priority must be an integer")
-    b = config.backoff
-    numbers = (b.initial, b.max, b.multiplier, b.jitter)
-    if not (
-        all(isinstance(v, (int, float)) and math.isfinite(v) for v in numbers)
-        and b.initial >= 0
-        and b.max >= 0
-        and b.multiplier >= 1
-        and 0 <= b.jitter <= 1
-    ):
-        raise ConfigError(
-            f"invalid backoff {b!r}: initial and max >= 0, multiplier >= 1, jitter in [0, 1]"
-        )
-    drain = config.drain_timeout
-    if not isinstance(drain, (int, float)) or not math.isfinite(drain) or drain < 0:
-        raise ConfigError("drain_timeout must be a non-negative number of seconds")
-
-
-# -- JSON: the durable path's rules --------------------------------------------------
-
-
-#: Set on an exception that a retry cannot fix (a result that is not JSON).
-_NO_RETRY = "_spikard_no_retry"
-
-
-def _is_json_scalar(value: Any) -> bool:
-    """A value that is its own JSON copy: ``None``, ``bool``, ``str``, a 64-bit ``int``
-    or a finite ``float`` (exact types; subclasses take the full JSON path)."""
-    kind = type(value)
-    if (kind is str and value.isascii()) or kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(_I64_MIN <= value <= _U64_MAX)
-    return kind is float and math.isfinite(value)
-
-
-def _roundtrip(what: str, value: Any) -> Any:
-    """A JSON-decoded copy of ``value``; the error names ``what`` like the engine's."""
-    try:
-        text = _native.to_json(value)
-    except SerializationError as exc:
-        message = str(exc)
-        if message.startswith("value"):
-            message = what + message[len("value") :]
-        error = SerializationError(message)
-        if what == "result":
-            setattr(error, _NO_RETRY, True)
-        raise error from None
-    return json.loads(text)
-
-
-def _json_args(args: list[Any]) -> list[Any]:
-    """``args`` if every item is a JSON scalar (the list is already the caller's copy),
-    else a JSON-decoded copy (``SerializationError`` for anything that is not JSON)."""
-    for value in args:
-        kind = type(value)
-        # A non-ASCII str takes the full path: a lone surrogate is not JSON.
-        if (
-            (kind is str and value.isascii())
-            or kind is bool
-            or value is None
-            or (kind is int and _I64_MIN <= value <= _U64_MAX)
-            or (kind is float and math.isfinite(value))
-        ):
-            continue
-        copied: list[Any] = _roundtrip("args", args)
-        return copied
-    return args
-
-
-def _json_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """A copy of ``kwargs`` under the same rules as :func:`_json_args`."""
-    if not kwargs:
-        return {}
-    for key, value in kwargs.items():
-        if type(key) is not str or not key.isascii() or not _is_json_scalar(value):
-            copied: dict[str, Any] = _roundtrip("kwargs", kwargs)
-            return copied
-    return dict(kwargs)
-
-
-def _json_result(value: Any) -> Any:
-    if _is_json_scalar(value):
-        return value
-    return _roundtrip("result", value)
-
-
-def _runner(fn: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-    """Wraps a handler so that its result is checked and copied as JSON."""
-    if is_async:
-
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            return _json_result(await fn(*args, **kwargs))
-
-        return run_async
-
-    def run(*args: Any, **kwargs: Any) -> Any:
-        return _json_result(fn(*args, **kwargs))
-
-    return run
-
-
-# -- retries --------------------------------------------------------------------------
-
-
-def backoff_delay(backoff: Backoff, failed_attempts: int) -> float:
-    """Seconds to wait after ``failed_attempts`` failures (the engine's formula):
-    ``min(max, initial * multiplier ** (n - 1))``, spread by ``± jitter``."""
-    exponent = min(max(failed_attempts - 1, 0), 64)
-    try:
-        base = min(backoff.initial * backoff.multiplier**exponent, backoff.max)
-    except OverflowError:
-        base = backoff.max
-    if backoff.jitter <= 0 or base <= 0:
-        return float(base)
-    spread = random.uniform(-1.0, 1.0)
-    return float(min(max(base * (1.0 + backoff.jitter * spread), 0.0), backoff.max))
-
-
-def retry_policy(max_attempts: int, backoff: Backoff) -> RetryPolicy | None:
-    """The durable path's retry rules as a runtime retry policy (``None``: one attempt).
-
-    ``Retry(after=...)`` waits that long; a result that is not JSON is not retried; any
-    other exception waits for the backoff; no retry once ``max_attempts`` ran.
-    """
-    if max_attempts <= 1:
-        return None
-
-    def policy(exc: BaseException, attempt: int) -> float | None:
-        if attempt >= max_attempts or getattr(exc, _NO_RETRY, False):
-            return None
-        if isinstance(exc, Retry):
-            return exc.after
-        return backoff_delay(backoff, attempt)
-
-    return policy
 
 
 # -- the backend ----------------------------------------------------------------------
@@ -355,11 +93,17 @@ class InProcessBackend:
 
     kind = "inprocess"
 
-    def __init__(self, queue: TaskQueue, settings: InProcessSettings | None = None) -> None:
-        config = queue.config
-        _check_config(config)
+    def __init__(
+        self,
+        config: TaskQueueConfig,
+        tasks: Mapping[str, Task[Any, Any]],
+        settings: InProcessSettings | None = None,
+    ) -> None:
+        check_config(config)
         self.settings = settings or InProcessSettings.from_url(config.url, config.drain_timeout)
-        self._queue = queue
+        self._config = config
+        #: The queue's registry (its own dict, read live: tasks registered later count).
+        self._tasks = tasks
         self._lock = threading.Lock()  # the runtime slot and unique keys
         self._runtime: BackgroundRuntime | None = None
         self._draining: list[BackgroundRuntime] = []
@@ -390,7 +134,7 @@ class InProcessBackend:
                         max_queue_size=s.max_queue_size,
                         max_concurrent_tasks=s.max_concurrent_tasks,
                         drain_timeout=s.drain_timeout,
-                        name=f"spikard-tasks-{self._queue.config.queue}",
+                        name=f"spikard-tasks-{self._config.queue}",
                     )
                     self._runtime = runtime
         return runtime
@@ -449,34 +193,33 @@ class InProcessBackend:
                 if attempt == 2:
                     raise
                 continue
-            queue = self._queue
-            return [Job(queue, job.id, job) for job in accepted]
+            return [Job(self, job.id, job) for job in accepted]
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _prepare(
         self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> tuple[_Plan, str, list[Any], dict[str, Any]]:
         """Checks one job (registered task, JSON arguments) and finds its plan."""
-        task = self._queue._tasks.get(name)
+        task = self._tasks.get(name)
         if task is None:
-            known = ", ".join(sorted(self._queue._tasks)) or "none"
+            known = ", ".join(sorted(self._tasks)) or "none"
             raise UnknownTask(
                 f"unknown task {name!r} (registered: {known}); an {_SCHEME} queue runs "
                 "jobs in this process, so their task must be registered here"
             )
         cached = self._plans.get(name)
         if cached is None or cached[0] is not options or cached[1] is not task.fn:
-            runner = _runner(task.fn, task.is_async)
+            runner = json_runner(task.fn, task.is_async)
             if cached is not None and cached[1] is task.fn:
                 runner = cached[2].runner
-            plan = _Plan(runner, options, self._queue.config)
+            plan = _Plan(runner, options, self._config)
             plan.retry = self._policy(plan.max_attempts)
             cached = self._plans[name] = (options, task.fn, plan)
-        return cached[2], name, _json_args(args), _json_kwargs(kwargs)
+        return cached[2], name, json_args(args), json_kwargs(kwargs)
 
     def _policy(self, max_attempts: int) -> RetryPolicy | None:
         if max_attempts not in self._policies:
-            self._policies[max_attempts] = retry_policy(max_attempts, self._queue.config.backoff)
+            self._policies[max_attempts] = retry_policy(max_attempts, self._config.backoff)
         return self._policies[max_attempts]
 
     def _build(
@@ -582,7 +325,7 @@ class InProcessBackend:
     def get_job(self, job_id: str) -> Job | None:
         """The job with this id among this process' jobs, or ``None``."""
         found = self._jobs.get(job_id)
-        return None if found is None else Job(self._queue, job_id, found)
+        return None if found is None else Job(self, job_id, found)
 
     def cancel(self, job_id: str) -> bool:
         """Cancels a job of this process (see ``RuntimeJob.cancel``)."""
@@ -602,25 +345,6 @@ class InProcessBackend:
             "failed": totals["failed"],
             "cancelled": totals["cancelled"],
         }
-
-    def worker(
-        self,
-        concurrency: int | None,
-        queues: Sequence[str] | None,
-        name: str | None,
-        drain_timeout: float | None,
-    ) -> Worker:
-        """A worker whose stop drains the runtime (see ``InProcessWorker``)."""
-        from .worker import InProcessWorker
-
-        return InProcessWorker(
-            self._queue,
-            self,
-            concurrency=concurrency,
-            queues=queues,
-            name=name,
-            drain_timeout=drain_timeout,
-        )
 
 
 def _info(job: RuntimeJob[Any]) -> JobInfo:

@@ -11,8 +11,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from ._calls import Call
-from ._http import HTTPError
+from .calls import Call
+from .wire import HTTPError
 
 __all__ = ["GroupCommit"]
 

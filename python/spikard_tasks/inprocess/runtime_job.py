@@ -14,15 +14,13 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from .exceptions import JobCancelled, JobFailed
-from .job import AttemptError
+from ..exceptions import JobCancelled, JobFailed
+from ..job import AttemptError
 
 if TYPE_CHECKING:
     from typing import TypeAlias
-
-    from .runtime import BackgroundRuntime
 
     # A thread blocked in result() waits on a held lock; a coroutine in wait() on a future.
     _Waiter: TypeAlias = threading.Lock | tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]
@@ -59,6 +57,21 @@ _WAITING = frozenset({_SCHEDULED, _RETRYING})
 
 _EMPTY_KWARGS: dict[str, Any] = {}
 _ID_LOCK = threading.Lock()
+
+
+class JobOwner(Protocol):
+    """What a :class:`RuntimeJob` needs of the runtime that runs it."""
+
+    @property
+    def _lock(self) -> threading.Lock: ...
+
+    def _cancel(self, job: RuntimeJob[Any]) -> bool:
+        """Cancels ``job`` (see :meth:`RuntimeJob.cancel`)."""
+        ...
+
+    def _on_loop_thread(self) -> bool:
+        """Whether the caller runs on the runtime's loop thread."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +181,7 @@ class RuntimeJob(Generic[T]):
 
     def __init__(
         self,
-        runtime: BackgroundRuntime,
+        runtime: JobOwner,
         fn: Callable[..., Any],
         args: tuple[Any, ...] | list[Any],
         kwargs: dict[str, Any],

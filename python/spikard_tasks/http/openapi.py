@@ -19,10 +19,10 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .status import JobStatus
+from ..status import JobStatus
 
 if TYPE_CHECKING:
-    from .task import Task
+    from ..task import Task
 
 __all__ = ["RESERVED", "annotation_schema", "build_openapi", "call_schema"]
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ._targets import import_target
-from .asgi import DEFAULT_MAX_BODY_BYTES, TasksApp, create_app
-from .exceptions import ConfigError
-from .queue import TaskQueue
+from .._targets import import_target
+from ..exceptions import ConfigError
+from ..queue import TaskQueue
+from .app import DEFAULT_MAX_BODY_BYTES, TasksApp, create_app
 
 __all__ = ["load_app", "serve"]
 

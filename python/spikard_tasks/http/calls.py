@@ -1,5 +1,5 @@
 """Request bodies of the HTTP enqueue app (:mod:`spikard_tasks.asgi`) turned into
-validated enqueue calls. Every problem is an :class:`~spikard_tasks._http.HTTPError`
+validated enqueue calls. Every problem is an :class:`~spikard_tasks.http.wire.HTTPError`
 (422, or 404 for an unknown task, 415 for a non-JSON ``Content-Type``)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ._http import HTTPError, Scope, header
-from .task import Task, build_options
+from ..options import build_options
+from ..task import Task
+from .wire import HTTPError, Scope, header
 
 __all__ = ["OPTIONS", "Call", "Lookup", "check_content_type", "parse_call"]
 

@@ -1,0 +1,412 @@
+"""HTTP enqueue: an ASGI 3 app whose endpoints enqueue durable jobs and answer 202.
+
+``create_app(queue)`` returns a plain ASGI application (no framework needed) that can be
+served alone (``spikard-tasks serve myapp.tasks:queue``) or mounted in Starlette,
+FastAPI or Litestar. Routes, below ``prefix`` (default ``/tasks``):
+
+* ``POST {prefix}/{task}``, body ``{"args": [...], "kwargs": {...}, "options": {...}}``
+  (every field optional) → ``202 {"task_id", "status": "queued"}`` and a ``Location``
+  header pointing at the job view. Options: ``priority``, ``delay`` (seconds),
+  ``run_at`` (ISO-8601 with a timezone), ``max_attempts``, ``unique_key``, ``timeout``.
+* ``POST {prefix}/batch``, body ``{"tasks": [{"task", "args", "kwargs", "options"}]}``
+  → ``202 {"queued": n, "status": "all_queued", "task_ids": [...]}``, all or nothing.
+* ``GET {prefix}/jobs/{id}`` → ``200 {"task_id", "task", "status", "attempts",
+  "result", "error"}``; ``DELETE {prefix}/jobs/{id}`` → ``200 {"task_id",
+  "cancelled": true}`` (``409`` once the job finished).
+* ``GET {prefix}/openapi.json`` → the OpenAPI 3.1 document of these routes.
+
+The names ``batch``, ``jobs`` and ``openapi.json`` are reserved under the prefix: a task
+with one of them cannot be posted to its own route (it can still be sent in a batch).
+
+A 202 is sent once the job is stored. Single-job requests that arrive while a write is
+in flight are stored together in the next transaction (group commit); a request with
+bad input is then retried alone, so it never refuses another's job.
+
+Refusals are JSON ``{"error": reason}``: 404 unknown task or job, 405 wrong method,
+413 body over ``max_body_bytes``, 415 a ``Content-Type`` other than JSON, 422 invalid
+JSON, wrong shape or arguments that do not fit the handler, 401/403 from the auth
+hook, 503 (with ``Retry-After``) when the backend fails. A refused request enqueues
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import urllib.parse
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from ..exceptions import BackendError, ConfigError, SpikardTasksError, UnknownTask
+from ..job import JobInfo
+from ..queue import TaskQueue
+from ..status import JobStatus
+from ..task import Task
+from .calls import OPTIONS, Call, check_content_type, parse_call
+from .group_commit import GroupCommit
+from .openapi import RESERVED, build_openapi
+from .wire import (
+    ClientDisconnected,
+    HTTPError,
+    Receive,
+    Responder,
+    Scope,
+    Send,
+    mount_path,
+    parse_json,
+    read_body,
+    reason,
+    route_path,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "OPTIONS",
+    "RESERVED",
+    "AuthHook",
+    "AuthResult",
+    "TasksApp",
+    "create_app",
+    "job_view",
+]
+
+log = logging.getLogger("spikard_tasks.asgi")
+
+#: What an auth hook returns: ``True`` lets the request through; ``False`` (or
+#: ``None``) answers 401; a 4xx status answers that status. Raising
+#: ``PermissionError`` answers 403 with the exception's text.
+AuthResult = bool | int | None
+#: ``auth(scope)``: sync or async, called with the ASGI scope before every request.
+AuthHook = Callable[[Scope], AuthResult | Awaitable[AuthResult]]
+
+#: Default request-body limit: 1 MiB.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+#: Seconds a client is told to wait (``Retry-After``) when the backend fails.
+RETRY_AFTER_SECONDS = 1
+
+T = TypeVar("T")
+
+
+def _unavailable() -> HTTPError:
+    return HTTPError(
+        503,
+        "the task backend is unavailable; retry later",
+        headers=[("retry-after", str(RETRY_AFTER_SECONDS))],
+    )
+
+
+def _allow(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise HTTPError(
+            405, f"method {method} not allowed here", headers=[("allow", ", ".join(allowed))]
+        )
+
+
+def job_view(info: JobInfo) -> dict[str, Any]:
+    """The HTTP view of a job: ``task_id``, ``task``, ``status``, ``attempts``,
+    ``result`` and ``error`` (the text of the latest failed attempt; ``null`` when none
+    failed or the job succeeded)."""
+    error = None
+    if info.status is not JobStatus.SUCCEEDED and info.errors:
+        error = info.errors[-1].error
+    return {
+        "task_id": info.id,
+        "task": info.task,
+        "status": info.status.value,
+        "attempts": info.attempts,
+        "result": info.result,
+        "error": error,
+    }
+
+
+class TasksApp:
+    """The ASGI 3 application built by :func:`create_app` (see the module docstring)."""
+
+    def __init__(
+        self,
+        queue: TaskQueue,
+        *,
+        tasks: Iterable[str | Task[Any, Any]] | None = None,
+        prefix: str = "/tasks",
+        auth: AuthHook | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    ) -> None:
+        if not isinstance(queue, TaskQueue):
+            raise ConfigError(f"create_app() needs a TaskQueue, not {type(queue).__name__}")
+        if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
+            raise ConfigError(f"prefix must be '' or start with '/', got {prefix!r}")
+        if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
+            raise ConfigError("max_body_bytes must be an integer")
+        if max_body_bytes < 1:
+            raise ConfigError("max_body_bytes must be at least 1")
+        if auth is not None and not callable(auth):
+            raise ConfigError("auth must be a callable taking the ASGI scope")
+        self.queue = queue
+        self.prefix = prefix.rstrip("/")
+        self.auth = auth
+        self.max_body_bytes = max_body_bytes
+        self._group_commit = GroupCommit(self._enqueue, self._run)
+        self._allowed: dict[str, Task[Any, Any] | None] | None = None
+        if tasks is not None:
+            self._allowed = {}
+            for item in tasks:
+                if isinstance(item, Task):
+                    if item.queue is not queue:
+                        raise ConfigError(f"task {item.name!r} is registered on another queue")
+                    self._allowed[item.name] = item
+                elif isinstance(item, str) and item:
+                    self._allowed[item] = None
+                else:
+                    raise ConfigError(f"tasks must be names or Task objects, not {item!r}")
+
+    # -- tasks -------------------------------------------------------------------------
+
+    def enqueueable(self) -> dict[str, Task[Any, Any] | None]:
+        """The tasks this app accepts: name → ``Task`` (``None`` for an allowed name
+        that is not registered in this process; its arguments are not checked)."""
+        registered = self.queue.tasks
+        if self._allowed is None:
+            return dict(registered)
+        return {name: task or registered.get(name) for name, task in self._allowed.items()}
+
+    def _lookup(self, name: str) -> tuple[bool, Task[Any, Any] | None]:
+        registered = self.queue.tasks
+        if self._allowed is None:
+            task = registered.get(name)
+            return task is not None, task
+        if name not in self._allowed:
+            return False, None
+        return True, self._allowed[name] or registered.get(name)
+
+    def openapi(self, root_path: str = "") -> dict[str, Any]:
+        """The OpenAPI 3.1 document of this app (``root_path`` becomes its server URL)."""
+        from .. import __version__
+
+        return build_openapi(
+            self.enqueueable(), prefix=self.prefix, root_path=root_path, version=__version__
+        )
+
+    # -- ASGI --------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 entry point (``http`` and ``lifespan`` scopes)."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+        else:
+            raise RuntimeError(f"spikard_tasks.asgi does not handle {kind!r} scopes")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._run(self._open)
+                except HTTPError:
+                    log.error("task backend unavailable at startup; answering 503 until it is")
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = str(scope.get("method", "GET")).upper()
+        out = Responder(send, head=method == "HEAD")
+        try:
+            await self._dispatch(scope, receive, out, method)
+        except ClientDisconnected:
+            return
+        except HTTPError as exc:
+            if not out.started:
+                await out.error(exc)
+        except Exception:
+            log.exception("error answering %s %s", method, scope.get("path"))
+            if not out.started:
+                await out.json(500, {"error": "internal server error"})
+
+    def _below_prefix(self, path: str) -> str | None:
+        if not self.prefix:
+            return path if path.startswith("/") else None
+        if path.startswith(self.prefix + "/"):
+            return path[len(self.prefix) :]
+        return None
+
+    async def _dispatch(self, scope: Scope, receive: Receive, out: Responder, method: str) -> None:
+        rest = self._below_prefix(route_path(scope))
+        if rest is None:
+            raise HTTPError(404, "not found")
+        await self._authorize(scope)
+        if rest == "/openapi.json":
+            _allow(method, "GET", "HEAD")
+            await out.json(200, self.openapi(mount_path(scope)))
+        elif rest == "/batch":
+            _allow(method, "POST")
+            await self._post_batch(scope, receive, out)
+        elif rest == "/jobs" or rest.startswith("/jobs/"):
+            job_id = rest[len("/jobs/") :]
+            if not job_id or "/" in job_id:
+                raise HTTPError(404, f"not found; job routes are {self.prefix}/jobs/{{id}}")
+            _allow(method, "GET", "HEAD", "DELETE")
+            if method == "DELETE":
+                await self._delete_job(job_id, out)
+            else:
+                await self._get_job(job_id, out)
+        else:
+            _allow(method, "POST")
+            await self._post_task(scope, receive, out, rest[1:])
+
+    async def _authorize(self, scope: Scope) -> None:
+        if self.auth is None:
+            return
+        try:
+            verdict = self.auth(scope)
+            if inspect.isawaitable(verdict):
+                verdict = await verdict
+        except PermissionError as exc:
+            raise HTTPError(403, str(exc) or "forbidden") from None
+        if verdict is True:
+            return
+        if verdict is False or verdict is None:
+            raise HTTPError(401, "authentication required")
+        if isinstance(verdict, int) and 400 <= verdict <= 499:
+            raise HTTPError(verdict, reason(verdict))
+        raise TypeError(f"auth hook returned {verdict!r}; expected True, False or a 4xx status")
+
+    # -- routes ------------------------------------------------------------------------
+
+    async def _read_json(self, scope: Scope, receive: Receive, empty: Any) -> Any:
+        check_content_type(scope)
+        body = await read_body(scope, receive, self.max_body_bytes)
+        return empty if not body.strip() else parse_json(body)
+
+    async def _post_task(self, scope: Scope, receive: Receive, out: Responder, name: str) -> None:
+        if not name or not self._lookup(name)[0]:
+            raise HTTPError(404, f"unknown task {name!r}")
+        call = parse_call(await self._read_json(scope, receive, {}), "body", self._lookup, name)
+        job_id = await self._group_commit.submit(call)
+        location = f"{mount_path(scope)}{self.prefix}/jobs/" + urllib.parse.quote(job_id, safe="")
+        await out.json(202, {"task_id": job_id, "status": "queued"}, [("location", location)])
+
+    async def _post_batch(self, scope: Scope, receive: Receive, out: Responder) -> None:
+        body = await self._read_json(scope, receive, None)
+        if not isinstance(body, dict) or set(body) != {"tasks"}:
+            raise HTTPError(422, 'body must be {"tasks": [{"task", "args", "kwargs", "options"}]}')
+        items = body["tasks"]
+        if not isinstance(items, list) or not items:
+            raise HTTPError(422, "tasks must be a non-empty array")
+        calls = [parse_call(item, f"tasks[{i}]", self._lookup) for i, item in enumerate(items)]
+        ids = await self._run(self._enqueue, calls)
+        await out.json(202, {"queued": len(ids), "status": "all_queued", "task_ids": ids})
+
+    async def _get_job(self, job_id: str, out: Responder) -> None:
+        info = await self._run(self._job_info, job_id)
+        if info is None:
+            raise HTTPError(404, f"no job {job_id!r}")
+        await out.json(200, job_view(info))
+
+    async def _delete_job(self, job_id: str, out: Responder) -> None:
+        cancelled, info = await self._run(self._cancel, job_id)
+        if cancelled:
+            await out.json(200, {"task_id": job_id, "cancelled": True})
+        elif info is None:
+            raise HTTPError(404, f"no job {job_id!r}")
+        else:
+            raise HTTPError(
+                409,
+                f"job already finished ({info.status.value})",
+                extra={"task_id": job_id, "status": info.status.value},
+            )
+
+    # -- blocking work, run off the event loop -----------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not asyncio (e.g. trio): call directly
+            return fn(*args)
+        return await loop.run_in_executor(None, functools.partial(fn, *args))
+
+    def _open(self) -> None:
+        try:
+            _ = self.queue.native
+        except SpikardTasksError as exc:
+            log.error("cannot open the task backend: %s: %s", type(exc).__name__, exc)
+            raise _unavailable() from None
+
+    def _enqueue(self, calls: list[Call]) -> list[str]:
+        self._open()
+        try:
+            if len(calls) == 1:
+                c = calls[0]
+                job = self.queue.enqueue(
+                    c.task or c.name, c.args, c.kwargs, strict=False, **c.options
+                )
+                return [job.id]
+            specs = [
+                {"task": c.task or c.name, "args": c.args, "kwargs": c.kwargs, **c.options}
+                for c in calls
+            ]
+            return [job.id for job in self.queue.enqueue_many(specs, strict=False)]
+        except BackendError as exc:
+            log.warning("enqueue failed: %s", exc)
+            raise _unavailable() from None
+        except UnknownTask as exc:
+            raise HTTPError(404, str(exc)) from None
+        except (ValueError, TypeError, OverflowError) as exc:  # ConfigError, SerializationError
+            raise HTTPError(422, str(exc)) from None
+
+    def _job_info(self, job_id: str) -> JobInfo | None:
+        self._open()
+        try:
+            job = self.queue.get_job(job_id)
+            return None if job is None else job.info()
+        except BackendError:
+            raise _unavailable() from None
+        except (LookupError, ValueError):
+            return None
+
+    def _cancel(self, job_id: str) -> tuple[bool, JobInfo | None]:
+        self._open()
+        try:
+            if self.queue.cancel(job_id):
+                return True, None
+            job = self.queue.get_job(job_id)
+            return False, None if job is None else job.info()
+        except BackendError:
+            raise _unavailable() from None
+        except (LookupError, ValueError):
+            return False, None
+
+    def __repr__(self) -> str:
+        return f"<TasksApp prefix={self.prefix!r} queue={self.queue!r}>"
+
+
+def create_app(
+    queue: TaskQueue,
+    tasks: Iterable[str | Task[Any, Any]] | None = None,
+    prefix: str = "/tasks",
+    auth: AuthHook | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> TasksApp:
+    """An ASGI 3 app that enqueues jobs of ``queue`` over HTTP (routes in the module
+    docstring).
+
+    Args:
+        queue: the queue jobs go to.
+        tasks: the allow-list (names or ``Task`` objects); ``None`` allows every task
+            registered on ``queue`` (looked up per request). An allowed name that is
+            not registered in this process is enqueued without argument checks (a
+            producer that does not import the handlers).
+        prefix: the path below which the routes live (``""`` for none).
+        auth: an optional hook ``auth(scope)`` (sync or ``async``) called before every
+            request: ``True`` allows it, ``False`` answers 401, a 4xx status answers
+            that status, raising ``PermissionError`` answers 403.
+        max_body_bytes: request bodies above this size are refused with 413.
+    """
+    return TasksApp(queue, tasks=tasks, prefix=prefix, auth=auth, max_body_bytes=max_body_bytes)
