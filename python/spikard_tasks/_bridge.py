@@ -1,9 +1,9 @@
 """The Python half of the handler bridge: the worker's asyncio loop thread.
 
 The native worker's Python threads call :meth:`EventLoopThread.submit` to run an
-``async def`` handler on this loop; the coroutine reports its value or exception to a
-native ``Completion``. Submissions queue in an inbox that the loop empties in one
-callback, so a burst of jobs costs one loop wake-up, not one per job.
+``async def`` handler on this loop; the coroutine reports its value or exception to the
+attempt's reply handle, a native ``ReplySlot``. Submissions queue in an inbox that the
+loop empties in one callback, so a burst of jobs costs one loop wake-up, not one per job.
 """
 
 from __future__ import annotations

@@ -5,10 +5,10 @@ from typing import Any, Final, final
 
 __all__ = [
     "FEATURES",
-    "Completion",
     "NativeQueue",
     "NativeScheduler",
     "NativeWorker",
+    "ReplySlot",
     "__version__",
     "backend_kind",
     "backoff_delay",
@@ -97,8 +97,9 @@ class NativeWorker:
     def stats(self) -> dict[str, int]: ...
 
 @final
-class Completion:
-    """Reports the outcome of an async handler (used by spikard_tasks._bridge)."""
+class ReplySlot:
+    """The reply handle of one async handler attempt: the coroutine's value or exception
+    goes back to the waiting worker through it (used by spikard_tasks._bridge)."""
 
     def ok(self, value: object) -> None: ...
     def error(self, exc: BaseException) -> None: ...

@@ -9,9 +9,9 @@ mod errors;
 mod logging;
 mod queue;
 mod rules;
-mod runtime;
 #[cfg(feature = "cron")]
 mod schedule;
+mod tokio_rt;
 mod worker;
 
 use pyo3::prelude::*;
@@ -63,7 +63,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add_class::<queue::NativeQueue>()?;
     m.add_class::<worker::NativeWorker>()?;
-    m.add_class::<bridge::Completion>()?;
+    m.add_class::<bridge::ReplySlot>()?;
     m.add_function(wrap_pyfunction!(redact_url, m)?)?;
     m.add_function(wrap_pyfunction!(backend_kind, m)?)?;
     m.add_function(wrap_pyfunction!(to_json, m)?)?;

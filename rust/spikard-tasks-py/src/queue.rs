@@ -11,7 +11,7 @@ use spikard_tasks::{JobOptions, NewJob, TaskQueueClient, TaskQueueConfig, Worker
 use crate::bridge::{AsyncLoop, BridgeState, HandlerEntry, PyTaskHandler, PythonThreads};
 use crate::convert::{json_to_py, py_to_json};
 use crate::errors::{raise, Error, Result};
-use crate::runtime::{block_on, block_on_interruptible, runtime};
+use crate::tokio_rt::{block_on, block_on_interruptible, runtime};
 use crate::worker::NativeWorker;
 
 /// A connection to one task queue (store + configuration).

@@ -10,7 +10,7 @@ use tokio::sync::Mutex;
 
 use crate::convert::json_to_py;
 use crate::errors::Result;
-use crate::runtime::{block_on, block_on_interruptible, runtime};
+use crate::tokio_rt::{block_on, block_on_interruptible, runtime};
 
 /// Parses a `CronSchedule` from JSON and validates it (expression, timezone, fields).
 pub fn parse_schedule(definition: &str) -> Result<CronSchedule> {

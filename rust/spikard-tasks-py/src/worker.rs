@@ -9,7 +9,7 @@ use tokio::sync::Mutex;
 use crate::bridge::PythonThreads;
 use crate::convert::json_to_py;
 use crate::errors::Result;
-use crate::runtime::block_on_interruptible;
+use crate::tokio_rt::block_on_interruptible;
 
 /// A worker running on the bindings' tokio runtime.
 #[pyclass(frozen, module = "spikard_tasks._native")]
@@ -76,7 +76,7 @@ impl NativeWorker {
         #[cfg(feature = "cron")]
         if outcome.is_some() {
             if let Some(scheduler) = &self.scheduler {
-                crate::runtime::block_on(py, scheduler.shutdown());
+                crate::tokio_rt::block_on(py, scheduler.shutdown());
             }
         }
         match outcome {

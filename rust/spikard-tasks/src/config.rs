@@ -14,6 +14,23 @@ pub const MAX_ATTEMPTS: u32 = i32::MAX as u32;
 ///
 /// The delay before attempt `n + 1` (after `n` failed attempts) is
 /// `min(max, initial * multiplier^(n-1))`, then spread by `± jitter` (a fraction).
+///
+/// ```
+/// use spikard_tasks::Backoff;
+///
+/// let backoff = Backoff {
+///     initial: 2.0,
+///     max: 10.0,
+///     ..Backoff::default() // multiplier 2, jitter 0.1
+/// };
+/// backoff.validate()?;
+/// assert_eq!(backoff.base_delay(1), 2.0);
+/// assert_eq!(backoff.base_delay(2), 4.0);
+/// assert_eq!(backoff.base_delay(4), 10.0); // capped at max
+/// let d = backoff.delay(2); // with jitter
+/// assert!((3.6..=4.4).contains(&d));
+/// # Ok::<(), spikard_tasks::CoreError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backoff {
@@ -74,6 +91,29 @@ impl Backoff {
 /// Configuration of one task queue: where jobs live and how workers run them.
 ///
 /// Its `Debug` form shows the URL with the password masked.
+///
+/// ```
+/// use spikard_tasks::{Backoff, TaskQueueConfig};
+///
+/// // Set what differs from the defaults; durations are seconds.
+/// let config = TaskQueueConfig {
+///     url: "sqlite:///jobs.db".into(), // or postgres://, mysql://, redis:// (features)
+///     queue: "emails".into(),
+///     concurrency: 8,
+///     max_attempts: 5,
+///     backoff: Backoff {
+///         initial: 5.0,
+///         ..Backoff::default()
+///     },
+///     ..TaskQueueConfig::default()
+/// };
+/// config.validate()?;
+/// // Bindings pass it as JSON; unknown fields are refused.
+/// let parsed = TaskQueueConfig::from_json(r#"{"url": "memory://", "concurrency": 4}"#)?;
+/// assert_eq!(parsed.concurrency, 4);
+/// assert!(TaskQueueConfig::from_json(r#"{"concurency": 4}"#).is_err());
+/// # Ok::<(), spikard_tasks::CoreError>(())
+/// ```
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TaskQueueConfig {

@@ -50,6 +50,34 @@ impl TaskOutcome {
 }
 
 /// Runs jobs. Implemented by bindings (Python callables) and by Rust users.
+///
+/// Implement it with the [`async_trait`](https://docs.rs/async-trait) attribute (or use
+/// [`FnHandler`] for a closure), then pass it to [`spawn_worker`](crate::spawn_worker):
+///
+/// ```
+/// use async_trait::async_trait;
+/// use serde_json::json;
+/// use spikard_tasks::{ClaimedJob, TaskHandler, TaskOutcome};
+///
+/// struct Handler;
+///
+/// #[async_trait]
+/// impl TaskHandler for Handler {
+///     async fn handle(&self, job: ClaimedJob) -> TaskOutcome {
+///         match job.task.as_str() {
+///             "echo" => TaskOutcome::Success(json!({ "args": job.args })),
+///             // Retryable: the queue's backoff decides when the next attempt runs.
+///             "flaky" if job.attempt == 1 => TaskOutcome::fail("IOError: try again"),
+///             "flaky" => TaskOutcome::Success(json!("ok")),
+///             other => TaskOutcome::Fail {
+///                 error: format!("UnknownTask: {other}"),
+///                 traceback: None,
+///                 retryable: false,
+///             },
+///         }
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait TaskHandler: Send + Sync + 'static {
     /// Runs one attempt of `job` and reports its outcome. Must not panic; if it does,

@@ -76,6 +76,37 @@ impl JobStatus {
 }
 
 /// Per-job options given at enqueue time; unset ones take the task's or queue's defaults.
+///
+/// ```
+/// use serde_json::json;
+/// use spikard_tasks::{JobOptions, JobStatus, NewJob, TaskQueueClient, TaskQueueConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), spikard_tasks::CoreError> {
+/// # let client = TaskQueueClient::connect(TaskQueueConfig {
+/// #     url: "memory://".into(),
+/// #     ..TaskQueueConfig::default()
+/// # })
+/// # .await?;
+/// let options = JobOptions {
+///     priority: Some(10),     // runs before lower priorities
+///     delay: Some(60.0),      // not before a minute from now
+///     max_attempts: Some(5),  // instead of the queue's max_attempts
+///     timeout: Some(30.0),    // each attempt may run 30 s
+///     // While a job with this key is unfinished, enqueueing returns that job.
+///     unique_key: Some("report:2024-06".into()),
+///     ..JobOptions::default()
+/// };
+/// let job = NewJob::new("report").args(json!([2024, 6])).options(options);
+/// let first = client.enqueue(vec![job.clone()]).await?;
+/// let again = client.enqueue(vec![job]).await?;
+/// assert!(first[0].created && !again[0].created);
+/// assert_eq!(again[0].id, first[0].id);
+/// let stored = client.get(&first[0].id).await?.expect("stored");
+/// assert_eq!(stored.status, JobStatus::Scheduled);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JobOptions {

@@ -20,6 +20,31 @@ const MAX_UNIQUE_KEY: usize = 512;
 ///
 /// Cheap to clone; clones share the store's connection pool and the in-process
 /// wake-ups between producers and workers.
+///
+/// ```
+/// use serde_json::json;
+/// use spikard_tasks::{JobStatus, NewJob, TaskQueueClient, TaskQueueConfig};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), spikard_tasks::CoreError> {
+/// // `memory://`: an in-process database, handy in tests (nothing on disk).
+/// let client = TaskQueueClient::connect(TaskQueueConfig {
+///     url: "memory://".into(),
+///     queue: "emails".into(),
+///     ..TaskQueueConfig::default()
+/// })
+/// .await?;
+/// let ids = client
+///     .enqueue(vec![NewJob::new("send").args(json!(["ada@example.com"]))])
+///     .await?;
+/// let job = client.get(&ids[0].id).await?.expect("stored");
+/// assert_eq!(job.status, JobStatus::Pending);
+/// assert_eq!(client.counts(None).await?.pending, 1);
+/// // Not started yet: cancelled at once.
+/// assert!(client.cancel(&ids[0].id).await?);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct TaskQueueClient {
     pub(crate) store: Arc<dyn Store>,

@@ -3,11 +3,11 @@
 //! tokio threads never touch the interpreter. A job travels on a channel to one of a
 //! few dedicated Python threads, which attach to the interpreter once and detach while
 //! they wait for work. Sync handlers run right there; `async def` handlers are
-//! submitted to the worker's asyncio loop thread and report through a [`Completion`].
+//! submitted to the worker's asyncio loop thread and report through a [`ReplySlot`].
 //! Either way the outcome returns to the awaiting tokio task on a oneshot channel.
 
-mod completion;
 mod outcome;
+mod reply;
 mod threads;
 mod work_queue;
 
@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use spikard_tasks::{ClaimedJob, TaskHandler, TaskOutcome};
 use tokio::sync::oneshot;
 
-pub use completion::Completion;
+pub use reply::ReplySlot;
 pub use threads::{AsyncLoop, PythonThreads};
 
 /// One registered task: the callable and whether it is a coroutine function.
@@ -42,7 +42,7 @@ pub(crate) enum Work {
     Cancel { job_id: String },
 }
 
-/// State shared by the handler, the Python threads and completions.
+/// State shared by the handler, the Python threads and reply slots.
 #[derive(Default)]
 pub struct BridgeState {
     /// Jobs whose cancellation was requested while running.

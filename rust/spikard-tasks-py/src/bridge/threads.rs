@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use pyo3::prelude::*;
 use spikard_tasks::TaskOutcome;
 
-use super::completion::Completion;
 use super::outcome::{error_outcome, value_outcome};
+use super::reply::ReplySlot;
 use super::work_queue::WorkQueue;
 use super::{BridgeState, Work};
 use crate::convert::{json_to_args, json_to_kwargs};
@@ -233,7 +233,7 @@ fn run(
                 ));
                 return false;
             };
-            let done = match Py::new(py, Completion::new(reply, job.id.clone(), state.clone())) {
+            let done = match Py::new(py, ReplySlot::new(reply, job.id.clone(), state.clone())) {
                 Ok(d) => d,
                 Err(_) => return false,
             };

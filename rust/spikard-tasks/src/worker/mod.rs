@@ -1,6 +1,6 @@
-//! The worker: an apalis worker over [`StoreBackend`] running [`JobService`], plus the
-//! maintenance loop (lease heartbeat, rescue of expired leases, result expiry) and a
-//! graceful drain.
+//! The worker: an apalis worker over `StoreBackend` (`backend.rs`) running `JobService`
+//! (`service.rs`), plus the maintenance loop (lease heartbeat, rescue of expired leases,
+//! result expiry) and a graceful drain.
 
 mod backend;
 mod completer;

@@ -1,4 +1,7 @@
 //! The tokio runtime the bindings own, and blocking on it without starving Python.
+//!
+//! Not to be confused with the Python `BackgroundRuntime` (`spikard_tasks.runtime`): this
+//! is the engine's async runtime, which runs stores, workers and schedulers.
 
 use std::future::Future;
 use std::sync::OnceLock;

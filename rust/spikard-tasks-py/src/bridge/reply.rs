@@ -1,4 +1,6 @@
-//! `Completion`: how an `async def` handler running on the event loop reports back.
+//! `ReplySlot`: the reply handle through which an `async def` handler running on the
+//! event loop reports its attempt's outcome back to the waiting worker (not the engine's
+//! stored outcome, `spikard_tasks::Completion`).
 
 use std::sync::Mutex;
 
@@ -12,13 +14,13 @@ use std::sync::Arc;
 
 /// Called once from the event loop with the coroutine's value or exception.
 #[pyclass(frozen, module = "spikard_tasks._native")]
-pub struct Completion {
+pub struct ReplySlot {
     reply: Mutex<Option<oneshot::Sender<TaskOutcome>>>,
     job_id: String,
     state: Arc<BridgeState>,
 }
 
-impl Completion {
+impl ReplySlot {
     pub(crate) fn new(
         reply: oneshot::Sender<TaskOutcome>,
         job_id: String,
@@ -46,7 +48,7 @@ impl Completion {
     }
 }
 
-impl Drop for Completion {
+impl Drop for ReplySlot {
     fn drop(&mut self) {
         // Never leave the awaiting worker without an answer.
         if !self.is_finished() {
@@ -59,7 +61,7 @@ impl Drop for Completion {
 
 /// Runs `make` and answers with its outcome; a panic in it still answers (a failed
 /// attempt naming the panic), so the worker never waits forever.
-fn guarded(completion: &Completion, make: impl FnOnce() -> TaskOutcome) {
+fn guarded(slot: &ReplySlot, make: impl FnOnce() -> TaskOutcome) {
     let outcome =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)).unwrap_or_else(|panic| {
             let text = panic
@@ -71,11 +73,11 @@ fn guarded(completion: &Completion, make: impl FnOnce() -> TaskOutcome) {
                 "PanicException: a panic in the handler bridge: {text}"
             ))
         });
-    completion.finish(outcome);
+    slot.finish(outcome);
 }
 
 #[pymethods]
-impl Completion {
+impl ReplySlot {
     /// The coroutine returned `value`.
     fn ok(&self, value: &Bound<'_, PyAny>) {
         guarded(self, || value_outcome(value));
