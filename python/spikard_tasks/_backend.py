@@ -1,7 +1,7 @@
 """What a ``TaskQueue`` needs from its backend, and the durable (native) backend.
 
 A :class:`TaskQueue` delegates storage and execution to one backend object chosen from
-its URL: :class:`NativeBackend` for the durable URLs (the Rust engine:
+its URL: :class:`DurableBackend` for the durable URLs (the Rust engine:
 ``sqlite://``, ``memory://``, …) and
 :class:`~spikard_tasks.inprocess.InProcessBackend` for ``inprocess://``. ``Job`` handles
 call the same backend, so their API is the same on both.
@@ -20,7 +20,7 @@ from .exceptions import RuntimeShutDown
 from .job import Job, JobBackend, JobInfo
 from .status import JobStatus
 
-__all__ = ["Backend", "EnqueueSpec", "NativeBackend"]
+__all__ = ["Backend", "DurableBackend", "EnqueueSpec"]
 
 #: One job to enqueue: task name, JSON arguments, JSON keyword arguments and the
 #: validated options of :func:`spikard_tasks.options.build_options`.
@@ -50,7 +50,7 @@ class Backend(JobBackend, Protocol):
         ...
 
 
-class NativeBackend:
+class DurableBackend:
     """The durable backend: the Rust engine, opened on first use."""
 
     def __init__(self, config: TaskQueueConfig, kind: str, label: str) -> None:

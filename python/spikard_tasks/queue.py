@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from . import _native
-from ._backend import Backend, NativeBackend
+from ._backend import Backend, DurableBackend
 from ._normalize import as_args as _as_args
 from ._normalize import as_kwargs as _as_kwargs
 from ._normalize import handler_callable as _handler_callable
@@ -77,7 +77,7 @@ class TaskQueue:
         if self.backend == "inprocess":
             self._backend = InProcessBackend(config, self._tasks)
         else:
-            self._backend = NativeBackend(config, self.backend, repr(self))
+            self._backend = DurableBackend(config, self.backend, repr(self))
 
     # -- backend -----------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ class TaskQueue:
         """The native queue of a durable backend, opened (and its schema set up) on
         first use. An ``inprocess://`` queue has none (``ConfigError``)."""
         backend = self._backend
-        if not isinstance(backend, NativeBackend):
+        if not isinstance(backend, DurableBackend):
             raise ConfigError(
                 "an inprocess:// queue has no durable engine: its jobs live in the process "
                 "that enqueued them"
@@ -97,7 +97,7 @@ class TaskQueue:
         """Opens the backend now rather than on first use: a durable queue connects
         (``ConfigError``/``BackendError`` surface here); ``inprocess://`` has nothing
         to open (its runtime starts on the first enqueue)."""
-        if isinstance(self._backend, NativeBackend):
+        if isinstance(self._backend, DurableBackend):
             _ = self._backend.native
 
     def close(self) -> None:
@@ -129,7 +129,7 @@ class TaskQueue:
     @property
     def is_durable(self) -> bool:
         """``False`` for ``inprocess://`` (the fast path), ``True`` for every other URL."""
-        return isinstance(self._backend, NativeBackend)
+        return isinstance(self._backend, DurableBackend)
 
     @property
     def name(self) -> str:
@@ -316,7 +316,7 @@ class TaskQueue:
 
     def _job_info(self, job_id: str) -> JobInfo | None:
         backend = self._backend
-        if isinstance(backend, NativeBackend):
+        if isinstance(backend, DurableBackend):
             return backend.info_by_id(job_id)
         job = backend.get_job(job_id)
         return None if job is None else backend.info(job)
@@ -324,7 +324,7 @@ class TaskQueue:
     def _wait(self, job_id: str, timeout: float | None) -> JobInfo | None:
         """Waits for a job to finish; its snapshot, or ``None`` on timeout."""
         backend = self._backend
-        if isinstance(backend, NativeBackend):
+        if isinstance(backend, DurableBackend):
             return backend.wait_info(job_id, timeout)
         job = backend.get_job(job_id)
         if job is None:

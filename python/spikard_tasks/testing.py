@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from . import _native
-from ._backend import Backend, EnqueueSpec, NativeBackend
+from ._backend import Backend, DurableBackend, EnqueueSpec
 from .config import Backoff, TaskQueueConfig
 from .exceptions import UnknownTask
 from .job import Job
@@ -164,7 +164,7 @@ class _EngineView:
     """The queue as the engine's worker sees it under :func:`eager`: the queue's tasks,
     on the eager block's own ``memory://`` store."""
 
-    def __init__(self, config: TaskQueueConfig, queue: TaskQueue, engine: NativeBackend) -> None:
+    def __init__(self, config: TaskQueueConfig, queue: TaskQueue, engine: DurableBackend) -> None:
         self.config = config
         self._queue = queue
         self._engine = engine
@@ -186,7 +186,7 @@ class _Eager:
         self._queue = queue
         self._timeout = timeout
         self.config = queue.config.replace(url="memory://", backoff=_NO_BACKOFF)
-        self.engine = NativeBackend(self.config, "memory", f"eager({queue!r})")
+        self.engine = DurableBackend(self.config, "memory", f"eager({queue!r})")
         self.kind = self.engine.kind
         self._view = _EngineView(self.config, queue, self.engine)
         self._workers: dict[str, Worker] = {}
