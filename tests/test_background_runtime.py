@@ -782,6 +782,7 @@ def test_interpreter_exit_does_not_hang() -> None:
     assert "drain timed out" in proc.stderr  # the atexit drain ran and gave up in time
 
 
+@pytest.mark.slow
 def test_shutdown_gives_up_on_a_loop_blocked_by_a_handler(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.ERROR, logger=LOGGER)
     rt = BackgroundRuntime(max_queue_size=5, max_concurrent_tasks=2)

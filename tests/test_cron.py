@@ -178,6 +178,7 @@ def test_three_scheduler_processes_enqueue_one_job_per_tick(shared_url: str) -> 
     queue.unschedule(name)
 
 
+@pytest.mark.slow
 def test_worker_runs_the_scheduler_unless_told_not_to(sqlite_url: str, tmp_path: Path) -> None:
     queue = TaskQueue(sqlite_url, queue="cron-worker")
     name = f"s-{uuid.uuid4().hex[:8]}"

@@ -20,6 +20,8 @@ from .conftest import REQUIRE_BACKENDS, SERVERS, reachable, require_disposable, 
 from .procs import REPO
 from .server_clients import answers
 
+pytestmark = pytest.mark.slow  # outages and process kills: run with --run-slow
+
 
 def _shared_url(backend: str) -> str | None:
     """The shared server's URL, or None when there is none to watch (it is required

@@ -19,6 +19,8 @@ from . import services
 from .fault_procs import Workers, backend_of, count_events, read_log, running_workers, unique_queue
 from .procs import wait_for
 
+pytestmark = pytest.mark.slow  # outages and process kills: run with --run-slow
+
 #: A lease short enough that killed workers' jobs come back within seconds.
 SHORT_LEASE = {"SPIKARD_TASKS_LEASE": "2", "SPIKARD_TASKS_HEARTBEAT": "0.4"}
 

@@ -16,7 +16,7 @@ from spikard_tasks import JobStatus
 from .fault_procs import Workers, read_log, running_workers, unique_queue
 from .procs import wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 #: One-second leases, renewed every 0.3 s.
 SHORT_LEASE = {"SPIKARD_TASKS_LEASE": "1", "SPIKARD_TASKS_HEARTBEAT": "0.3"}

@@ -12,7 +12,7 @@ from spikard_tasks import JobStatus, TaskQueue
 
 from .procs import events, start_worker, stop, wait_for
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def producer(url: str) -> TaskQueue:

@@ -12,7 +12,7 @@ import pytest
 from spikard_tasks import JobStatus, TaskQueue
 from spikard_tasks.exceptions import JobFailed
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 #: Abandoned threads a worker of concurrency 2 leaves running before it stops claiming.
 STUCK_CAP = 16
