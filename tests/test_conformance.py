@@ -55,6 +55,36 @@ def test_sync_and_async_results(queue: TaskQueue) -> None:
     assert info.started_at is not None and info.enqueued_at <= info.started_at <= info.finished_at
 
 
+EXACT_NUMBERS = [
+    7.813841175890128e-255,  # the JSON parser's default loses its last digit
+    5e-324,
+    1.7976931348623157e308,
+    0.1,
+    -0.0,
+    2.0**-1074 * 3,
+    9007199254740993,  # 2**53 + 1: an int stays exact
+    -(2**63),
+    2**64 - 1,
+]
+
+
+def test_numbers_come_back_bit_for_bit(queue: TaskQueue) -> None:
+    """Floats and 64-bit ints survive the store, the worker and the result unchanged."""
+    seen: list[Any] = []
+
+    @queue.task
+    def echo(values: list[Any]) -> list[Any]:
+        seen.append(values)
+        return values
+
+    job = echo.delay(EXACT_NUMBERS)
+    with queue.worker(concurrency=1):
+        result = job.result(timeout=10)
+    for got in (seen[0], result, job.info().args[0]):
+        assert [repr(v) for v in got] == [repr(v) for v in EXACT_NUMBERS]
+        assert [type(v) for v in got] == [type(v) for v in EXACT_NUMBERS]
+
+
 def test_flaky_handler_succeeds_on_third_attempt(queue: TaskQueue) -> None:
     calls: list[int] = []
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spikard_tasks import Backoff, Cancel, JobFailed, Retry, TaskQueue
@@ -171,6 +171,7 @@ values = st.recursive(
 
 
 @given(args=st.lists(values, max_size=3), kwargs=st.dictionaries(st.text(max_size=4), values))
+@example(args=[7.813841175890128e-255, 5e-324, 1.7976931348623157e308, 0.1], kwargs={})
 @SETTINGS
 def test_arguments_follow_the_same_json_rules(
     both: tuple[TaskQueue, TaskQueue], args: list[Any], kwargs: dict[str, Any]
