@@ -135,3 +135,47 @@ def test_public_import_paths_keep_working(module: str, names: list[str]) -> None
     imported = importlib.import_module(module)
     for name in names:
         assert hasattr(imported, name), f"{module}.{name}"
+
+
+#: Layers from the top; a module imports only from its own layer or the ones below. An entry
+#: ending in "." is a package prefix (the longest matching one wins); others are exact.
+LAYERS = [
+    ["spikard_tasks", "spikard_tasks.__main__", "spikard_tasks.asgi", "spikard_tasks.bench"],
+    ["spikard_tasks.cli.", "spikard_tasks.http.", "spikard_tasks.testing"],
+    ["spikard_tasks.queue"],
+    ["spikard_tasks.worker", "spikard_tasks.inprocess", "spikard_tasks.inprocess.worker"],
+    ["spikard_tasks.inprocess.backend", "spikard_tasks.runtime", "spikard_tasks._backend"],
+    ["spikard_tasks.inprocess.", "spikard_tasks.cron", "spikard_tasks._normalize"],
+    ["spikard_tasks.task"],
+    ["spikard_tasks.job", "spikard_tasks.options", "spikard_tasks.config"],
+    ["spikard_tasks._targets"],
+    ["spikard_tasks."],  # the rest: exceptions, status, limits, text, the bridge, _native
+]
+
+
+def _layer(module: str) -> int:
+    best_length, best = -1, len(LAYERS)
+    for index, names in enumerate(LAYERS):
+        for name in names:
+            if module == name or module + "." == name:
+                return index
+            if name.endswith(".") and module.startswith(name) and len(name) > best_length:
+                best_length, best = len(name), index
+    return best
+
+
+def test_the_layer_rules_place_every_module() -> None:
+    assert all(_layer(name) < len(LAYERS) for name in _modules())
+    assert _layer("spikard_tasks.cli.main") == 1
+    assert _layer("spikard_tasks.inprocess.executor") == 5
+    assert _layer("spikard_tasks.status") == len(LAYERS) - 1
+
+
+def test_no_module_imports_from_a_layer_above_it() -> None:
+    upward = {
+        (name, target)
+        for name, targets in _edges(_modules()).items()
+        for target in targets
+        if _layer(target) < _layer(name)
+    }
+    assert upward == set()

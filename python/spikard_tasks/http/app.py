@@ -182,7 +182,7 @@ class TasksApp:
 
     def openapi(self, root_path: str = "") -> dict[str, Any]:
         """The OpenAPI 3.1 document of this app (``root_path`` becomes its server URL)."""
-        from .. import __version__
+        from .._native import __version__
 
         return build_openapi(
             self.enqueueable(), prefix=self.prefix, root_path=root_path, version=__version__
