@@ -565,7 +565,11 @@ def test_openapi_document_describes_the_tasks(server: Server) -> None:
     assert paths["/tasks/add"]["post"]["responses"]["202"]["headers"]["Location"]
     tagged = paths["/tasks/tagged"]["post"]["requestBody"]["content"]["application/json"]
     kw = tagged["schema"]["properties"]["kwargs"]
-    assert kw["properties"]["mode"] == {"enum": ["fast", "slow"], "default": "fast"}
+    assert kw["properties"]["mode"] == {
+        "enum": ["fast", "slow"],
+        "type": "string",
+        "default": "fast",
+    }
     assert kw["properties"]["extra"] == {"default": None}, "Any is permissive"
     assert kw["properties"]["item"] == {
         "type": "object",
@@ -823,6 +827,10 @@ def test_create_app_validates_its_arguments() -> None:
             create_app(queue, **kwargs)
 
 
+class Opaque:
+    """A type pydantic cannot describe."""
+
+
 def test_annotation_schema() -> None:
     assert annotation_schema(int) == {"type": "integer"}
     assert annotation_schema(list[str]) == {"type": "array", "items": {"type": "string"}}
@@ -833,8 +841,14 @@ def test_annotation_schema() -> None:
         "maxItems": 2,
     }
     assert annotation_schema(str | None) == {"anyOf": [{"type": "string"}, {"type": "null"}]}
-    assert annotation_schema(Path) == {}
-    assert annotation_schema(int | Path) == {}
+    # pydantic describes what it knows (Path is a string), and nothing it does not know
+    assert annotation_schema(Path) == {"type": "string", "format": "path"}
+    assert annotation_schema(int | Path) == {
+        "anyOf": [{"type": "integer"}, {"type": "string", "format": "path"}]
+    }
+    assert annotation_schema(Opaque) == {}
+    assert annotation_schema(int | Opaque) == {}
+    assert annotation_schema(Callable[[int], int]) == {}
 
 
 # -- fuzz: random requests never get a 5xx ---------------------------------------------------
