@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from spikard_tasks import TaskQueue
 from spikard_tasks.asgi import create_app, job_view
@@ -956,3 +958,96 @@ def test_fuzz_random_requests_never_get_a_5xx(serve: Callable[..., Server]) -> N
     assert srv.proc.poll() is None, "the server is still up"
     assert 202 in seen and seen <= {200, 202, 400, 404, 405, 409, 413, 415, 422}, seen
     assert "Traceback" not in srv.output()
+
+
+# -- the http extra: optional, and its schemas ----------------------------------------------
+
+
+def test_core_package_imports_neither_starlette_nor_pydantic() -> None:
+    code = (
+        "import sys, spikard_tasks, spikard_tasks.cli.main\n"
+        "q = spikard_tasks.TaskQueue('memory://')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'pydantic')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("missing", ["starlette", "pydantic"])
+def test_asgi_without_the_http_extra_says_how_to_install_it(missing: str) -> None:
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        "try:\n"
+        "    from spikard_tasks.asgi import create_app\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'spikard-tasks[http]'" in result.stdout
+    assert missing in result.stdout
+
+
+class Error(BaseModel):  # the name of one of the OpenAPI document's own schemas
+    code: int
+
+
+class Order(BaseModel):
+    sku: str
+    qty: int = Field(ge=1)
+    problem: Error | None = None
+
+
+class Point(TypedDict):
+    x: float
+    y: float
+
+
+def test_openapi_named_schemas_from_pydantic_go_to_components() -> None:
+    queue = TaskQueue("memory://")
+
+    @queue.task(name="order")
+    def order(o: Order, at: Point, tags: list[Order] | None = None) -> None: ...
+
+    doc = create_app(queue).openapi()
+    body = doc["paths"]["/tasks/order"]["post"]["requestBody"]["content"]["application/json"]
+    kwargs = body["schema"]["properties"]["kwargs"]["properties"]
+    schemas = doc["components"]["schemas"]
+    assert kwargs["o"] == {"$ref": "#/components/schemas/Order"}
+    assert kwargs["at"] == {"$ref": "#/components/schemas/Point"}
+    assert kwargs["tags"]["anyOf"][0] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Order"},
+    }
+    assert schemas["Order"]["properties"]["qty"]["minimum"] == 1
+    assert schemas["Point"]["required"] == ["x", "y"]
+    assert schemas["Error"]["required"] == ["error"], "the document's own Error stays"
+    problem = schemas["Order"]["properties"]["problem"]["anyOf"][0]["$ref"]
+    assert problem == "#/components/schemas/Error_"
+    assert schemas["Error_"]["properties"] == {"code": {"title": "Code", "type": "integer"}}
+
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for value in node.values():
+                yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    for ref in refs(doc):
+        section, name = ref.removeprefix("#/components/").split("/")
+        assert name in doc["components"][section], ref
+    # the request still binds as before: a handler gets decoded JSON
+    sent = _drive(
+        create_app(queue),
+        {"type": "http", "method": "POST", "path": "/tasks/order", "headers": []},
+        [{"type": "http.request", "body": b'{"args": [{"sku": "a", "qty": 1}, {}]}'}],
+    )
+    assert sent[0]["status"] == 202, sent
