@@ -224,7 +224,7 @@ class TasksApp:
             raise ConfigError(f"prefix must not contain braces, got {prefix!r}")
         base = self.prefix
         self._task_head = self.prefix + "/"
-        self.router = Router(
+        self._router = Router(
             routes=[
                 # endpoints as ASGI apps: every method reaches them (they answer 405)
                 Route(base + "/openapi.json", _Endpoint(self._openapi_route)),
@@ -238,7 +238,7 @@ class TasksApp:
             lifespan=self._lifespan,
         )
         self._asgi = ExceptionMiddleware(
-            self.router,
+            self._router,
             handlers={HTTPException: _refused, ClientDisconnect: _gone, Exception: _crashed},
         )
 
