@@ -780,6 +780,43 @@ def test_mounted_scopes_in_process(path: str, root_path: str, raw_path: bytes) -
     assert (b"location", f"/api/tasks/jobs/{job_id}".encode()) in sent[0]["headers"]
 
 
+def test_every_route_in_process_with_a_trailing_slash_and_braces_in_the_prefix() -> None:
+    queue = TaskQueue("memory://")
+
+    @queue.task(name="t")
+    def t(x: int) -> int:
+        return x
+
+    seen: list[str] = []
+
+    def hook(scope: Any) -> bool:
+        seen.append(scope["path"])
+        return True
+
+    app = create_app(queue, prefix="/a{b/c}", auth=hook)
+
+    def call(method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+        scope = {"type": "http", "method": method, "path": path, "headers": []}
+        sent = _drive(app, scope, [{"type": "http.request", "body": body}])
+        payload = json.loads(sent[1]["body"]) if sent[1]["body"] else None
+        return sent[0]["status"], payload
+
+    status, accepted = call("POST", "/a{b/c}/t/", b'{"args": [1]}')
+    assert status == 202, accepted
+    assert seen == ["/a{b/c}/t/"], "the hook sees the path as sent"
+    job = accepted["task_id"]
+    assert call("GET", f"/a{{b/c}}/jobs/{job}/") == (200, job_view(queue.get_job(job).info()))
+    assert call("GET", "/a{b/c}/openapi.json")[1]["paths"]["/a{b/c}/t"]
+    assert call("HEAD", "/a{b/c}/openapi.json") == (200, None)
+    assert call("POST", "/a{b/c}/batch", b'{"tasks": [{"task": "t", "args": [2]}]}')[0] == 202
+    assert call("PUT", "/a{b/c}/t") == (405, {"error": "method PUT not allowed here"})
+    assert call("POST", "/a{b/c}/jobs/x/y")[0] == 404
+    assert call("POST", "/a{b/c}/nope") == (404, {"error": "unknown task 'nope'"})
+    assert call("POST", "/a{b/c}") == (404, {"error": "not found"})
+    assert call("DELETE", f"/a{{b/c}}/jobs/{job}") == (200, {"task_id": job, "cancelled": True})
+    assert sum(queue.counts().values()) == 2
+
+
 def test_group_commit_in_process() -> None:
     groups: list[list[int]] = []
 
@@ -819,6 +856,7 @@ def test_create_app_validates_its_arguments() -> None:
 
     for kwargs in (
         {"prefix": "tasks"},
+        {"prefix": "/{tenant}"},
         {"max_body_bytes": 0},
         {"max_body_bytes": True},
         {"auth": "nope"},

@@ -38,6 +38,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import re
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -46,7 +47,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route, Router, request_response
+from starlette.routing import Route, Router
 
 from ..exceptions import BackendError, ConfigError, SpikardTasksError, UnknownTask
 from ..job import JobInfo
@@ -58,12 +59,17 @@ from .group_commit import GroupCommit
 from .openapi import RESERVED, build_openapi
 from .wire import (
     JSON,
+    Endpoint,
     HTTPError,
     Receive,
     Scope,
     Send,
+    answer_crash,
+    answer_disconnect,
+    answer_refusal,
     error_response,
     mount_path,
+    not_found,
     parse_json,
     read_body,
     reason,
@@ -96,6 +102,9 @@ DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 RETRY_AFTER_SECONDS = 1
 #: Scope key holding the request path as sent when the app dropped a trailing slash.
 _SENT_PATH = "spikard_tasks.path"
+
+#: What Starlette reads as a path parameter in a route (other braces are literal).
+_PATH_PARAMETER = re.compile(r"{[a-zA-Z_][a-zA-Z0-9_]*(:[a-zA-Z_][a-zA-Z0-9_]*)?}")
 
 T = TypeVar("T")
 
@@ -133,54 +142,6 @@ def job_view(info: JobInfo) -> dict[str, Any]:
     }
 
 
-# -- answers to exceptions (Starlette's ExceptionMiddleware) -------------------------------
-
-
-async def _refused(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, HTTPError):
-        return error_response(exc)
-    assert isinstance(exc, HTTPException)
-    status = exc.status_code
-    default = reason(status).lower() == str(exc.detail).lower()
-    return JSON({"error": reason(status) if default else exc.detail}, status, exc.headers)
-
-
-class _Silence(Response):
-    """No answer: the client is gone."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        return None
-
-
-async def _gone(request: Request, exc: Exception) -> Response:
-    return _Silence()
-
-
-async def _crashed(request: Request, exc: Exception) -> Response:
-    log.error(
-        "error answering %s %s", request.scope.get("method"), request.scope.get("path"),
-        exc_info=exc,
-    )  # fmt: skip
-    return JSON({"error": "internal server error"}, 500)
-
-
-class _Endpoint:
-    """A Starlette request endpoint as a plain ASGI app, so that its ``Route`` lets
-    every method through (the endpoint answers 405 itself, with its ``Allow``)."""
-
-    __slots__ = ("app",)
-
-    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
-        self.app = request_response(endpoint)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app(scope, receive, send)
-
-
-async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
-    await JSON({"error": "not found"}, 404)(scope, receive, send)
-
-
 class TasksApp:
     """The ASGI 3 application built by :func:`create_app` (see the module docstring)."""
 
@@ -197,6 +158,8 @@ class TasksApp:
             raise ConfigError(f"create_app() needs a TaskQueue, not {type(queue).__name__}")
         if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
             raise ConfigError(f"prefix must be '' or start with '/', got {prefix!r}")
+        if _PATH_PARAMETER.search(prefix):
+            raise ConfigError(f"prefix must not contain a path parameter {{name}}, got {prefix!r}")
         if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
             raise ConfigError("max_body_bytes must be an integer")
         if max_body_bytes < 1:
@@ -220,26 +183,28 @@ class TasksApp:
                     self._allowed[item] = None
                 else:
                     raise ConfigError(f"tasks must be names or Task objects, not {item!r}")
-        if "{" in prefix or "}" in prefix:
-            raise ConfigError(f"prefix must not contain braces, got {prefix!r}")
         base = self.prefix
-        self._task_head = self.prefix + "/"
+        self._task_head = base + "/"
         self._router = Router(
             routes=[
                 # endpoints as ASGI apps: every method reaches them (they answer 405)
-                Route(base + "/openapi.json", _Endpoint(self._openapi_route)),
-                Route(base + "/batch", _Endpoint(self._batch_route)),
-                Route(base + "/jobs", _Endpoint(self._jobs_route)),
-                Route(base + "/jobs/{job_id}", _Endpoint(self._job_route)),
-                Route(base + "/{task:path}", _Endpoint(self._task_route)),
+                Route(base + "/openapi.json", Endpoint(self._openapi_route)),
+                Route(base + "/batch", Endpoint(self._batch_route)),
+                Route(base + "/jobs", Endpoint(self._jobs_route)),
+                Route(base + "/jobs/{job_id}", Endpoint(self._job_route)),
+                Route(base + "/{task:path}", Endpoint(self._task_route)),
             ],
             redirect_slashes=False,
-            default=_not_found,
+            default=not_found,
             lifespan=self._lifespan,
         )
         self._asgi = ExceptionMiddleware(
             self._router,
-            handlers={HTTPException: _refused, ClientDisconnect: _gone, Exception: _crashed},
+            handlers={
+                HTTPException: answer_refusal,
+                ClientDisconnect: answer_disconnect,
+                Exception: answer_crash,
+            },
         )
 
     # -- tasks -------------------------------------------------------------------------
@@ -365,7 +330,7 @@ class TasksApp:
         except ClientDisconnect:
             return
         except Exception as exc:
-            response = await _crashed(request, exc)
+            response = await answer_crash(request, exc)
         await response(scope, receive, send)
 
     async def _batch_route(self, request: Request) -> Response:

@@ -5,32 +5,41 @@ Starlette ``HTTPException``), the JSON response, reading a size-limited body fro
 from __future__ import annotations
 
 import json
+import logging
 import math
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import request_response
 from starlette.types import Message, Receive, Scope, Send
 
 __all__ = [
     "JSON",
+    "Endpoint",
     "HTTPError",
     "Message",
     "Receive",
     "Scope",
     "Send",
+    "answer_crash",
+    "answer_disconnect",
+    "answer_refusal",
     "error_response",
     "header",
     "mount_path",
+    "not_found",
     "parse_json",
     "read_body",
     "reason",
     "route_path",
 ]
+
+log = logging.getLogger("spikard_tasks.asgi")
 
 
 class HTTPError(HTTPException):
@@ -74,8 +83,8 @@ class JSON(Response):
         if scope.get("method") != "HEAD":
             await super().__call__(scope, receive, send)
             return
-        await send({"type": "http.response.start", "status": self.status_code,
-                    "headers": self.raw_headers})  # fmt: skip
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
         await send({"type": "http.response.body", "body": b""})
 
 
@@ -175,3 +184,54 @@ def reason(status: int) -> str:
         return HTTPStatus(status).phrase.lower()
     except ValueError:
         return "refused"
+
+
+# -- answers to exceptions, for Starlette's ExceptionMiddleware ----------------------------
+
+
+async def answer_refusal(request: Request, exc: Exception) -> Response:
+    """The answer to an ``HTTPException`` (ours, or Starlette's own)."""
+    if isinstance(exc, HTTPError):
+        return error_response(exc)
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    default = reason(status) == str(exc.detail).lower()
+    return JSON({"error": reason(status) if default else exc.detail}, status, exc.headers)
+
+
+class _Silence(Response):
+    """No answer: the client is gone."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+async def answer_disconnect(request: Request, exc: Exception) -> Response:
+    """No answer to a client that went away (Starlette's ``ClientDisconnect``)."""
+    return _Silence()
+
+
+async def answer_crash(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback, answered 500 ``{"error": "internal server
+    error"}``."""
+    scope = request.scope
+    log.error("error answering %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+    return JSON({"error": "internal server error"}, 500)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer to a path that is no route: 404 ``{"error": "not found"}``."""
+    await JSON({"error": "not found"}, 404)(scope, receive, send)
+
+
+class Endpoint:
+    """A Starlette request endpoint as a plain ASGI app, so that its ``Route`` lets
+    every method through (the endpoint answers 405 itself, with its ``Allow``)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
