@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel, Field
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from spikard_tasks import TaskQueue
 from spikard_tasks.asgi import create_app, job_view
@@ -565,7 +567,11 @@ def test_openapi_document_describes_the_tasks(server: Server) -> None:
     assert paths["/tasks/add"]["post"]["responses"]["202"]["headers"]["Location"]
     tagged = paths["/tasks/tagged"]["post"]["requestBody"]["content"]["application/json"]
     kw = tagged["schema"]["properties"]["kwargs"]
-    assert kw["properties"]["mode"] == {"enum": ["fast", "slow"], "default": "fast"}
+    assert kw["properties"]["mode"] == {
+        "enum": ["fast", "slow"],
+        "type": "string",
+        "default": "fast",
+    }
     assert kw["properties"]["extra"] == {"default": None}, "Any is permissive"
     assert kw["properties"]["item"] == {
         "type": "object",
@@ -774,6 +780,43 @@ def test_mounted_scopes_in_process(path: str, root_path: str, raw_path: bytes) -
     assert (b"location", f"/api/tasks/jobs/{job_id}".encode()) in sent[0]["headers"]
 
 
+def test_every_route_in_process_with_a_trailing_slash_and_braces_in_the_prefix() -> None:
+    queue = TaskQueue("memory://")
+
+    @queue.task(name="t")
+    def t(x: int) -> int:
+        return x
+
+    seen: list[str] = []
+
+    def hook(scope: Any) -> bool:
+        seen.append(scope["path"])
+        return True
+
+    app = create_app(queue, prefix="/a{b/c}", auth=hook)
+
+    def call(method: str, path: str, body: bytes = b"") -> tuple[int, Any]:
+        scope = {"type": "http", "method": method, "path": path, "headers": []}
+        sent = _drive(app, scope, [{"type": "http.request", "body": body}])
+        payload = json.loads(sent[1]["body"]) if sent[1]["body"] else None
+        return sent[0]["status"], payload
+
+    status, accepted = call("POST", "/a{b/c}/t/", b'{"args": [1]}')
+    assert status == 202, accepted
+    assert seen == ["/a{b/c}/t/"], "the hook sees the path as sent"
+    job = accepted["task_id"]
+    assert call("GET", f"/a{{b/c}}/jobs/{job}/") == (200, job_view(queue.get_job(job).info()))
+    assert call("GET", "/a{b/c}/openapi.json")[1]["paths"]["/a{b/c}/t"]
+    assert call("HEAD", "/a{b/c}/openapi.json") == (200, None)
+    assert call("POST", "/a{b/c}/batch", b'{"tasks": [{"task": "t", "args": [2]}]}')[0] == 202
+    assert call("PUT", "/a{b/c}/t") == (405, {"error": "method PUT not allowed here"})
+    assert call("POST", "/a{b/c}/jobs/x/y")[0] == 404
+    assert call("POST", "/a{b/c}/nope") == (404, {"error": "unknown task 'nope'"})
+    assert call("POST", "/a{b/c}") == (404, {"error": "not found"})
+    assert call("DELETE", f"/a{{b/c}}/jobs/{job}") == (200, {"task_id": job, "cancelled": True})
+    assert sum(queue.counts().values()) == 2
+
+
 def test_group_commit_in_process() -> None:
     groups: list[list[int]] = []
 
@@ -813,6 +856,7 @@ def test_create_app_validates_its_arguments() -> None:
 
     for kwargs in (
         {"prefix": "tasks"},
+        {"prefix": "/{tenant}"},
         {"max_body_bytes": 0},
         {"max_body_bytes": True},
         {"auth": "nope"},
@@ -821,6 +865,10 @@ def test_create_app_validates_its_arguments() -> None:
     ):
         with pytest.raises(ValueError):
             create_app(queue, **kwargs)
+
+
+class Opaque:
+    """A type pydantic cannot describe."""
 
 
 def test_annotation_schema() -> None:
@@ -833,8 +881,14 @@ def test_annotation_schema() -> None:
         "maxItems": 2,
     }
     assert annotation_schema(str | None) == {"anyOf": [{"type": "string"}, {"type": "null"}]}
-    assert annotation_schema(Path) == {}
-    assert annotation_schema(int | Path) == {}
+    # pydantic describes what it knows (Path is a string), and nothing it does not know
+    assert annotation_schema(Path) == {"type": "string", "format": "path"}
+    assert annotation_schema(int | Path) == {
+        "anyOf": [{"type": "integer"}, {"type": "string", "format": "path"}]
+    }
+    assert annotation_schema(Opaque) == {}
+    assert annotation_schema(int | Opaque) == {}
+    assert annotation_schema(Callable[[int], int]) == {}
 
 
 # -- fuzz: random requests never get a 5xx ---------------------------------------------------
@@ -942,3 +996,96 @@ def test_fuzz_random_requests_never_get_a_5xx(serve: Callable[..., Server]) -> N
     assert srv.proc.poll() is None, "the server is still up"
     assert 202 in seen and seen <= {200, 202, 400, 404, 405, 409, 413, 415, 422}, seen
     assert "Traceback" not in srv.output()
+
+
+# -- the http extra: optional, and its schemas ----------------------------------------------
+
+
+def test_core_package_imports_neither_starlette_nor_pydantic() -> None:
+    code = (
+        "import sys, spikard_tasks, spikard_tasks.cli.main\n"
+        "q = spikard_tasks.TaskQueue('memory://')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'pydantic')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("missing", ["starlette", "pydantic"])
+def test_asgi_without_the_http_extra_says_how_to_install_it(missing: str) -> None:
+    code = (
+        f"import sys; sys.modules[{missing!r}] = None\n"
+        "try:\n"
+        "    from spikard_tasks.asgi import create_app\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'spikard-tasks[http]'" in result.stdout
+    assert missing in result.stdout
+
+
+class Error(BaseModel):  # the name of one of the OpenAPI document's own schemas
+    code: int
+
+
+class Order(BaseModel):
+    sku: str
+    qty: int = Field(ge=1)
+    problem: Error | None = None
+
+
+class Point(TypedDict):
+    x: float
+    y: float
+
+
+def test_openapi_named_schemas_from_pydantic_go_to_components() -> None:
+    queue = TaskQueue("memory://")
+
+    @queue.task(name="order")
+    def order(o: Order, at: Point, tags: list[Order] | None = None) -> None: ...
+
+    doc = create_app(queue).openapi()
+    body = doc["paths"]["/tasks/order"]["post"]["requestBody"]["content"]["application/json"]
+    kwargs = body["schema"]["properties"]["kwargs"]["properties"]
+    schemas = doc["components"]["schemas"]
+    assert kwargs["o"] == {"$ref": "#/components/schemas/Order"}
+    assert kwargs["at"] == {"$ref": "#/components/schemas/Point"}
+    assert kwargs["tags"]["anyOf"][0] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/Order"},
+    }
+    assert schemas["Order"]["properties"]["qty"]["minimum"] == 1
+    assert schemas["Point"]["required"] == ["x", "y"]
+    assert schemas["Error"]["required"] == ["error"], "the document's own Error stays"
+    problem = schemas["Order"]["properties"]["problem"]["anyOf"][0]["$ref"]
+    assert problem == "#/components/schemas/Error_"
+    assert schemas["Error_"]["properties"] == {"code": {"title": "Code", "type": "integer"}}
+
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            if isinstance(node.get("$ref"), str):
+                yield node["$ref"]
+            for value in node.values():
+                yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    for ref in refs(doc):
+        section, name = ref.removeprefix("#/components/").split("/")
+        assert name in doc["components"][section], ref
+    # the request still binds as before: a handler gets decoded JSON
+    sent = _drive(
+        create_app(queue),
+        {"type": "http", "method": "POST", "path": "/tasks/order", "headers": []},
+        [{"type": "http.request", "body": b'{"args": [{"sku": "a", "qty": 1}, {}]}'}],
+    )
+    assert sent[0]["status"] == 202, sent

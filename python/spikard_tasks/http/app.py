@@ -1,8 +1,9 @@
 """HTTP enqueue: an ASGI 3 app whose endpoints enqueue durable jobs and answer 202.
 
-``create_app(queue)`` returns a plain ASGI application (no framework needed) that can be
-served alone (``spikard-tasks serve myapp.tasks:queue``) or mounted in Starlette,
-FastAPI or Litestar. Routes, below ``prefix`` (default ``/tasks``):
+``create_app(queue)`` returns an ASGI application built on Starlette (routing, requests,
+responses and errors; the ``http`` extra) that can be served alone (``spikard-tasks
+serve myapp.tasks:queue``) or mounted in Starlette, FastAPI or Litestar. Routes, below
+``prefix`` (default ``/tasks``):
 
 * ``POST {prefix}/{task}``, body ``{"args": [...], "kwargs": {...}, "options": {...}}``
   (every field optional) → ``202 {"task_id", "status": "queued"}`` and a ``Location``
@@ -13,7 +14,8 @@ FastAPI or Litestar. Routes, below ``prefix`` (default ``/tasks``):
 * ``GET {prefix}/jobs/{id}`` → ``200 {"task_id", "task", "status", "attempts",
   "result", "error"}``; ``DELETE {prefix}/jobs/{id}`` → ``200 {"task_id",
   "cancelled": true}`` (``409`` once the job finished).
-* ``GET {prefix}/openapi.json`` → the OpenAPI 3.1 document of these routes.
+* ``GET {prefix}/openapi.json`` → the OpenAPI 3.1 document of these routes (argument
+  schemas from the handlers' annotations, by pydantic).
 
 The names ``batch``, ``jobs`` and ``openapi.json`` are reserved under the prefix: a task
 with one of them cannot be posted to its own route (it can still be sent in a batch).
@@ -32,12 +34,20 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
+import re
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
+
+from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route, Router
 
 from ..exceptions import BackendError, ConfigError, SpikardTasksError, UnknownTask
 from ..job import JobInfo
@@ -48,13 +58,18 @@ from .calls import OPTIONS, Call, check_content_type, parse_call
 from .group_commit import GroupCommit
 from .openapi import RESERVED, build_openapi
 from .wire import (
-    ClientDisconnected,
+    JSON,
+    Endpoint,
     HTTPError,
     Receive,
-    Responder,
     Scope,
     Send,
+    answer_crash,
+    answer_disconnect,
+    answer_refusal,
+    error_response,
     mount_path,
+    not_found,
     parse_json,
     read_body,
     reason,
@@ -85,6 +100,11 @@ AuthHook = Callable[[Scope], AuthResult | Awaitable[AuthResult]]
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 #: Seconds a client is told to wait (``Retry-After``) when the backend fails.
 RETRY_AFTER_SECONDS = 1
+#: Scope key holding the request path as sent when the app dropped a trailing slash.
+_SENT_PATH = "spikard_tasks.path"
+
+#: What Starlette reads as a path parameter in a route (other braces are literal).
+_PATH_PARAMETER = re.compile(r"{[a-zA-Z_][a-zA-Z0-9_]*(:[a-zA-Z_][a-zA-Z0-9_]*)?}")
 
 T = TypeVar("T")
 
@@ -97,7 +117,8 @@ def _unavailable() -> HTTPError:
     )
 
 
-def _allow(method: str, *allowed: str) -> None:
+def _allow(request: Request, *allowed: str) -> None:
+    method = str(request.scope.get("method", "GET")).upper()
     if method not in allowed:
         raise HTTPError(
             405, f"method {method} not allowed here", headers=[("allow", ", ".join(allowed))]
@@ -137,6 +158,8 @@ class TasksApp:
             raise ConfigError(f"create_app() needs a TaskQueue, not {type(queue).__name__}")
         if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
             raise ConfigError(f"prefix must be '' or start with '/', got {prefix!r}")
+        if _PATH_PARAMETER.search(prefix):
+            raise ConfigError(f"prefix must not contain a path parameter {{name}}, got {prefix!r}")
         if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int):
             raise ConfigError("max_body_bytes must be an integer")
         if max_body_bytes < 1:
@@ -160,6 +183,29 @@ class TasksApp:
                     self._allowed[item] = None
                 else:
                     raise ConfigError(f"tasks must be names or Task objects, not {item!r}")
+        base = self.prefix
+        self._task_head = base + "/"
+        self._router = Router(
+            routes=[
+                # endpoints as ASGI apps: every method reaches them (they answer 405)
+                Route(base + "/openapi.json", Endpoint(self._openapi_route)),
+                Route(base + "/batch", Endpoint(self._batch_route)),
+                Route(base + "/jobs", Endpoint(self._jobs_route)),
+                Route(base + "/jobs/{job_id}", Endpoint(self._job_route)),
+                Route(base + "/{task:path}", Endpoint(self._task_route)),
+            ],
+            redirect_slashes=False,
+            default=not_found,
+            lifespan=self._lifespan,
+        )
+        self._asgi = ExceptionMiddleware(
+            self._router,
+            handlers={
+                HTTPException: answer_refusal,
+                ClientDisconnect: answer_disconnect,
+                Exception: answer_crash,
+            },
+        )
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -194,76 +240,34 @@ class TasksApp:
         """The ASGI 3 entry point (``http`` and ``lifespan`` scopes)."""
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            path = scope.get("path") or "/"
+            if len(path) > 1 and path.endswith("/"):  # Litestar mounts add one
+                scope = {**scope, "path": path[:-1], _SENT_PATH: path}
+            name = self._posted_task(scope)
+            if name is None:
+                await self._asgi(scope, receive, send)
+            else:
+                await self._post_fast(scope, receive, send, name)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            await self._asgi(scope, receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
         else:
             raise RuntimeError(f"spikard_tasks.asgi does not handle {kind!r} scopes")
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self._run(self._open)
-                except HTTPError:
-                    log.error("task backend unavailable at startup; answering 503 until it is")
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = str(scope.get("method", "GET")).upper()
-        out = Responder(send, head=method == "HEAD")
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Any) -> AsyncIterator[None]:
         try:
-            await self._dispatch(scope, receive, out, method)
-        except ClientDisconnected:
-            return
-        except HTTPError as exc:
-            if not out.started:
-                await out.error(exc)
-        except Exception:
-            log.exception("error answering %s %s", method, scope.get("path"))
-            if not out.started:
-                await out.json(500, {"error": "internal server error"})
-
-    def _below_prefix(self, path: str) -> str | None:
-        if not self.prefix:
-            return path if path.startswith("/") else None
-        if path.startswith(self.prefix + "/"):
-            return path[len(self.prefix) :]
-        return None
-
-    async def _dispatch(self, scope: Scope, receive: Receive, out: Responder, method: str) -> None:
-        rest = self._below_prefix(route_path(scope))
-        if rest is None:
-            raise HTTPError(404, "not found")
-        await self._authorize(scope)
-        if rest == "/openapi.json":
-            _allow(method, "GET", "HEAD")
-            await out.json(200, self.openapi(mount_path(scope)))
-        elif rest == "/batch":
-            _allow(method, "POST")
-            await self._post_batch(scope, receive, out)
-        elif rest == "/jobs" or rest.startswith("/jobs/"):
-            job_id = rest[len("/jobs/") :]
-            if not job_id or "/" in job_id:
-                raise HTTPError(404, f"not found; job routes are {self.prefix}/jobs/{{id}}")
-            _allow(method, "GET", "HEAD", "DELETE")
-            if method == "DELETE":
-                await self._delete_job(job_id, out)
-            else:
-                await self._get_job(job_id, out)
-        else:
-            _allow(method, "POST")
-            await self._post_task(scope, receive, out, rest[1:])
+            await self._run(self._open)
+        except HTTPError:
+            log.error("task backend unavailable at startup; answering 503 until it is")
+        yield
 
     async def _authorize(self, scope: Scope) -> None:
         if self.auth is None:
             return
+        if _SENT_PATH in scope:
+            scope = {**scope, "path": scope[_SENT_PATH]}
         try:
             verdict = self.auth(scope)
             if inspect.isawaitable(verdict):
@@ -278,23 +282,61 @@ class TasksApp:
             raise HTTPError(verdict, reason(verdict))
         raise TypeError(f"auth hook returned {verdict!r}; expected True, False or a 4xx status")
 
-    # -- routes ------------------------------------------------------------------------
-
-    async def _read_json(self, scope: Scope, receive: Receive, empty: Any) -> Any:
-        check_content_type(scope)
-        body = await read_body(scope, receive, self.max_body_bytes)
+    async def _read_json(self, request: Request, empty: Any) -> Any:
+        check_content_type(request.scope)
+        body = await read_body(request, self.max_body_bytes)
         return empty if not body.strip() else parse_json(body)
 
-    async def _post_task(self, scope: Scope, receive: Receive, out: Responder, name: str) -> None:
+    # -- routes ------------------------------------------------------------------------
+
+    async def _task_route(self, request: Request) -> Response:
+        return await self._accept(request, request.path_params["task"])
+
+    async def _accept(self, request: Request, name: str) -> Response:
+        """``POST {prefix}/{name}``: the 202 path."""
+        scope = request.scope
+        await self._authorize(scope)
+        if name == "jobs" or name.startswith("jobs/"):
+            raise HTTPError(404, f"not found; job routes are {self.prefix}/jobs/{{id}}")
+        _allow(request, "POST")
         if not name or not self._lookup(name)[0]:
             raise HTTPError(404, f"unknown task {name!r}")
-        call = parse_call(await self._read_json(scope, receive, {}), "body", self._lookup, name)
+        call = parse_call(await self._read_json(request, {}), "body", self._lookup, name)
         job_id = await self._group_commit.submit(call)
         location = f"{mount_path(scope)}{self.prefix}/jobs/" + urllib.parse.quote(job_id, safe="")
-        await out.json(202, {"task_id": job_id, "status": "queued"}, [("location", location)])
+        return JSON({"task_id": job_id, "status": "queued"}, 202, {"location": location})
 
-    async def _post_batch(self, scope: Scope, receive: Receive, out: Responder) -> None:
-        body = await self._read_json(scope, receive, None)
+    def _posted_task(self, scope: Scope) -> str | None:
+        """The task of a ``POST {prefix}/{task}`` that the router would send to
+        :meth:`_task_route`, or ``None`` (another route, or not a ``POST``)."""
+        if scope.get("method") != "POST":
+            return None
+        path = route_path(scope)
+        if not path.startswith(self._task_head):
+            return None
+        name = path[len(self._task_head) :]
+        if name in RESERVED or name.startswith("jobs/") or "\n" in name:
+            return None
+        return name
+
+    async def _post_fast(self, scope: Scope, receive: Receive, send: Send, name: str) -> None:
+        """The 202 path without the router and the exception middleware (the same
+        endpoint, the same answers): a Starlette ``Request`` in, a ``Response`` out."""
+        request = Request(scope, receive, send)
+        try:
+            response = await self._accept(request, name)
+        except HTTPError as exc:
+            response = error_response(exc)
+        except ClientDisconnect:
+            return
+        except Exception as exc:
+            response = await answer_crash(request, exc)
+        await response(scope, receive, send)
+
+    async def _batch_route(self, request: Request) -> Response:
+        await self._authorize(request.scope)
+        _allow(request, "POST")
+        body = await self._read_json(request, None)
         if not isinstance(body, dict) or set(body) != {"tasks"}:
             raise HTTPError(422, 'body must be {"tasks": [{"task", "args", "kwargs", "options"}]}')
         items = body["tasks"]
@@ -302,26 +344,36 @@ class TasksApp:
             raise HTTPError(422, "tasks must be a non-empty array")
         calls = [parse_call(item, f"tasks[{i}]", self._lookup) for i, item in enumerate(items)]
         ids = await self._run(self._enqueue, calls)
-        await out.json(202, {"queued": len(ids), "status": "all_queued", "task_ids": ids})
+        return JSON({"queued": len(ids), "status": "all_queued", "task_ids": ids}, 202)
 
-    async def _get_job(self, job_id: str, out: Responder) -> None:
-        info = await self._run(self._job_info, job_id)
-        if info is None:
-            raise HTTPError(404, f"no job {job_id!r}")
-        await out.json(200, job_view(info))
+    async def _jobs_route(self, request: Request) -> Response:
+        await self._authorize(request.scope)
+        raise HTTPError(404, f"not found; job routes are {self.prefix}/jobs/{{id}}")
 
-    async def _delete_job(self, job_id: str, out: Responder) -> None:
+    async def _job_route(self, request: Request) -> Response:
+        await self._authorize(request.scope)
+        _allow(request, "GET", "HEAD", "DELETE")
+        job_id: str = request.path_params["job_id"]
+        if request.scope.get("method", "GET").upper() != "DELETE":
+            info = await self._run(self._job_info, job_id)
+            if info is None:
+                raise HTTPError(404, f"no job {job_id!r}")
+            return JSON(job_view(info))
         cancelled, info = await self._run(self._cancel, job_id)
         if cancelled:
-            await out.json(200, {"task_id": job_id, "cancelled": True})
-        elif info is None:
+            return JSON({"task_id": job_id, "cancelled": True})
+        if info is None:
             raise HTTPError(404, f"no job {job_id!r}")
-        else:
-            raise HTTPError(
-                409,
-                f"job already finished ({info.status.value})",
-                extra={"task_id": job_id, "status": info.status.value},
-            )
+        raise HTTPError(
+            409,
+            f"job already finished ({info.status.value})",
+            extra={"task_id": job_id, "status": info.status.value},
+        )
+
+    async def _openapi_route(self, request: Request) -> Response:
+        await self._authorize(request.scope)
+        _allow(request, "GET", "HEAD")
+        return JSON(self.openapi(mount_path(request.scope)))
 
     # -- blocking work, run off the event loop -----------------------------------------
 
@@ -395,7 +447,7 @@ def create_app(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> TasksApp:
     """An ASGI 3 app that enqueues jobs of ``queue`` over HTTP (routes in the module
-    docstring).
+    docstring). Needs the ``http`` extra: ``pip install 'spikard-tasks[http]'``.
 
     Args:
         queue: the queue jobs go to.

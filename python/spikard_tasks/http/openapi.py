@@ -1,85 +1,32 @@
 """The OpenAPI 3.1 document of the HTTP enqueue app (:mod:`spikard_tasks.asgi`).
 
 One path per enqueueable task. The ``args``/``kwargs`` schema of a task comes from its
-handler's signature: parameters annotated with simple JSON types (``str``, ``int``,
-``float``, ``bool``, ``None``, ``list[...]``, ``tuple[...]``, ``dict[str, ...]``,
-``Literal``, unions and ``Optional``) get a schema; anything else is permissive (``{}``).
+handler's signature, each parameter's annotation described by pydantic
+(:mod:`.schemas`); named schemas (models, dataclasses, ``TypedDict``) go to
+``components/schemas``.
 """
 
 from __future__ import annotations
 
-import collections.abc
 import copy
 import functools
 import inspect
-import math
 import re
-import types
-import typing
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..status import JobStatus
+from .schemas import annotation_schema, call_schemas
 
 if TYPE_CHECKING:
     from ..task import Task
 
-__all__ = ["RESERVED", "annotation_schema", "build_openapi", "call_schema"]
+__all__ = ["RESERVED", "annotation_schema", "build_openapi"]
 
 #: Names under the prefix that are routes of their own, not tasks.
 RESERVED = frozenset({"batch", "jobs", "openapi.json"})
 
-_SCALARS: dict[Any, dict[str, Any]] = {
-    str: {"type": "string"},
-    int: {"type": "integer"},
-    float: {"type": "number"},
-    bool: {"type": "boolean"},
-    type(None): {"type": "null"},
-    None: {"type": "null"},
-}
-_ARRAYS = (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Iterable)
-_OBJECTS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
-
-
-def annotation_schema(tp: Any) -> dict[str, Any]:
-    """A JSON Schema for a parameter annotation; ``{}`` (anything) when not simple."""
-    if tp in _SCALARS:
-        return dict(_SCALARS[tp])
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Annotated:
-        return annotation_schema(args[0])
-    if origin is typing.Union or origin is types.UnionType:
-        members = [annotation_schema(a) for a in args]
-        return {} if any(not m for m in members) else {"anyOf": members}
-    if origin is typing.Literal:
-        if all(isinstance(v, (str, int, float, bool)) or v is None for v in args):
-            return {"enum": list(args)}
-        return {}
-    if tp in _ARRAYS or origin in _ARRAYS:
-        schema: dict[str, Any] = {"type": "array"}
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            schema.update(
-                prefixItems=[annotation_schema(a) for a in args],
-                minItems=len(args),
-                maxItems=len(args),
-            )
-        elif args:
-            schema["items"] = annotation_schema(args[0])
-        return schema
-    if tp in _OBJECTS or origin in _OBJECTS:
-        schema = {"type": "object"}
-        if len(args) == 2 and args[0] is str:
-            schema["additionalProperties"] = annotation_schema(args[1])
-        return schema
-    return {}
-
-
-@functools.lru_cache(maxsize=512)
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn)
-    except Exception:  # unresolvable forward references, exotic callables
-        return {}
+Handlers = tuple[Callable[..., Any] | None, ...]
 
 
 def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
@@ -87,52 +34,6 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return inspect.signature(fn)
     except (TypeError, ValueError):
         return None
-
-
-def call_schema(fn: Callable[..., Any] | None) -> dict[str, Any]:
-    """The request-body schema (``args``, ``kwargs``, ``options``) of a call to ``fn``;
-    permissive arguments when ``fn`` is unknown or has no inspectable signature."""
-    args: dict[str, Any] = {"type": "array"}
-    kwargs: dict[str, Any] = {"type": "object"}
-    signature = _signature(fn) if fn is not None else None
-    if signature is not None:
-        hints = _hints(fn)
-        positional: list[dict[str, Any]] = []
-        properties: dict[str, Any] = {}
-        rest_args: dict[str, Any] | bool = False
-        rest_kwargs: dict[str, Any] | bool = False
-        for p in signature.parameters.values():
-            schema = annotation_schema(hints.get(p.name, Any))
-            if p.default is not inspect.Parameter.empty:
-                schema = {**schema, "default": p.default} if _is_json(p.default) else schema
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-                positional.append({"title": p.name, **schema})
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-                properties[p.name] = schema
-            if p.kind is p.VAR_POSITIONAL:
-                rest_args = schema or True
-            if p.kind is p.VAR_KEYWORD:
-                rest_kwargs = schema or True
-        if positional:
-            args["prefixItems"] = positional
-        args["items"] = rest_args
-        kwargs["properties"] = properties
-        kwargs["additionalProperties"] = rest_kwargs
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "args": args,
-            "kwargs": kwargs,
-            "options": {"$ref": "#/components/schemas/EnqueueOptions"},
-        },
-    }
-
-
-def _is_json(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return value is None or isinstance(value, (str, int, bool))
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -238,7 +139,9 @@ def _operation_id(name: str) -> str:
     return "enqueue_" + re.sub(r"\W+", "_", name).strip("_")
 
 
-def _task_operation(name: str, task: Task[Any, Any] | None) -> dict[str, Any]:
+def _task_operation(
+    name: str, task: Task[Any, Any] | None, arguments: dict[str, Any]
+) -> dict[str, Any]:
     fn = task.fn if task is not None else None
     signature = _signature(fn) if fn is not None else None
     doc = inspect.getdoc(fn) if fn is not None else None
@@ -255,11 +158,36 @@ def _task_operation(name: str, task: Task[Any, Any] | None) -> dict[str, Any]:
             "tags": ["tasks"],
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": call_schema(fn)}},
+                "content": {"application/json": {"schema": _call_body(arguments)}},
             },
             "responses": {"202": _ok("queued", "Accepted", headers=_LOCATION), **_WRITE_REFUSALS},
         }
     }
+
+
+def _call_body(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            **arguments,
+            "options": {"$ref": "#/components/schemas/EnqueueOptions"},
+        },
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_call_schemas(handlers: Handlers) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    return call_schemas(handlers, frozenset(_COMPONENTS["schemas"]))
+
+
+def _arguments_of(handlers: Handlers) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``call_schemas`` of the handlers (cached per set of handlers), as a copy."""
+    try:
+        found = _cached_call_schemas(handlers)
+    except TypeError:  # an unhashable callable
+        found = call_schemas(handlers, frozenset(_COMPONENTS["schemas"]))
+    return copy.deepcopy(found)
 
 
 def build_openapi(
@@ -348,9 +276,11 @@ def build_openapi(
             }
         },
     }
-    for name in names:
-        if name not in RESERVED and not name.startswith("jobs/"):
-            paths[f"{prefix}/{name}"] = _task_operation(name, tasks[name])
+    routed = [n for n in names if n not in RESERVED and not n.startswith("jobs/")]
+    handlers = tuple(task.fn if (task := tasks[n]) is not None else None for n in routed)
+    arguments, defs = _arguments_of(handlers)
+    for name, call in zip(routed, arguments, strict=True):
+        paths[f"{prefix}/{name}"] = _task_operation(name, tasks[name], call)
     doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -362,6 +292,7 @@ def build_openapi(
         "paths": paths,
         "components": copy.deepcopy(_COMPONENTS),
     }
+    doc["components"]["schemas"].update(defs)
     if root_path:
         doc["servers"] = [{"url": root_path}]
     return doc

@@ -1,42 +1,48 @@
-"""Small ASGI HTTP helpers for :mod:`spikard_tasks.asgi`: reading a size-limited body,
-parsing strict JSON and sending JSON responses. No framework dependency."""
+"""HTTP pieces of :mod:`spikard_tasks.asgi` on Starlette: the refusal exception (a
+Starlette ``HTTPException``), the JSON response, reading a size-limited body from a
+``Request``, strict JSON parsing, and the paths of a (possibly mounted) request."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
 from typing import Any
 
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import request_response
+from starlette.types import Message, Receive, Scope, Send
+
 __all__ = [
-    "ClientDisconnected",
+    "JSON",
+    "Endpoint",
     "HTTPError",
     "Message",
     "Receive",
-    "Responder",
     "Scope",
     "Send",
+    "answer_crash",
+    "answer_disconnect",
+    "answer_refusal",
+    "error_response",
     "header",
     "mount_path",
+    "not_found",
     "parse_json",
     "read_body",
     "reason",
     "route_path",
 ]
 
-#: The ASGI connection scope.
-Scope = MutableMapping[str, Any]
-#: One ASGI event.
-Message = MutableMapping[str, Any]
-#: The ASGI ``receive`` callable.
-Receive = Callable[[], Awaitable[Message]]
-#: The ASGI ``send`` callable.
-Send = Callable[[Message], Awaitable[None]]
+log = logging.getLogger("spikard_tasks.asgi")
 
 
-class HTTPError(Exception):
+class HTTPError(HTTPException):
     """A refusal: answered as ``status`` with ``{"error": message, **extra}``."""
 
     def __init__(
@@ -47,19 +53,44 @@ class HTTPError(Exception):
         headers: Iterable[tuple[str, str]] = (),
         extra: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(status, message, dict(headers) or None)
         self.message = message
-        self.headers = list(headers)
         self.extra = extra or {}
+
+    @property
+    def status(self) -> int:
+        """The HTTP status of the answer."""
+        return self.status_code
 
     def payload(self) -> dict[str, Any]:
         """The JSON body of the response."""
         return {"error": self.message, **self.extra}
 
+    def __str__(self) -> str:
+        return self.message
 
-class ClientDisconnected(Exception):
-    """The client went away before its request body was read."""
+
+class JSON(Response):
+    """An ``application/json`` response (compact, ASCII, no ``NaN``); a ``HEAD``
+    request gets its headers without the body."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":"), allow_nan=False).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope.get("method") != "HEAD":
+            await super().__call__(scope, receive, send)
+            return
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def error_response(exc: HTTPError) -> JSON:
+    """The answer to a refusal."""
+    return JSON(exc.payload(), exc.status_code, exc.headers)
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -104,33 +135,25 @@ def mount_path(scope: Scope) -> str:
     return ""
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+async def read_body(request: Request, limit: int) -> bytes:
     """Reads the request body, refusing with 413 past ``limit`` bytes: at once when
-    ``Content-Length`` says so, otherwise as soon as the streamed bytes exceed it."""
-    too_large = HTTPError(413, f"request body is larger than {limit} bytes")
-    declared = header(scope, b"content-length")
+    ``Content-Length`` says so, otherwise as soon as the streamed bytes exceed it. A
+    client that goes away raises Starlette's ``ClientDisconnect``."""
+    declared = header(request.scope, b"content-length")
     if declared is not None:
         text = declared.strip()
         if not text.isdigit():
             raise HTTPError(400, "invalid Content-Length header")
         if int(text) > limit:
-            raise too_large
+            raise HTTPError(413, f"request body is larger than {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        kind = message.get("type")
-        if kind == "http.disconnect":
-            raise ClientDisconnected
-        if kind != "http.request":
-            continue
-        chunk = message.get("body") or b""
+    async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large
+            raise HTTPError(413, f"request body is larger than {limit} bytes")
         chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    return b"".join(chunks)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -155,40 +178,60 @@ def parse_json(body: bytes) -> Any:
         raise HTTPError(422, f"invalid JSON: {exc}") from None
 
 
-def _encode(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
-
-
-class Responder:
-    """Sends one JSON response (headers without a body for ``HEAD``)."""
-
-    def __init__(self, send: Send, *, head: bool = False) -> None:
-        self._send = send
-        self._head = head
-        self.started = False
-
-    async def json(
-        self, status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
-        """Sends ``payload`` as ``application/json`` with ``status``."""
-        body = _encode(payload)
-        raw = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers),
-        ]
-        self.started = True
-        await self._send({"type": "http.response.start", "status": status, "headers": raw})
-        await self._send({"type": "http.response.body", "body": b"" if self._head else body})
-
-    async def error(self, exc: HTTPError) -> None:
-        """Sends a refusal."""
-        await self.json(exc.status, exc.payload(), exc.headers)
-
-
 def reason(status: int) -> str:
     """The standard reason phrase of ``status`` (lower case), e.g. ``"forbidden"``."""
     try:
         return HTTPStatus(status).phrase.lower()
     except ValueError:
         return "refused"
+
+
+# -- answers to exceptions, for Starlette's ExceptionMiddleware ----------------------------
+
+
+async def answer_refusal(request: Request, exc: Exception) -> Response:
+    """The answer to an ``HTTPException`` (ours, or Starlette's own)."""
+    if isinstance(exc, HTTPError):
+        return error_response(exc)
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    default = reason(status) == str(exc.detail).lower()
+    return JSON({"error": reason(status) if default else exc.detail}, status, exc.headers)
+
+
+class _Silence(Response):
+    """No answer: the client is gone."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
+
+
+async def answer_disconnect(request: Request, exc: Exception) -> Response:
+    """No answer to a client that went away (Starlette's ``ClientDisconnect``)."""
+    return _Silence()
+
+
+async def answer_crash(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its traceback, answered 500 ``{"error": "internal server
+    error"}``."""
+    scope = request.scope
+    log.error("error answering %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+    return JSON({"error": "internal server error"}, 500)
+
+
+async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    """The answer to a path that is no route: 404 ``{"error": "not found"}``."""
+    await JSON({"error": "not found"}, 404)(scope, receive, send)
+
+
+class Endpoint:
+    """A Starlette request endpoint as a plain ASGI app, so that its ``Route`` lets
+    every method through (the endpoint answers 405 itself, with its ``Allow``)."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
