@@ -155,7 +155,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ..http.serve import serve
+    try:
+        from ..http.serve import serve
+    except ImportError as exc:  # the http extra is not installed: its message says so
+        raise ConfigError(str(exc)) from None
 
     serve(
         args.target,
