@@ -57,3 +57,25 @@ def test_bad_target_and_url_are_clear_errors(tmp_path: Path) -> None:
     assert "topsecret" not in bad_url.stderr
     bad_args = run("enqueue", "--url", f"sqlite:///{tmp_path / 'x.db'}", "t", "--args", "{oops")
     assert bad_args.returncode == 2
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib import metadata
+
+    import spikard_tasks
+    from spikard_tasks import _native
+
+    installed = metadata.version("spikard-tasks")
+    assert spikard_tasks.__version__ == installed
+    for flag in ("--version", "-V"):
+        result = run(flag)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"spikard-tasks {installed} (engine {_native.__version__})"
+    module = subprocess.run(
+        [sys.executable, "-m", "spikard_tasks", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert module.returncode == 0, module.stderr
+    assert installed in module.stdout

@@ -8,7 +8,7 @@ same tasks on the in-process fast path (a ``BackgroundRuntime``; no persistence)
 
 from __future__ import annotations
 
-from ._native import __version__
+from ._version import __version__
 from .config import Backoff, TaskQueueConfig
 from .cron import CronSchedule, ScheduleState
 from .exceptions import (

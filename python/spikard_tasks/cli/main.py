@@ -10,7 +10,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .. import _native
 from .._targets import import_target
+from .._version import __version__
 from ..exceptions import ConfigError, SpikardTasksError
 from ..queue import TaskQueue
 
@@ -185,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="spikard-tasks", description="Durable task queue with a Rust core."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument(
+        "-V",
+        "--version",
+        action="version",
+        version=f"spikard-tasks {__version__} (engine {_native.__version__})",
+        help="print the version and exit",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run a worker until SIGINT/SIGTERM, then drain")
