@@ -8,7 +8,8 @@ same tasks on the in-process fast path (a ``BackgroundRuntime``; no persistence)
 
 from __future__ import annotations
 
-from ._version import __version__
+from typing import Any
+
 from .config import Backoff, TaskQueueConfig
 from .cron import CronSchedule, ScheduleState
 from .exceptions import (
@@ -30,6 +31,19 @@ from .queue import TaskQueue
 from .status import JobStatus
 from .task import Task, TaskHandler
 from .worker import Worker
+
+#: The installed distribution's version (read from its metadata on first access: reading
+#: package metadata costs more than the rest of the import).
+__version__: str
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from ._version import installed_version
+
+        return installed_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AttemptError",

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import _native
 from .._targets import import_target
-from .._version import __version__
+from .._version import installed_version
 from ..exceptions import ConfigError, SpikardTasksError
 from ..queue import TaskQueue
 
@@ -181,19 +181,24 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: reads the package metadata only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        print(f"spikard-tasks {installed_version()} (engine {_native.__version__})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
         prog="spikard-tasks", description="Durable task queue with a Rust core."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    parser.add_argument(
-        "-V",
-        "--version",
-        action="version",
-        version=f"spikard-tasks {__version__} (engine {_native.__version__})",
-        help="print the version and exit",
-    )
+    parser.add_argument("-V", "--version", action=_VersionAction, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("worker", help="run a worker until SIGINT/SIGTERM, then drain")
