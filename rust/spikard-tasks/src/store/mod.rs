@@ -11,23 +11,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{CoreError, CoreResult};
-use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
+use crate::job::{
+    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
+};
 use crate::url::BackendUrl;
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod conns;
+mod conn_stack;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod dialect;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod retry;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod rows;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -41,6 +46,121 @@ pub(crate) fn all_created(rows: &[JobRow]) -> Vec<Enqueued> {
             created: true,
         })
         .collect()
+}
+
+/// The state a reader sees: the stores keep a job waiting for a `run_at` ahead of now
+/// (`later`) as `pending`; it is shown as `scheduled`.
+pub(crate) fn shown_status(stored: JobStatus, later: bool) -> JobStatus {
+    if later && stored == JobStatus::Pending {
+        JobStatus::Scheduled
+    } else {
+        stored
+    }
+}
+
+/// A claimed job whose row could not be read, as the outcome that fails it with the
+/// reason (logged): a corrupt row must not block its queue.
+pub(crate) fn corrupt_job(
+    (id, queue, task): (String, String, String),
+    attempt: u32,
+    err: &CoreError,
+    now: i64,
+) -> (ClaimedJob, Completion) {
+    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+    let job = ClaimedJob {
+        id,
+        queue,
+        task,
+        args: serde_json::Value::Null,
+        kwargs: serde_json::Value::Null,
+        attempt,
+        max_attempts: 0,
+        timeout: None,
+        priority: 0,
+        started_at_ms: None,
+    };
+    let error = AttemptError {
+        attempt,
+        error: err.to_string(),
+        traceback: None,
+        at_ms: now,
+    };
+    (job, Completion::Failed(error))
+}
+
+/// Writes the outcomes of a claim's corrupt jobs ([`corrupt_job`]). The good jobs of the
+/// claim are never lost over it: if this write fails, the corrupt jobs' leases expire and
+/// they are failed on a later attempt.
+pub(crate) async fn fail_corrupt<S: Store + ?Sized>(
+    store: &S,
+    worker: &str,
+    broken: Vec<(ClaimedJob, Completion)>,
+) {
+    if !broken.is_empty() {
+        if let Err(err) = store.complete(worker, broken).await {
+            tracing::warn!(error = %err, "failing corrupt jobs failed");
+        }
+    }
+}
+
+/// Gives back a lock taken for a maintenance round.
+pub(crate) type Unlock = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// [`Store::maintain`] of a store with several writers: the rescue rounds, then the purge
+/// rounds only if `lock` (awaited after the rescue) took the store's maintenance lock
+/// (`None`: another worker is purging).
+pub(crate) async fn maintain_locked<S, L>(
+    store: &S,
+    purge_before: Option<i64>,
+    lock: L,
+) -> CoreResult<Maintenance>
+where
+    S: Store + ?Sized,
+    L: std::future::Future<Output = CoreResult<Option<Unlock>>>,
+{
+    let rescued = rescue_rounds(store).await?;
+    let mut purged = None;
+    if let Some(before) = purge_before {
+        if let Some(unlock) = lock.await? {
+            let done = purge_rounds(store, before).await;
+            unlock.await;
+            purged = Some(done?);
+        }
+    }
+    Ok(Maintenance { rescued, purged })
+}
+
+/// Pause before a wake-up listener reconnects, doubled up to [`LISTEN_MAX_PAUSE`].
+const LISTEN_PAUSE: Duration = Duration::from_millis(100);
+const LISTEN_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Runs a wake-up listener ([`Store::spawn_listener`]) for good: `session` connects and
+/// listens until its connection is lost (`Ok`) or cannot connect (`Err`); either way it
+/// runs again after a pause (100 ms, doubled up to 5 s while it keeps failing, back to
+/// 100 ms once a session got going).
+pub(crate) fn supervise<F, Fut, E>(
+    what: &'static str,
+    mut session: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut pause = LISTEN_PAUSE;
+        loop {
+            match session().await {
+                Ok(()) => {
+                    pause = LISTEN_PAUSE;
+                    tracing::warn!("{what} lost its connection; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?pause, "{what} failed"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LISTEN_MAX_PAUSE);
+        }
+    })
 }
 
 /// A stored cron schedule: its definition (JSON of `CronSchedule`) and firing state.
@@ -168,12 +288,8 @@ pub trait Store: ScheduleStore {
     /// take a lock of their database for it: PostgreSQL advisory lock, MySQL `GET_LOCK`,
     /// Redis `SET NX PX`; SQLite's one writer serializes it anyway).
     async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
-        let rescued = rescue_rounds(self).await?;
-        let purged = match purge_before {
-            Some(before) => Some(purge_rounds(self, before).await?),
-            None => None,
-        };
-        Ok(Maintenance { rescued, purged })
+        let no_lock = async { Ok(Some(Box::pin(async {}) as Unlock)) };
+        maintain_locked(self, purge_before, no_lock).await
     }
 
     /// The time the store's comparisons use, ms since the epoch: the database's clock

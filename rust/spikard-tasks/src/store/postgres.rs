@@ -9,114 +9,47 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgListener, PgPool, PgRow};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::postgres::{PgListener, Postgres};
+use sqlx::AssertSqlSafe;
 use tokio::sync::Notify;
 
-use super::conns::Conns;
 use super::retry::{retry_tx, TxError};
-use super::rows::{cancel_job, in_claim_order, CompletionColumns};
-use super::{all_created, purge_rounds, rescue_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
+use super::rows::{in_claim_order, CompletionColumns};
+use super::sql::{claimed_from_rows, sql_schedule_store, Sql};
+use super::{all_created, fail_corrupt, maintain_locked, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
-use crate::job::{
-    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
-};
-use crate::time::{duration_ms, now_ms, DbClock};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
+use crate::time::duration_ms;
 
 const CHANNEL: &str = "spikard_tasks_enqueued";
-/// The advisory lock key of the maintenance round (any fixed number; "spkt" in ASCII).
-const MAINTENANCE_LOCK: i64 = 0x7370_6b74;
-
-const SCHEMA: &str = r#"
-CREATE SCHEMA IF NOT EXISTS spikard_tasks;
-CREATE TABLE IF NOT EXISTS spikard_tasks.jobs (
-    id TEXT PRIMARY KEY,
-    queue TEXT NOT NULL,
-    task TEXT NOT NULL,
-    args TEXT NOT NULL,
-    kwargs TEXT NOT NULL,
-    status TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    run_at BIGINT NOT NULL,
-    timeout_ms BIGINT,
-    unique_key TEXT,
-    result TEXT,
-    errors JSONB,
-    cancel_reason TEXT,
-    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
-    enqueued_at BIGINT NOT NULL,
-    started_at BIGINT,
-    finished_at BIGINT,
-    locked_by TEXT,
-    lease_until BIGINT
-);
-CREATE INDEX IF NOT EXISTS jobs_ready
-    ON spikard_tasks.jobs (queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
-CREATE INDEX IF NOT EXISTS jobs_lease
-    ON spikard_tasks.jobs (lease_until) WHERE status = 'running';
--- Heartbeats and outcomes go by id, and a release by worker reads the running rows of
--- jobs_lease: one index less to update on every claim.
-DROP INDEX IF EXISTS spikard_tasks.jobs_locked;
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
-    ON spikard_tasks.jobs (queue, unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
--- No (queue, status) index for counts: every claim and outcome would update it, and
--- counting a queue of 1,000,000 rows took 60 ms with it and 92 ms without.
-DROP INDEX IF EXISTS spikard_tasks.jobs_counts;
-CREATE INDEX IF NOT EXISTS jobs_finished
-    ON spikard_tasks.jobs (finished_at) WHERE finished_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS spikard_tasks.schedules (
-    name TEXT PRIMARY KEY,
-    definition TEXT NOT NULL,
-    last_tick BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS spikard_tasks.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT INTO spikard_tasks.meta (key, value) VALUES ('schema_version', '1') ON CONFLICT DO NOTHING;
-"#;
-
-const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, \
-     run_at, timeout_ms, unique_key, result, errors::text AS errors, cancel_reason, enqueued_at, \
-     started_at, finished_at";
 
 /// A job store in a PostgreSQL database.
 #[derive(Clone, Debug)]
 pub struct PostgresStore {
-    pool: PgPool,
-    /// The hot path's connections (enqueue, claim, outcomes, heartbeats).
-    conns: Conns<sqlx::Postgres>,
-    /// The database's clock (leases and run_at are compared on it).
-    clock: Arc<DbClock>,
+    sql: Sql<Postgres>,
 }
 
 impl PostgresStore {
     /// Starts a write transaction.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-        self.pool.begin().await
+        self.sql.pool.begin().await
     }
 
     /// Connects and sets up the schema (idempotent; safe when several workers start at
     /// once: setup runs under a transaction-scoped advisory lock).
     pub async fn connect(url: &str) -> CoreResult<Self> {
-        super::connect::probe::<sqlx::PgConnection>(url).await?;
-        let pool = super::connect::pool_options::<sqlx::Postgres>()
-            .connect(url)
-            .await
-            .map_err(|e| super::connect::connect_error(url, e))?;
-        let mut tx = pool.begin().await?;
+        let sql: Sql<Postgres> = Sql::new(
+            super::pool::connect(url).await?,
+            super::pool::HOT_CONNECTIONS,
+            &super::dialect::POSTGRES,
+        );
+        let mut tx = sql.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('spikard_tasks.schema'))")
             .execute(&mut *tx)
             .await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        sql.setup(&mut *tx).await?;
         tx.commit().await?;
-        let conns = Conns::new(pool.clone(), super::connect::HOT_CONNECTIONS);
-        Ok(Self {
-            pool,
-            conns,
-            clock: Arc::default(),
-        })
+        Ok(Self { sql })
     }
 
     /// Inserts rows without unique keys in one statement, whatever their number, and
@@ -166,6 +99,7 @@ impl PostgresStore {
     /// listeners of their queues on commit. Rows with a unique key go in (queue, key)
     /// order, so producers of overlapping keys wait for each other instead of deadlocking.
     async fn insert_jobs(
+        &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         rows: &[JobRow],
     ) -> Result<Vec<Enqueued>, TxError> {
@@ -178,7 +112,7 @@ impl PostgresStore {
             .collect();
         keyed.sort_unstable();
         for &(_, key, i) in &keyed {
-            out[i] = Self::insert_or_find(tx, &rows[i], key).await?;
+            out[i] = self.insert_or_find(tx, &rows[i], key).await?;
         }
         if !plain.is_empty() {
             Self::insert_plain(&mut **tx, &plain).await?;
@@ -199,6 +133,7 @@ impl PostgresStore {
     /// Inserts `row` (unique key `key`), or finds the unfinished job holding its key;
     /// safe against concurrent producers of the same key.
     async fn insert_or_find(
+        &self,
         tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
         row: &JobRow,
         key: &str,
@@ -230,14 +165,7 @@ impl PostgresStore {
             if let Some(id) = inserted {
                 return Ok(Enqueued { id, created: true });
             }
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM spikard_tasks.jobs WHERE queue = $1 AND unique_key = $2 \
-                 AND status IN ('pending', 'running', 'retrying')",
-            )
-            .bind(&row.queue)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
+            let existing = self.sql.unique_holder(tx, &row.queue, key).await?;
             if let Some(id) = existing {
                 return Ok(Enqueued { id, created: false });
             }
@@ -249,8 +177,6 @@ impl PostgresStore {
     }
 }
 
-super::rows::row_decoders!(PgRow, i32);
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>> {
@@ -259,13 +185,13 @@ impl Store for PostgresStore {
             if rows.iter().all(|r| r.unique_key.is_none()) {
                 // One autocommit statement: one round trip for a single job or a batch.
                 let plain: Vec<&JobRow> = rows.iter().collect();
-                let mut conn = self.conns.get().await?;
+                let mut conn = self.sql.conns.get().await?;
                 Self::insert_plain(&mut *conn, &plain).await?;
                 conn.release();
                 return Ok(all_created(rows));
             }
-            let mut tx = self.pool.begin().await?;
-            let out = Self::insert_jobs(&mut tx, rows).await?;
+            let mut tx = self.sql.pool.begin().await?;
+            let out = self.insert_jobs(&mut tx, rows).await?;
             tx.commit().await?;
             Ok::<_, TxError>(out)
         })
@@ -273,27 +199,11 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM spikard_tasks.jobs WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref()
-            .map(|r| record_from_row(r, self.now_ms()))
-            .transpose()
+        self.sql.get(id).await
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
-        cancel_job!(
-            self,
-            self.clock.now_ms(),
-            id,
-            "UPDATE spikard_tasks.jobs SET status = 'cancelled', finished_at = $1, \
-             cancel_reason = 'cancelled by request' \
-             WHERE id = $2 AND status IN ('pending', 'retrying')",
-            "UPDATE spikard_tasks.jobs SET cancel_requested = TRUE \
-             WHERE id = $1 AND status = 'running'"
-        )
+        self.sql.cancel(id).await
     }
 
     async fn claim(
@@ -306,9 +216,9 @@ impl Store for PostgresStore {
         if limit == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
-        retry_tx(|| async move {
-            let now = self.clock.now_ms();
-            let mut conn = self.conns.get().await?;
+        let (keyed, broken) = retry_tx(|| async move {
+            let now = self.sql.clock.now_ms();
+            let mut conn = self.sql.conns.get().await?;
             let rows = sqlx::query(
                 // Per queue, an ordered scan of the ready index that stops at the limit (a
                 // plain `queue = ANY($1)` sorts every ready row of the queues on each claim).
@@ -332,39 +242,13 @@ impl Store for PostgresStore {
             .bind(now.saturating_add(duration_ms(lease)))
             .fetch_all(&mut *conn)
             .await?;
-            let mut keyed = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let run_at: i64 = row.try_get("run_at")?;
-                match claimed_from_row(row) {
-                    Ok(job) => keyed.push((job, run_at)),
-                    Err(err) => {
-                        let id: String = row.try_get("id")?;
-                        tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
-                        let entry = AttemptError {
-                            attempt: row.try_get::<i32, _>("attempts")? as u32,
-                            error: err.to_string(),
-                            traceback: None,
-                            at_ms: now,
-                        };
-                        sqlx::query(
-                            "UPDATE spikard_tasks.jobs SET status = 'failed', finished_at = $1, \
-                             locked_by = NULL, lease_until = NULL, \
-                             errors = COALESCE(errors, '[]'::jsonb) || jsonb_build_array($2::jsonb) \
-                             WHERE id = $3",
-                        )
-                        .bind(now)
-                        .bind(serde_json::to_string(&entry)?)
-                        .bind(&id)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
-                }
-            }
             conn.release();
-            // RETURNING order is unspecified: hand jobs out in priority order.
-            Ok::<_, TxError>(in_claim_order(keyed))
+            Ok::<_, TxError>(claimed_from_rows(&rows, 0, now)?)
         })
-        .await
+        .await?;
+        fail_corrupt(self, worker, broken).await;
+        // RETURNING order is unspecified: hand jobs out in priority order.
+        Ok(in_claim_order(keyed))
     }
 
     async fn complete(
@@ -375,7 +259,7 @@ impl Store for PostgresStore {
         if done.is_empty() {
             return Ok(0);
         }
-        let now = self.clock.now_ms();
+        let now = self.sql.clock.now_ms();
         let n = done.len();
         let mut ids = Vec::with_capacity(n);
         let mut attempts = Vec::with_capacity(n);
@@ -402,7 +286,7 @@ impl Store for PostgresStore {
         let (run_ats, errors, reasons) = (&run_ats, &errors, &reasons);
         let (finished, started) = (&finished, &started);
         retry_tx(|| async move {
-            let mut conn = self.conns.get().await?;
+            let mut conn = self.sql.conns.get().await?;
             // One statement for the whole batch, by primary key. `(…) IS TRUE` keeps the
             // planner off the `locked_by`/`status` indexes: bitmap scans of those walk every
             // dead entry left by earlier outcomes (cost grows with the jobs run since vacuum).
@@ -444,13 +328,13 @@ impl Store for PostgresStore {
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
         retry_tx(|| async move {
-            let mut conn = self.conns.get().await?;
+            let mut conn = self.sql.conns.get().await?;
             let rows: Vec<(String, bool)> = sqlx::query_as(
                 "UPDATE spikard_tasks.jobs SET lease_until = $1 \
                  WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
                  RETURNING id, cancel_requested",
             )
-            .bind(self.clock.now_ms().saturating_add(duration_ms(lease)))
+            .bind(self.sql.clock.now_ms().saturating_add(duration_ms(lease)))
             .bind(worker)
             .bind(ids)
             .fetch_all(&mut *conn)
@@ -474,7 +358,7 @@ impl Store for PostgresStore {
             started.iter().map(|(id, at)| (id.as_str(), *at)).unzip();
         let (ids, at) = (&ids, &at);
         retry_tx(|| async move {
-            let mut conn = self.conns.get().await?;
+            let mut conn = self.sql.conns.get().await?;
             let res = sqlx::query(
                 "UPDATE spikard_tasks.jobs j SET started_at = u.at \
                  FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
@@ -518,9 +402,9 @@ impl Store for PostgresStore {
         let sql = &sql;
         retry_tx(|| async move {
             let res = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(self.clock.now_ms())
+                .bind(self.sql.clock.now_ms())
                 .bind(limit as i64)
-                .execute(&self.pool)
+                .execute(&self.sql.pool)
                 .await?;
             Ok::<_, TxError>(res.rows_affected())
         })
@@ -528,112 +412,31 @@ impl Store for PostgresStore {
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
-        let ids = ids.map(|ids| ids.to_vec());
-        let ids = &ids;
-        retry_tx(|| async move {
-            let res = sqlx::query(
-                "UPDATE spikard_tasks.jobs SET \
-                     status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
-                     attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
-                 WHERE locked_by = $1 AND status = 'running' AND ($2::text[] IS NULL OR id = ANY($2))",
-            )
-            .bind(worker)
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
-            Ok::<_, TxError>(res.rows_affected())
-        })
-        .await
+        self.sql.release(worker, ids).await
     }
 
     async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
-        let rows: Vec<(String, bool, i64)> = sqlx::query_as(
-            "SELECT status, (status = 'pending' AND run_at > $1) AS later, COUNT(*) \
-             FROM spikard_tasks.jobs WHERE queue = $2 GROUP BY 1, 2",
-        )
-        .bind(self.clock.now_ms())
-        .bind(queue)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut counts = QueueCounts::default();
-        for (status, later, n) in rows {
-            let status = if later {
-                JobStatus::Scheduled
-            } else {
-                JobStatus::parse(&status)?
-            };
-            counts.add(status, n as u64);
-        }
-        Ok(counts)
+        self.sql.counts(queue).await
     }
 
     async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
-        let res = sqlx::query(
-            "DELETE FROM spikard_tasks.jobs WHERE id IN (SELECT id FROM spikard_tasks.jobs \
-             WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(before_ms)
-        .bind(limit as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected())
+        self.sql.purge(before_ms, limit).await
     }
 
     async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
-        let rescued = rescue_rounds(self).await?;
-        let Some(before) = purge_before else {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        };
-        // One purging worker at a time: a session advisory lock, held on one connection
-        // while the rounds run on others; the server drops it if this process dies.
-        let mut lock = self.pool.acquire().await?;
-        let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(MAINTENANCE_LOCK)
-            .fetch_one(&mut *lock)
-            .await?;
-        if !leader {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        }
-        let purged = purge_rounds(self, before).await;
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(MAINTENANCE_LOCK)
-            .execute(&mut *lock)
-            .await;
-        if unlocked.is_err() {
-            // Never hand a connection that may still hold the lock back to the pool.
-            lock.close_on_drop();
-        }
-        Ok(Maintenance {
-            rescued,
-            purged: Some(purged?),
-        })
+        maintain_locked(self, purge_before, self.sql.purge_lock()).await
     }
 
     async fn close(&self) {
-        self.conns.close().await;
+        self.sql.conns.close().await;
     }
 
     fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+        self.sql.clock.now_ms()
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
-        // Only the query's round trip is measured (not waiting for or opening a
-        // connection), and the server's time is cut to whole ms like ours.
-        let mut conn = self.pool.acquire().await?;
-        let sent = now_ms();
-        let db: i64 = sqlx::query_scalar(
-            "SELECT floor(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
-        Ok(self.clock.observe(sent, db, now_ms()))
+        self.sql.sync_clock().await
     }
 
     fn spawn_listener(
@@ -641,41 +444,23 @@ impl Store for PostgresStore {
         queues: Vec<String>,
         wake: Arc<Notify>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let pool = self.pool.clone();
-        Some(tokio::spawn(async move {
-            let mut pause = Duration::from_millis(100);
-            loop {
-                match PgListener::connect_with(&pool).await {
-                    Ok(mut listener) => {
-                        if let Err(e) = listener.listen(CHANNEL).await {
-                            tracing::warn!(error = %e, "LISTEN failed; retrying");
-                        } else {
-                            pause = Duration::from_millis(100);
-                            // A job may have arrived while we were not listening.
-                            wake.notify_one();
-                            while let Ok(note) = listener.recv().await {
-                                if queues.iter().any(|q| q == note.payload()) {
-                                    wake.notify_one();
-                                }
-                            }
-                            tracing::warn!("LISTEN connection lost; reconnecting");
-                        }
+        let (pool, queues) = (self.sql.pool.clone(), Arc::new(queues));
+        Some(super::supervise("LISTEN connection", move || {
+            let (pool, queues, wake) = (pool.clone(), Arc::clone(&queues), Arc::clone(&wake));
+            async move {
+                let mut listener = PgListener::connect_with(&pool).await?;
+                listener.listen(CHANNEL).await?;
+                // A job may have arrived while we were not listening.
+                wake.notify_one();
+                while let Ok(note) = listener.recv().await {
+                    if queues.iter().any(|q| q == note.payload()) {
+                        wake.notify_one();
                     }
-                    Err(e) => tracing::warn!(error = %e, "LISTEN connection failed; retrying"),
                 }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                Ok::<_, sqlx::Error>(())
             }
         }))
     }
 }
 
-super::rows::sql_schedule_store!(
-    PostgresStore,
-    save: "INSERT INTO spikard_tasks.schedules (name, definition, last_tick, updated_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
-             definition = excluded.definition, updated_at = excluded.updated_at",
-    list: "SELECT name, definition, last_tick, updated_at FROM spikard_tasks.schedules ORDER BY name",
-    remove: "DELETE FROM spikard_tasks.schedules WHERE name = $1",
-    fire: "UPDATE spikard_tasks.schedules SET last_tick = $1 WHERE name = $2 AND last_tick < $3"
-);
+sql_schedule_store!(PostgresStore);

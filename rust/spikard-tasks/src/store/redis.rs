@@ -36,14 +36,13 @@ use redis::{
 };
 use serde_json::Value;
 
+use super::rows::{decode_json, CompletionColumns};
 use super::{
-    all_created, purge_rounds, rescue_rounds, Maintenance, Store, StoredSchedule, LOST,
-    LOST_UNSTARTED,
+    all_created, corrupt_job, fail_corrupt, maintain_locked, shown_status, Maintenance, Store,
+    StoredSchedule, Unlock, LOST, LOST_UNSTARTED,
 };
 use crate::error::{CoreError, CoreResult};
-use crate::job::{
-    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
-};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts};
 use crate::redact::{redact, Secrets};
 use crate::time::{duration_ms, now_ms, DbClock};
 
@@ -60,9 +59,6 @@ const RECONNECT_RETRIES: usize = 4;
 const PROMOTE_BATCH: usize = 1000;
 /// How long a worker may hold the maintenance lock before it expires by itself (ms).
 const MAINTENANCE_LOCK_MS: u64 = 15_000;
-/// Pause before the wake-up listener reconnects, doubled up to [`LISTEN_MAX_PAUSE`].
-const LISTEN_PAUSE: Duration = Duration::from_millis(100);
-const LISTEN_MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How often the listener pings its subscription connection to notice a dead peer.
 const LISTEN_PING: Duration = Duration::from_secs(15);
 
@@ -208,6 +204,29 @@ impl RedisStore {
         })
     }
 
+    /// Takes the maintenance lock: a key set with NX that expires by itself should this
+    /// process die (or stall) while it holds it.
+    async fn purge_lock(&self) -> CoreResult<Option<Unlock>> {
+        let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let mut take = SCRIPTS.maintenance.prepare_invoke();
+        take.arg(PREFIX).arg("take").arg(&token);
+        if self
+            .invoke::<i64>(&self.work, take.arg(MAINTENANCE_LOCK_MS))
+            .await?
+            != 1
+        {
+            return Ok(None);
+        }
+        let store = self.clone();
+        Ok(Some(Box::pin(async move {
+            let mut give = SCRIPTS.maintenance.prepare_invoke();
+            give.arg(PREFIX).arg("give").arg(&token).arg(0);
+            if let Err(e) = store.invoke::<i64>(&store.work, &give).await {
+                tracing::debug!(error = %e, "giving back the maintenance lock failed; it expires");
+            }
+        })))
+    }
+
     fn error(&self, err: RedisError) -> CoreError {
         CoreError::Backend(format!("redis: {}", self.secrets.scrub(&err.to_string())))
     }
@@ -258,13 +277,6 @@ fn corrupt(id: &str, what: &str) -> CoreError {
     CoreError::Backend(format!("corrupt job row {id}: {what}"))
 }
 
-fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| corrupt(id, &format!("{what} is not JSON ({e})")))
-    })
-    .transpose()
-}
-
 fn required(h: &mut HashMap<String, String>, field: &str, id: &str) -> CoreResult<String> {
     h.remove(field)
         .ok_or_else(|| corrupt(id, &format!("no {field}")))
@@ -293,11 +305,6 @@ fn required_number<T: std::str::FromStr>(
 fn record_from_hash(id: &str, mut h: HashMap<String, String>, now: i64) -> CoreResult<JobRecord> {
     let stored = JobStatus::parse(&required(&mut h, "status", id)?)?;
     let run_at_ms: i64 = required_number(&mut h, "run_at", id)?;
-    let status = if stored == JobStatus::Pending && run_at_ms > now {
-        JobStatus::Scheduled
-    } else {
-        stored
-    };
     let errors = match h.remove("errors") {
         Some(t) => serde_json::from_str(&t).map_err(|e| corrupt(id, &format!("errors ({e})")))?,
         None => Vec::new(),
@@ -305,7 +312,7 @@ fn record_from_hash(id: &str, mut h: HashMap<String, String>, now: i64) -> CoreR
     Ok(JobRecord {
         queue: required(&mut h, "queue", id)?,
         task: required(&mut h, "task", id)?,
-        status,
+        status: shown_status(stored, run_at_ms > now),
         attempts: required_number(&mut h, "attempts", id)?,
         max_attempts: required_number(&mut h, "max_attempts", id)?,
         priority: required_number(&mut h, "priority", id)?,
@@ -430,40 +437,14 @@ impl Store for RedisStore {
             match claimed_from_row(row) {
                 Ok(job) => jobs.push(job),
                 Err(err) => {
-                    // A corrupt job must not block the queue: fail it with the reason.
                     let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-                    let id = field(0);
-                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
                     let attempt = field(5).parse().unwrap_or(0);
-                    let job = ClaimedJob {
-                        id,
-                        queue: field(1),
-                        task: field(2),
-                        args: Value::Null,
-                        kwargs: Value::Null,
-                        attempt,
-                        max_attempts: 0,
-                        timeout: None,
-                        priority: 0,
-                        started_at_ms: None,
-                    };
-                    let error = AttemptError {
-                        attempt,
-                        error: err.to_string(),
-                        traceback: None,
-                        at_ms: now,
-                    };
-                    broken.push((job, Completion::Failed(error)));
+                    let names = (field(0), field(1), field(2));
+                    broken.push(corrupt_job(names, attempt, &err, now));
                 }
             }
         }
-        if !broken.is_empty() {
-            // Never lose the good jobs of this claim over it: if this write fails, the
-            // corrupt jobs' leases expire and they are failed on a later attempt.
-            if let Err(err) = self.complete(worker, broken).await {
-                tracing::warn!(error = %err, "failing corrupt jobs failed");
-            }
-        }
+        fail_corrupt(self, worker, broken).await;
         Ok(jobs)
     }
 
@@ -481,26 +462,15 @@ impl Store for RedisStore {
             .arg(worker)
             .arg(done.len());
         for (job, outcome) in &done {
-            let (result, run_at, error, reason) = match outcome {
-                Completion::Succeeded(v) => (Some(serde_json::to_string(v)?), None, None, None),
-                Completion::Retry { run_at_ms, error } => (
-                    None,
-                    Some(run_at_ms.to_string()),
-                    Some(serde_json::to_string(error)?),
-                    None,
-                ),
-                Completion::Failed(error) => {
-                    (None, None, Some(serde_json::to_string(error)?), None)
-                }
-                Completion::Cancelled { reason } => (None, None, None, reason.clone()),
-            };
+            let now = 0; // no time column is written from here
+            let c = CompletionColumns::new(outcome, now)?;
             inv.arg(&job.id)
                 .arg(job.attempt)
-                .arg(outcome.status().as_str())
-                .arg(opt(result.as_deref()))
-                .arg(opt(run_at.as_deref()))
-                .arg(opt(error.as_deref()))
-                .arg(opt(reason.as_deref()))
+                .arg(c.status)
+                .arg(opt(c.result.as_deref()))
+                .arg(opt(c.run_at_ms.map(|at| at.to_string()).as_deref()))
+                .arg(opt(c.error.as_deref()))
+                .arg(opt(c.cancel_reason.as_deref()))
                 .arg(opt(job.started_at_ms.map(|at| at.to_string()).as_deref()));
         }
         Ok(self.invoke::<usize>(&self.work, &inv).await?)
@@ -597,37 +567,7 @@ impl Store for RedisStore {
     }
 
     async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
-        let rescued = rescue_rounds(self).await?;
-        let Some(before) = purge_before else {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        };
-        // One purging worker at a time: a key set with NX that expires by itself should
-        // this process die (or stall) while it holds it.
-        let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-        let mut take = SCRIPTS.maintenance.prepare_invoke();
-        take.arg(PREFIX)
-            .arg("take")
-            .arg(&token)
-            .arg(MAINTENANCE_LOCK_MS);
-        if self.invoke::<i64>(&self.work, &take).await? != 1 {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        }
-        let purged = purge_rounds(self, before).await;
-        let mut give = SCRIPTS.maintenance.prepare_invoke();
-        give.arg(PREFIX).arg("give").arg(&token).arg(0);
-        if let Err(e) = self.invoke::<i64>(&self.work, &give).await {
-            tracing::debug!(error = %e, "giving back the maintenance lock failed; it expires");
-        }
-        Ok(Maintenance {
-            rescued,
-            purged: Some(purged?),
-        })
+        maintain_locked(self, purge_before, self.purge_lock()).await
     }
 
     async fn close(&self) {
@@ -661,25 +601,15 @@ impl Store for RedisStore {
         queues: Vec<String>,
         wake: Arc<tokio::sync::Notify>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let client = self.client.clone();
-        let secrets = self.secrets.clone();
+        let (client, secrets) = (self.client.clone(), self.secrets.clone());
         let channels: Vec<String> = queues.iter().map(|q| format!("{PREFIX}wake:{q}")).collect();
-        Some(tokio::spawn(async move {
-            let mut pause = LISTEN_PAUSE;
-            loop {
-                match listen(&client, &channels, &wake).await {
-                    Ok(()) => {
-                        pause = LISTEN_PAUSE;
-                        tracing::warn!("Redis wake-up subscription lost; reconnecting");
-                    }
-                    Err(e) => tracing::warn!(
-                        error = %secrets.scrub(&e.to_string()),
-                        retry_in = ?pause,
-                        "Redis wake-up subscription failed"
-                    ),
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(LISTEN_MAX_PAUSE);
+        let channels = Arc::new(channels);
+        Some(super::supervise("Redis wake-up subscription", move || {
+            let (client, channels) = (client.clone(), Arc::clone(&channels));
+            let (secrets, wake) = (Arc::clone(&secrets), Arc::clone(&wake));
+            async move {
+                let res = listen(&client, &channels, &wake).await;
+                res.map_err(|e| secrets.scrub(&e.to_string()))
             }
         }))
     }

@@ -1,0 +1,454 @@
+//! The logic the SQL stores share, generic over the sqlx driver: one implementation of
+//! every method that differs between SQLite, PostgreSQL and MySQL/MariaDB only in its
+//! SQL ([`Dialect`]), and the decoding of job rows.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type,
+};
+use tokio::sync::Notify;
+
+use super::conn_stack::Conns;
+use super::dialect::Dialect;
+use super::retry::{retry_tx, TxError};
+use super::rows::decode_json;
+use super::{shown_status, StoredSchedule, Unlock};
+use crate::error::{CoreError, CoreResult};
+use crate::job::{ClaimedJob, Completion, JobRecord, JobStatus, QueueCounts};
+use crate::time::{now_ms, DbClock};
+
+/// What every SQL store holds: its pool, the hot path's connections, the database's
+/// clock and its dialect.
+pub(crate) struct Sql<DB: Database> {
+    pub pool: Pool<DB>,
+    /// The hot path's connections (enqueue, get, claim, outcomes, heartbeats).
+    pub conns: Conns<DB>,
+    /// The database's clock (leases and run_at are compared on it).
+    pub clock: Arc<DbClock>,
+    pub d: &'static Dialect,
+}
+
+impl<DB: Database> Clone for Sql<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            conns: self.conns.clone(),
+            clock: Arc::clone(&self.clock),
+            d: self.d,
+        }
+    }
+}
+
+impl<DB: Database> std::fmt::Debug for Sql<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sql").field("conns", &self.conns).finish()
+    }
+}
+
+/// The rows a statement changed (each driver has its own result type).
+pub(crate) trait Affected {
+    fn n(&self) -> u64;
+}
+
+macro_rules! affected {
+    ($($feature:literal: $result:ty),*) => {$(
+        #[cfg(feature = $feature)]
+        impl Affected for $result {
+            fn n(&self) -> u64 {
+                self.rows_affected()
+            }
+        }
+    )*};
+}
+
+affected!(
+    "sqlite": sqlx::sqlite::SqliteQueryResult,
+    "postgres": sqlx::postgres::PgQueryResult,
+    "mysql": sqlx::mysql::MySqlQueryResult
+);
+
+/// `?, ?, …` with `n` placeholders.
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+impl<DB> Sql<DB>
+where
+    DB: Database<QueryResult: Affected>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'r> String: Decode<'r, DB> + Type<DB>,
+    for<'r> i64: Decode<'r, DB>,
+    for<'r> i32: Decode<'r, DB> + Type<DB>,
+    for<'r> bool: Decode<'r, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// A store on `pool` whose hot path keeps at most `hot` connections open.
+    pub(crate) fn new(pool: Pool<DB>, hot: usize, d: &'static Dialect) -> Self {
+        Self {
+            conns: Conns::new(pool.clone(), hot),
+            pool,
+            clock: Arc::default(),
+            d,
+        }
+    }
+
+    /// Runs the dialect's schema statements.
+    pub(crate) async fn setup(&self, conn: &mut DB::Connection) -> Result<(), sqlx::Error> {
+        for statement in self.d.schema {
+            sqlx::raw_sql(AssertSqlSafe(*statement))
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// `IN (…)` placeholders for `n` values whose first is bind number `first`.
+    fn list(&self, first: usize, n: usize) -> String {
+        if !self.d.numbered {
+            return placeholders(n);
+        }
+        let numbers: Vec<String> = (first..first + n).map(|i| format!("${i}")).collect();
+        numbers.join(", ")
+    }
+
+    pub(crate) async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
+        let mut conn = self.conns.get().await?;
+        let row = sqlx::query(AssertSqlSafe(self.d.get))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        conn.release();
+        let now = self.clock.now_ms();
+        row.as_ref().map(|r| record_from_row(r, now)).transpose()
+    }
+
+    /// Cancels a job that has not started; when that matched nothing, asks a running one
+    /// to stop. Retried whole if the database aborts it.
+    pub(crate) async fn cancel(&self, id: &str) -> CoreResult<bool> {
+        retry_tx(|| async move {
+            let now = self.clock.now_ms();
+            let sql = AssertSqlSafe(self.d.cancel);
+            let done = sqlx::query(sql).bind(now).bind(id).execute(&self.pool);
+            if done.await?.n() > 0 {
+                return Ok(true);
+            }
+            let ask = sqlx::query(AssertSqlSafe(self.d.ask_cancel)).bind(id);
+            Ok::<_, TxError>(ask.execute(&self.pool).await?.n() > 0)
+        })
+        .await
+    }
+
+    pub(crate) async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
+        let sql = match ids {
+            None => self.d.release.to_owned(),
+            Some([]) => return Ok(0),
+            Some(ids) => format!("{} AND id IN ({})", self.d.release, self.list(2, ids.len())),
+        };
+        let sql = &sql;
+        retry_tx(|| async move {
+            let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(worker);
+            for id in ids.unwrap_or_default() {
+                q = q.bind(id.as_str());
+            }
+            Ok::<_, TxError>(q.execute(&self.pool).await?.n())
+        })
+        .await
+    }
+
+    pub(crate) async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
+        let rows = sqlx::query(AssertSqlSafe(self.d.counts))
+            .bind(self.clock.now_ms())
+            .bind(queue)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut counts = QueueCounts::default();
+        for row in rows {
+            let stored = JobStatus::parse(&row.try_get::<String, _>(0)?)?;
+            let status = shown_status(stored, row.try_get::<bool, _>(1)?);
+            counts.add(status, row.try_get::<i64, _>(2)? as u64);
+        }
+        Ok(counts)
+    }
+
+    pub(crate) async fn purge(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
+        let res = sqlx::query(AssertSqlSafe(self.d.purge))
+            .bind(before_ms)
+            .bind(limit as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.n())
+    }
+
+    /// The unfinished job holding `key` in `queue`, read on `conn`.
+    pub(crate) async fn unique_holder(
+        &self,
+        conn: &mut DB::Connection,
+        queue: &str,
+        key: &str,
+    ) -> Result<Option<String>, sqlx::Error> {
+        let row = sqlx::query(AssertSqlSafe(self.d.unique_holder))
+            .bind(queue)
+            .bind(key)
+            .fetch_optional(conn)
+            .await?;
+        row.map(|r| r.try_get::<String, _>(0)).transpose()
+    }
+
+    /// Measures the offset of the database's clock ([`super::Store::sync_clock`]).
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    pub(crate) async fn sync_clock(&self) -> CoreResult<i64> {
+        // Only the query's round trip is measured (not waiting for or opening a
+        // connection), and the server's time is cut to whole ms like ours.
+        let mut conn = self.pool.acquire().await?;
+        let sent = now_ms();
+        let row = sqlx::query(AssertSqlSafe(self.d.clock))
+            .fetch_one(&mut *conn)
+            .await?;
+        let db: i64 = row.try_get(0)?;
+        Ok(self.clock.observe(sent, db, now_ms()))
+    }
+
+    /// Takes the maintenance lock ([`super::maintain_locked`]): held by one connection's
+    /// session while the purge runs on others.
+    #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
+    pub(crate) async fn purge_lock(&self) -> CoreResult<Option<Unlock>> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(AssertSqlSafe(self.d.lock))
+            .fetch_one(&mut *conn)
+            .await?;
+        if !row.try_get::<bool, _>(0)? {
+            return Ok(None);
+        }
+        let unlock = AssertSqlSafe(self.d.unlock);
+        Ok(Some(Box::pin(async move {
+            if sqlx::query(unlock).execute(&mut *conn).await.is_err() {
+                // Never hand a connection that may still hold the lock back to the pool.
+                conn.close_on_drop();
+            }
+        })))
+    }
+
+    /// A watcher for databases without notifications: a dedicated connection runs `sql`
+    /// every `interval` and wakes the worker whenever its answer moves (and on the first
+    /// answer after each connect: jobs may have come while nobody watched).
+    pub(crate) fn watch<T>(
+        &self,
+        what: &'static str,
+        sql: &'static str,
+        interval: Duration,
+        wake: Arc<Notify>,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        T: for<'r> Decode<'r, DB> + Type<DB> + PartialEq + Send + 'static,
+    {
+        let options = self.pool.connect_options();
+        super::supervise(what, move || {
+            let (options, wake) = (Arc::clone(&options), Arc::clone(&wake));
+            async move {
+                let mut conn = sqlx::ConnectOptions::connect(&*options).await?;
+                let mut last: Option<T> = None;
+                loop {
+                    let row = match sqlx::query(AssertSqlSafe(sql)).fetch_one(&mut conn).await {
+                        Ok(row) => row,
+                        Err(_) => return Ok::<_, sqlx::Error>(()),
+                    };
+                    let seen: T = row.try_get(0)?;
+                    if last.as_ref() != Some(&seen) {
+                        wake.notify_one();
+                    }
+                    last = Some(seen);
+                    tokio::time::sleep(interval).await;
+                }
+            }
+        })
+    }
+
+    pub(crate) async fn save_schedule(&self, name: &str, def: &str, now: i64) -> CoreResult<()> {
+        sqlx::query(AssertSqlSafe(self.d.save_schedule))
+            .bind(name)
+            .bind(def)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>> {
+        let rows = sqlx::query(AssertSqlSafe(self.d.list_schedules))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredSchedule {
+                    name: r.try_get(0)?,
+                    definition: r.try_get(1)?,
+                    last_tick_ms: r.try_get(2)?,
+                    updated_at_ms: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
+        let sql = AssertSqlSafe(self.d.remove_schedule);
+        let res = sqlx::query(sql).bind(name).execute(&self.pool).await?;
+        Ok(res.n() > 0)
+    }
+
+    /// Claims tick `tick_ms` of schedule `name` inside `tx` (see
+    /// [`super::ScheduleStore::fire_schedule`]); true if this call won it.
+    pub(crate) async fn win_tick(
+        &self,
+        conn: &mut DB::Connection,
+        name: &str,
+        tick_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let res = sqlx::query(AssertSqlSafe(self.d.fire_schedule))
+            .bind(tick_ms)
+            .bind(name)
+            .bind(tick_ms)
+            .execute(conn)
+            .await?;
+        Ok(res.n() == 1)
+    }
+}
+
+/// The row of a job as a record; `now` (the store's clock) tells `scheduled` from
+/// `pending`.
+pub(crate) fn record_from_row<R>(row: &R, now: i64) -> CoreResult<JobRecord>
+where
+    R: Row,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let id: String = row.try_get("id")?;
+    let stored = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
+    let run_at_ms: i64 = row.try_get("run_at")?;
+    let errors = match decode_json(row.try_get("errors")?, "errors", &id)? {
+        Some(v) => serde_json::from_value(v)
+            .map_err(|e| CoreError::Backend(format!("corrupt job row {id}: errors ({e})")))?,
+        None => Vec::new(),
+    };
+    Ok(JobRecord {
+        queue: row.try_get("queue")?,
+        task: row.try_get("task")?,
+        status: shown_status(stored, run_at_ms > now),
+        attempts: row.try_get::<i32, _>("attempts")? as u32,
+        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+        priority: row.try_get("priority")?,
+        run_at_ms,
+        args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
+        kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
+        result: decode_json(row.try_get("result")?, "result", &id)?,
+        errors,
+        cancel_reason: row.try_get("cancel_reason")?,
+        unique_key: row.try_get("unique_key")?,
+        enqueued_at_ms: row.try_get("enqueued_at")?,
+        started_at_ms: row.try_get("started_at")?,
+        finished_at_ms: row.try_get("finished_at")?,
+        id,
+    })
+}
+
+/// The claimed rows as jobs, each with its `run_at` (the attempt counted `bump` more
+/// than the row says: MySQL reads its rows before counting), and the corrupt ones as the
+/// outcomes that fail them ([`super::corrupt_job`]).
+#[allow(clippy::type_complexity)]
+pub(crate) fn claimed_from_rows<R>(
+    rows: &[R],
+    bump: u32,
+    now: i64,
+) -> CoreResult<(Vec<(ClaimedJob, i64)>, Vec<(ClaimedJob, Completion)>)>
+where
+    R: Row,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut broken = Vec::new();
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let attempt = row.try_get::<i32, _>("attempts")? as u32 + bump;
+        let job = (|| {
+            Ok::<_, CoreError>(ClaimedJob {
+                queue: row.try_get("queue")?,
+                task: row.try_get("task")?,
+                args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
+                kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
+                attempt,
+                max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
+                timeout: row
+                    .try_get::<Option<i64>, _>("timeout_ms")?
+                    .map(|ms| ms as f64 / 1000.0),
+                priority: row.try_get("priority")?,
+                started_at_ms: None,
+                id: id.clone(),
+            })
+        })();
+        match job {
+            Ok(job) => jobs.push((job, row.try_get("run_at")?)),
+            Err(err) => {
+                let names = (id, row.try_get("queue")?, row.try_get("task")?);
+                broken.push(super::corrupt_job(names, attempt, &err, now));
+            }
+        }
+    }
+    Ok((jobs, broken))
+}
+
+/// Implements [`ScheduleStore`](super::ScheduleStore) for a SQL store (field `sql`) that
+/// provides `begin_write()` and `insert_jobs(tx, rows)`.
+macro_rules! sql_schedule_store {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::ScheduleStore for $ty {
+            async fn save_schedule(&self, name: &str, def: &str, now: i64) -> CoreResult<()> {
+                self.sql.save_schedule(name, def, now).await
+            }
+
+            async fn schedules(&self) -> CoreResult<Vec<$crate::store::StoredSchedule>> {
+                self.sql.schedules().await
+            }
+
+            async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
+                self.sql.remove_schedule(name).await
+            }
+
+            async fn fire_schedule(
+                &self,
+                name: &str,
+                tick_ms: i64,
+                job: Option<JobRow>,
+            ) -> CoreResult<Option<Enqueued>> {
+                let job = &job;
+                $crate::store::retry::retry_tx(|| async move {
+                    let mut tx = self.begin_write().await?;
+                    let won = self.sql.win_tick(&mut *tx, name, tick_ms).await?;
+                    let out = match (won, job) {
+                        (true, Some(job)) => self
+                            .insert_jobs(&mut tx, std::slice::from_ref(job))
+                            .await?
+                            .pop(),
+                        _ => None,
+                    };
+                    tx.commit().await?;
+                    Ok::<_, $crate::store::retry::TxError>(out)
+                })
+                .await
+            }
+        }
+    };
+}
+
+pub(crate) use sql_schedule_store;
