@@ -1,102 +1,106 @@
 //! The SQL each dialect speaks, in one table per backend: the schema and the statements
-//! that the shared implementation ([`super::sql`]) runs. Statements whose shape depends
-//! on the backend (claims, outcomes, inserts, rescues) stay with their store.
+//! the shared implementation ([`super::sql`]) runs. Statements whose shape depends on
+//! the backend (claims, outcomes, inserts, heartbeats) stay with their store.
 
-/// One backend's SQL. Binds are listed per statement; `?` stands for the dialect's
-/// placeholders (`$1`, `$2`, … on PostgreSQL).
+/// One backend's SQL; the binds of each statement are listed in [`dialect!`].
+#[derive(Debug)]
 #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
 pub(crate) struct Dialect {
+    pub jobs: &'static str,
     /// Statements that set up the schema (idempotent), run one by one.
     pub schema: &'static [&'static str],
     /// Placeholders are numbered (`$1`, …) rather than `?`.
     pub numbered: bool,
-    /// A job by id (binds: id).
     pub get: &'static str,
-    /// Cancels a job that has not started (binds: now, id).
     pub cancel: &'static str,
-    /// Asks a running job to stop (binds: id).
     pub ask_cancel: &'static str,
-    /// Puts jobs of a worker back (binds: worker); `AND id IN (…)` is appended for ids.
     pub release: &'static str,
-    /// `(status, pending and due later, count)` of a queue (binds: now, queue).
     pub counts: &'static str,
-    /// Deletes finished jobs (binds: before, limit).
     pub purge: &'static str,
-    /// The id of the unfinished job holding a unique key (binds: queue, key).
     pub unique_holder: &'static str,
-    /// The database's time in ms (not for SQLite: it uses this machine's clock).
+    /// The rescue statement's parts ([`super::sql::Sql::rescue`]; not MySQL's): the
+    /// latest error entry's attempt and error, the start of an expression appending the
+    /// JSON object whose fields follow (closed by `))`), and the end of the pick.
+    pub last_entry: [&'static str; 2],
+    pub append_entry: &'static str,
+    pub rescue_pick: &'static str,
+    /// The database's time in ms (not SQLite's: it uses this machine's clock).
     pub clock: &'static str,
     /// Takes the maintenance lock without waiting (true if taken) / gives it back.
     pub lock: &'static str,
     pub unlock: &'static str,
-    /// Schedules: save (binds: name, definition, now, now), list, remove (binds: name),
-    /// fire (binds: tick, name, tick).
     pub save_schedule: &'static str,
     pub list_schedules: &'static str,
     pub remove_schedule: &'static str,
     pub fire_schedule: &'static str,
 }
 
-/// The columns of a job record (the `errors` column as text).
-macro_rules! columns {
-    ($errors:literal) => {
-        concat!(
-            "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, run_at, ",
-            "timeout_ms, unique_key, result, ",
-            $errors,
-            ", cancel_reason, enqueued_at, started_at, finished_at"
-        )
-    };
-}
-
-/// Puts a worker's running jobs back without counting the attempt (MySQL evaluates SET
-/// left to right: status is computed before attempts is decremented).
-macro_rules! release {
-    ($table:literal, $worker:literal) => {
-        concat!(
-            "UPDATE ",
-            $table,
-            " SET ",
-            "status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, ",
-            "attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL ",
-            "WHERE locked_by = ",
-            $worker,
-            " AND status = 'running'"
-        )
+/// A [`Dialect`]: the statements alike in every dialect from its table names, its
+/// placeholders `$p` and the `errors` column as text, then the rest as given.
+macro_rules! dialect {
+    (
+        $jobs:literal, $schedules:literal, [$p1:literal, $p2:literal, $p3:literal, $p4:literal],
+        errors: $errors:literal, upsert: $upsert:literal, $($field:ident: $value:expr,)*
+    ) => {
+        Dialect {
+            jobs: $jobs,
+            // binds: id
+            get: concat!("SELECT id, queue, task, args, kwargs, status, priority, attempts, \
+                max_attempts, run_at, timeout_ms, unique_key, result, ", $errors, ", \
+                cancel_reason, enqueued_at, started_at, finished_at FROM ", $jobs,
+                " WHERE id = ", $p1),
+            // binds: now, id
+            cancel: concat!("UPDATE ", $jobs, " SET status = 'cancelled', finished_at = ", $p1,
+                ", cancel_reason = 'cancelled by request' WHERE id = ", $p2,
+                " AND status IN ('pending', 'retrying')"),
+            // binds: id
+            ask_cancel: concat!("UPDATE ", $jobs, " SET cancel_requested = TRUE WHERE id = ", $p1,
+                " AND status = 'running'"),
+            // binds: worker, then ids of an `AND id IN (…)` appended. MySQL evaluates SET left
+            // to right: status is computed before attempts is decremented.
+            release: concat!("UPDATE ", $jobs, " SET \
+                status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
+                attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
+                WHERE locked_by = ", $p1, " AND status = 'running'"),
+            // binds: now, queue; (status, pending and due later, count)
+            counts: concat!("SELECT status, (status = 'pending' AND run_at > ", $p1, ") AS later, \
+                COUNT(*) FROM ", $jobs, " WHERE queue = ", $p2, " GROUP BY 1, 2"),
+            // binds: queue, key
+            unique_holder: concat!("SELECT id FROM ", $jobs, " WHERE queue = ", $p1,
+                " AND unique_key = ", $p2, " AND status IN ('pending', 'running', 'retrying')"),
+            // binds: name, definition, now, now
+            save_schedule: concat!("INSERT INTO ", $schedules, " (name, definition, last_tick, \
+                updated_at) VALUES (", $p1, ", ", $p2, ", ", $p3, ", ", $p4, ") ", $upsert),
+            list_schedules: concat!("SELECT name, definition, last_tick, updated_at FROM ",
+                $schedules, " ORDER BY name"),
+            // binds: name
+            remove_schedule: concat!("DELETE FROM ", $schedules, " WHERE name = ", $p1),
+            // binds: tick, name, tick
+            fire_schedule: concat!("UPDATE ", $schedules, " SET last_tick = ", $p1,
+                " WHERE name = ", $p2, " AND last_tick < ", $p3),
+            $($field: $value,)*
+        }
     };
 }
 
 #[cfg(feature = "sqlite")]
-pub(crate) const SQLITE: Dialect = Dialect {
+pub(crate) const SQLITE: Dialect = dialect!(
+    "spikard_jobs", "spikard_schedules", ["?", "?", "?", "?"],
+    errors: "errors",
+    upsert: "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
+        updated_at = excluded.updated_at",
     schema: &[SQLITE_SCHEMA],
     numbered: false,
-    get: concat!(
-        "SELECT ",
-        columns!("errors"),
-        " FROM spikard_jobs WHERE id = ?"
-    ),
-    cancel: "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
-             cancel_reason = 'cancelled by request' \
-             WHERE id = ? AND status IN ('pending', 'retrying')",
-    ask_cancel: "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'",
-    release: release!("spikard_jobs", "?"),
-    counts: "SELECT status, (status = 'pending' AND run_at > ?) AS later, COUNT(*) AS n \
-             FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
+    // binds: before, limit (and the same for every dialect)
     purge: "DELETE FROM spikard_jobs WHERE id IN (SELECT id FROM spikard_jobs \
-            WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
-    unique_holder: "SELECT id FROM spikard_jobs WHERE queue = ? AND unique_key = ? \
-                    AND status IN ('pending', 'running', 'retrying')",
+        WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
+    last_entry: ["json_extract(errors, '$[#-1].attempt')", "json_extract(errors, '$[#-1].error')"],
+    append_entry: "json_insert(COALESCE(errors, '[]'), '$[#]', json_object(",
+    rescue_pick: "LIMIT ?2",
     clock: "",
     lock: "",
     unlock: "",
-    save_schedule: "INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) \
-                    VALUES (?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
-                    definition = excluded.definition, updated_at = excluded.updated_at",
-    list_schedules:
-        "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
-    remove_schedule: "DELETE FROM spikard_schedules WHERE name = ?",
-    fire_schedule: "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?",
-};
+);
 
 #[cfg(feature = "sqlite")]
 const SQLITE_SCHEMA: &str = r#"
@@ -145,39 +149,23 @@ INSERT OR IGNORE INTO spikard_meta (key, value) VALUES ('schema_version', '1');
 "#;
 
 #[cfg(feature = "postgres")]
-pub(crate) const POSTGRES: Dialect = Dialect {
+pub(crate) const POSTGRES: Dialect = dialect!(
+    "spikard_tasks.jobs", "spikard_tasks.schedules", ["$1", "$2", "$3", "$4"],
+    errors: "errors::text AS errors",
+    upsert: "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
+        updated_at = excluded.updated_at",
     schema: &[POSTGRES_SCHEMA],
     numbered: true,
-    get: concat!(
-        "SELECT ",
-        columns!("errors::text AS errors"),
-        " FROM spikard_tasks.jobs WHERE id = $1"
-    ),
-    cancel: "UPDATE spikard_tasks.jobs SET status = 'cancelled', finished_at = $1, \
-             cancel_reason = 'cancelled by request' \
-             WHERE id = $2 AND status IN ('pending', 'retrying')",
-    ask_cancel: "UPDATE spikard_tasks.jobs SET cancel_requested = TRUE \
-                 WHERE id = $1 AND status = 'running'",
-    release: release!("spikard_tasks.jobs", "$1"),
-    counts: "SELECT status, (status = 'pending' AND run_at > $1) AS later, COUNT(*) \
-             FROM spikard_tasks.jobs WHERE queue = $2 GROUP BY 1, 2",
     purge: "DELETE FROM spikard_tasks.jobs WHERE id IN (SELECT id FROM spikard_tasks.jobs \
-            WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
-    unique_holder: "SELECT id FROM spikard_tasks.jobs WHERE queue = $1 AND unique_key = $2 \
-                    AND status IN ('pending', 'running', 'retrying')",
+        WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    last_entry: ["(errors->-1->>'attempt')::int", "errors->-1->>'error'"],
+    append_entry: "COALESCE(errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(",
+    rescue_pick: "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
     clock: "SELECT floor(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::bigint",
     // A session advisory lock ("spkt" in ASCII), dropped by the server if we die.
     lock: "SELECT pg_try_advisory_lock(1936747380)",
     unlock: "SELECT pg_advisory_unlock(1936747380)",
-    save_schedule: "INSERT INTO spikard_tasks.schedules (name, definition, last_tick, updated_at) \
-                    VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET \
-                    definition = excluded.definition, updated_at = excluded.updated_at",
-    list_schedules: "SELECT name, definition, last_tick, updated_at FROM spikard_tasks.schedules \
-                     ORDER BY name",
-    remove_schedule: "DELETE FROM spikard_tasks.schedules WHERE name = $1",
-    fire_schedule: "UPDATE spikard_tasks.schedules SET last_tick = $1 \
-                    WHERE name = $2 AND last_tick < $3",
-};
+);
 
 #[cfg(feature = "postgres")]
 const POSTGRES_SCHEMA: &str = r#"
@@ -231,36 +219,23 @@ INSERT INTO spikard_tasks.meta (key, value) VALUES ('schema_version', '1') ON CO
 "#;
 
 #[cfg(feature = "mysql")]
-pub(crate) const MYSQL: Dialect = Dialect {
+pub(crate) const MYSQL: Dialect = dialect!(
+    "spikard_jobs", "spikard_schedules", ["?", "?", "?", "?"],
+    errors: "errors",
+    upsert: "ON DUPLICATE KEY UPDATE definition = VALUES(definition), \
+        updated_at = VALUES(updated_at)",
     schema: &[MYSQL_SCHEMA, MYSQL_SCHEDULES],
     numbered: false,
-    get: concat!(
-        "SELECT ",
-        columns!("errors"),
-        " FROM spikard_jobs WHERE id = ?"
-    ),
-    cancel: "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
-             cancel_reason = 'cancelled by request' \
-             WHERE id = ? AND status IN ('pending', 'retrying')",
-    ask_cancel: "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'",
-    release: release!("spikard_jobs", "?"),
-    counts: "SELECT status, CAST(status = 'pending' AND run_at > ? AS SIGNED) AS later, \
-             CAST(COUNT(*) AS SIGNED) FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
     purge: "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
-            ORDER BY finished_at LIMIT ?",
-    unique_holder: "",
+        ORDER BY finished_at LIMIT ?",
+    last_entry: ["", ""],
+    append_entry: "",
+    rescue_pick: "",
     clock: "SELECT CAST(FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)",
     // A named lock of the server, held by one connection's session; dropped if we die.
     lock: "SELECT COALESCE(GET_LOCK('spikard_tasks.maintenance', 0), 0) = 1",
     unlock: "SELECT RELEASE_LOCK('spikard_tasks.maintenance')",
-    save_schedule: "INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) \
-                    VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE \
-                    definition = VALUES(definition), updated_at = VALUES(updated_at)",
-    list_schedules:
-        "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
-    remove_schedule: "DELETE FROM spikard_schedules WHERE name = ?",
-    fire_schedule: "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?",
-};
+);
 
 #[cfg(feature = "mysql")]
 const MYSQL_SCHEMA: &str = r#"

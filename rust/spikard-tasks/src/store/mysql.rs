@@ -15,8 +15,8 @@ use sqlx::{AssertSqlSafe, Connection, MySql, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::retry::{retry_tx, TxError};
-use super::rows::{insert_jobs_query, CompletionColumns};
-use super::sql::{claimed_from_rows, placeholders, sql_schedule_store, Sql};
+use super::rows::{claimed_rows, insert_jobs_query, CompletionColumns};
+use super::sql::{placeholders, sql_schedule_store, Sql};
 use super::{all_created, fail_corrupt, maintain_locked, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
@@ -252,7 +252,7 @@ impl MySqlStore {
         conn.release();
         // The rows were read before the update counted this attempt.
         let rows: Vec<MySqlRow> = picked.into_iter().map(|(_, row)| row).collect();
-        claimed_from_rows(&rows, 1, now).map_err(TxError::from)
+        claimed_rows(&rows, 1, now).map_err(TxError::from)
     }
 }
 

@@ -10,13 +10,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, Postgres};
-use sqlx::AssertSqlSafe;
 use tokio::sync::Notify;
 
 use super::retry::{retry_tx, TxError};
-use super::rows::{in_claim_order, CompletionColumns};
-use super::sql::{claimed_from_rows, sql_schedule_store, Sql};
-use super::{all_created, fail_corrupt, maintain_locked, Maintenance, Store, LOST, LOST_UNSTARTED};
+use super::rows::{claimed_rows, in_claim_order, CompletionColumns};
+use super::sql::{sql_schedule_store, Sql};
+use super::{all_created, fail_corrupt, maintain_locked, Maintenance, Store};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
 use crate::time::duration_ms;
@@ -243,7 +242,7 @@ impl Store for PostgresStore {
             .fetch_all(&mut *conn)
             .await?;
             conn.release();
-            Ok::<_, TxError>(claimed_from_rows(&rows, 0, now)?)
+            Ok::<_, TxError>(claimed_rows(&rows, 0, now)?)
         })
         .await?;
         fail_corrupt(self, worker, broken).await;
@@ -376,39 +375,7 @@ impl Store for PostgresStore {
     }
 
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
-        // `counted`: the attempt ran (its start was recorded), or it is the second
-        // rescue of the same unrecorded attempt. Every expression reads the old row.
-        let counted = format!(
-            "(started_at IS NOT NULL OR ((errors->-1->>'attempt')::int = attempts \
-             AND errors->-1->>'error' = '{LOST_UNSTARTED}'))"
-        );
-        let sql = format!(
-            "UPDATE spikard_tasks.jobs SET \
-                 status = CASE WHEN {counted} THEN \
-                     CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END \
-                     ELSE CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END END, \
-                 finished_at = CASE WHEN {counted} AND attempts >= max_attempts \
-                     THEN $1 ELSE NULL END, \
-                 errors = COALESCE(errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object( \
-                     'attempt', attempts, \
-                     'error', CASE WHEN {counted} THEN '{LOST}' ELSE '{LOST_UNSTARTED}' END, \
-                     'traceback', NULL, 'at_ms', $1)), \
-                 attempts = CASE WHEN {counted} THEN attempts ELSE attempts - 1 END, \
-                 run_at = $1, locked_by = NULL, lease_until = NULL \
-             WHERE id IN (SELECT id FROM spikard_tasks.jobs \
-                 WHERE status = 'running' AND lease_until < $1 \
-                 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)"
-        );
-        let sql = &sql;
-        retry_tx(|| async move {
-            let res = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(self.sql.clock.now_ms())
-                .bind(limit as i64)
-                .execute(&self.sql.pool)
-                .await?;
-            Ok::<_, TxError>(res.rows_affected())
-        })
-        .await
+        self.sql.rescue(limit).await
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {

@@ -34,12 +34,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
     AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
 };
-use serde_json::Value;
 
-use super::rows::{decode_json, CompletionColumns};
+use super::rows::{claimed_rows, corrupt, record_from, CompletionColumns, Fields};
 use super::{
-    all_created, corrupt_job, fail_corrupt, maintain_locked, shown_status, Maintenance, Store,
-    StoredSchedule, Unlock, LOST, LOST_UNSTARTED,
+    all_created, fail_corrupt, maintain_locked, Maintenance, Store, StoredSchedule, Unlock, LOST,
+    LOST_UNSTARTED,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts};
@@ -273,61 +272,71 @@ fn opt(value: Option<&str>) -> String {
     value.map_or_else(String::new, |v| format!("={v}"))
 }
 
-fn corrupt(id: &str, what: &str) -> CoreError {
-    CoreError::Backend(format!("corrupt job row {id}: {what}"))
+/// A job's hash (its id is the key's).
+struct Hash<'a>(&'a str, HashMap<String, String>);
+
+/// Fields of a claimed job, in the claim script's order.
+struct ClaimRow(Vec<Option<String>>);
+
+const CLAIM_FIELDS: [&str; 9] = [
+    "id",
+    "queue",
+    "task",
+    "args",
+    "kwargs",
+    "attempts",
+    "max_attempts",
+    "timeout_ms",
+    "priority",
+];
+
+impl Fields for Hash<'_> {
+    fn text(&self, name: &str) -> CoreResult<Option<String>> {
+        Ok(match name {
+            "id" => Some(self.0.to_owned()),
+            _ => self.1.get(name).cloned(),
+        })
+    }
+    fn int(&self, name: &str) -> CoreResult<Option<i32>> {
+        number(self.text(name)?, name, self.0)
+    }
+    fn big(&self, name: &str) -> CoreResult<Option<i64>> {
+        number(self.text(name)?, name, self.0)
+    }
 }
 
-fn required(h: &mut HashMap<String, String>, field: &str, id: &str) -> CoreResult<String> {
-    h.remove(field)
-        .ok_or_else(|| corrupt(id, &format!("no {field}")))
+impl ClaimRow {
+    fn id(&self) -> &str {
+        self.0
+            .first()
+            .and_then(|v| v.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+impl Fields for ClaimRow {
+    fn text(&self, name: &str) -> CoreResult<Option<String>> {
+        let i = CLAIM_FIELDS.iter().position(|f| *f == name);
+        Ok(i.and_then(|i| self.0.get(i).cloned().flatten()))
+    }
+    fn int(&self, name: &str) -> CoreResult<Option<i32>> {
+        number(self.text(name)?, name, self.id())
+    }
+    fn big(&self, name: &str) -> CoreResult<Option<i64>> {
+        number(self.text(name)?, name, self.id())
+    }
 }
 
 fn number<T: std::str::FromStr>(
     text: Option<String>,
-    field: &str,
+    name: &str,
     id: &str,
 ) -> CoreResult<Option<T>> {
-    text.map(|t| {
+    let parse = |t: String| {
         t.parse()
-            .map_err(|_| corrupt(id, &format!("{field} is not a number: {t:?}")))
-    })
-    .transpose()
-}
-
-fn required_number<T: std::str::FromStr>(
-    h: &mut HashMap<String, String>,
-    field: &str,
-    id: &str,
-) -> CoreResult<T> {
-    number(Some(required(h, field, id)?), field, id)?.ok_or_else(|| corrupt(id, field))
-}
-
-fn record_from_hash(id: &str, mut h: HashMap<String, String>, now: i64) -> CoreResult<JobRecord> {
-    let stored = JobStatus::parse(&required(&mut h, "status", id)?)?;
-    let run_at_ms: i64 = required_number(&mut h, "run_at", id)?;
-    let errors = match h.remove("errors") {
-        Some(t) => serde_json::from_str(&t).map_err(|e| corrupt(id, &format!("errors ({e})")))?,
-        None => Vec::new(),
+            .map_err(|_| corrupt(id, &format!("{name} is not a number: {t:?}")))
     };
-    Ok(JobRecord {
-        queue: required(&mut h, "queue", id)?,
-        task: required(&mut h, "task", id)?,
-        status: shown_status(stored, run_at_ms > now),
-        attempts: required_number(&mut h, "attempts", id)?,
-        max_attempts: required_number(&mut h, "max_attempts", id)?,
-        priority: required_number(&mut h, "priority", id)?,
-        run_at_ms,
-        args: decode_json(h.remove("args"), "args", id)?.unwrap_or(Value::Null),
-        kwargs: decode_json(h.remove("kwargs"), "kwargs", id)?.unwrap_or(Value::Null),
-        result: decode_json(h.remove("result"), "result", id)?,
-        errors,
-        cancel_reason: h.remove("cancel_reason"),
-        unique_key: h.remove("unique_key"),
-        enqueued_at_ms: required_number(&mut h, "enqueued_at", id)?,
-        started_at_ms: number(h.remove("started_at"), "started_at", id)?,
-        finished_at_ms: number(h.remove("finished_at"), "finished_at", id)?,
-        id: id.to_owned(),
-    })
+    text.map(parse).transpose()
 }
 
 /// Arguments of `enqueue.lua` (and of `fire.lua`, which runs it).
@@ -346,30 +355,6 @@ fn push_rows(inv: &mut ScriptInvocation<'_>, rows: &[JobRow], now: i64) {
             .arg(opt(r.unique_key.as_deref()))
             .arg(r.enqueued_at_ms);
     }
-}
-
-/// Fields of a claimed job, in the claim script's order.
-type ClaimRow = Vec<Option<String>>;
-
-fn claimed_from_row(row: &ClaimRow) -> CoreResult<ClaimedJob> {
-    let field = |i: usize| row.get(i).cloned().flatten();
-    let id = field(0).unwrap_or_default();
-    let need = |i: usize, name: &str| field(i).ok_or_else(|| corrupt(&id, &format!("no {name}")));
-    let num = |i: usize, name: &str| -> CoreResult<i64> {
-        number(Some(need(i, name)?), name, &id)?.ok_or_else(|| corrupt(&id, name))
-    };
-    Ok(ClaimedJob {
-        queue: need(1, "queue")?,
-        task: need(2, "task")?,
-        args: decode_json(field(3), "args", &id)?.unwrap_or(Value::Null),
-        kwargs: decode_json(field(4), "kwargs", &id)?.unwrap_or(Value::Null),
-        attempt: num(5, "attempts")? as u32,
-        max_attempts: num(6, "max_attempts")? as u32,
-        timeout: number::<i64>(field(7), "timeout_ms", &id)?.map(|ms| ms as f64 / 1000.0),
-        priority: num(8, "priority")? as i32,
-        started_at_ms: None,
-        id,
-    })
 }
 
 #[async_trait]
@@ -400,7 +385,7 @@ impl Store for RedisStore {
         if h.is_empty() {
             return Ok(None);
         }
-        record_from_hash(id, h, self.clock.now_ms()).map(Some)
+        record_from(&Hash(id, h), self.clock.now_ms()).map(Some)
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
@@ -430,22 +415,11 @@ impl Store for RedisStore {
         for queue in queues {
             inv.arg(queue);
         }
-        let rows: Vec<ClaimRow> = self.invoke(&self.work, &inv).await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        let mut broken = Vec::new();
-        for row in &rows {
-            match claimed_from_row(row) {
-                Ok(job) => jobs.push(job),
-                Err(err) => {
-                    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-                    let attempt = field(5).parse().unwrap_or(0);
-                    let names = (field(0), field(1), field(2));
-                    broken.push(corrupt_job(names, attempt, &err, now));
-                }
-            }
-        }
+        let rows: Vec<Vec<Option<String>>> = self.invoke(&self.work, &inv).await?;
+        let rows: Vec<ClaimRow> = rows.into_iter().map(ClaimRow).collect();
+        let (jobs, broken) = claimed_rows(&rows, 0, now)?;
         fail_corrupt(self, worker, broken).await;
-        Ok(jobs)
+        Ok(jobs.into_iter().map(|(job, _)| job).collect())
     }
 
     async fn complete(

@@ -1,18 +1,107 @@
-//! Row decoding and outcome columns shared by the stores.
+//! Job rows read and written the same way by every store: decoding (from a SQL row or a
+//! Redis hash) and outcome columns.
 
 use serde_json::Value;
 
+use super::{corrupt_job, shown_status};
 use crate::error::{CoreError, CoreResult};
-use crate::job::{ClaimedJob, Completion, Enqueued, JobRow};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus};
+
+/// A stored job's columns by name (`None`: NULL or absent).
+pub(crate) trait Fields {
+    fn text(&self, name: &str) -> CoreResult<Option<String>>;
+    /// An INTEGER column (`attempts`, `max_attempts`, `priority`).
+    fn int(&self, name: &str) -> CoreResult<Option<i32>>;
+    /// A BIGINT column (times in ms).
+    fn big(&self, name: &str) -> CoreResult<Option<i64>>;
+}
+
+pub(crate) fn corrupt(id: &str, what: &str) -> CoreError {
+    CoreError::Backend(format!("corrupt job row {id}: {what}"))
+}
+
+fn need<T>(value: Option<T>, id: &str, name: &str) -> CoreResult<T> {
+    value.ok_or_else(|| corrupt(id, &format!("no {name}")))
+}
 
 /// Parses a JSON column; a value that is not JSON marks the row corrupt.
-pub(crate) fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            CoreError::Backend(format!("corrupt job row {id}: {what} is not JSON ({e})"))
-        })
+fn json(f: &impl Fields, name: &str, id: &str) -> CoreResult<Option<Value>> {
+    let parse = |t: String| serde_json::from_str(&t);
+    let not_json = |e| corrupt(id, &format!("{name} is not JSON ({e})"));
+    f.text(name)?.map(parse).transpose().map_err(not_json)
+}
+
+/// The job as a record; `now` (the store's clock) tells `scheduled` from `pending`.
+pub(crate) fn record_from(f: &impl Fields, now: i64) -> CoreResult<JobRecord> {
+    let id = need(f.text("id")?, "", "id")?;
+    let stored = JobStatus::parse(&need(f.text("status")?, &id, "status")?)?;
+    let run_at_ms = need(f.big("run_at")?, &id, "run_at")?;
+    let errors = match json(f, "errors", &id)? {
+        Some(v) => serde_json::from_value(v).map_err(|e| corrupt(&id, &format!("errors ({e})")))?,
+        None => Vec::new(),
+    };
+    Ok(JobRecord {
+        queue: need(f.text("queue")?, &id, "queue")?,
+        task: need(f.text("task")?, &id, "task")?,
+        status: shown_status(stored, run_at_ms > now),
+        attempts: need(f.int("attempts")?, &id, "attempts")? as u32,
+        max_attempts: need(f.int("max_attempts")?, &id, "max_attempts")? as u32,
+        priority: need(f.int("priority")?, &id, "priority")?,
+        run_at_ms,
+        args: json(f, "args", &id)?.unwrap_or_default(),
+        kwargs: json(f, "kwargs", &id)?.unwrap_or_default(),
+        result: json(f, "result", &id)?,
+        errors,
+        cancel_reason: f.text("cancel_reason")?,
+        unique_key: f.text("unique_key")?,
+        enqueued_at_ms: need(f.big("enqueued_at")?, &id, "enqueued_at")?,
+        started_at_ms: f.big("started_at")?,
+        finished_at_ms: f.big("finished_at")?,
+        id,
     })
-    .transpose()
+}
+
+fn claimed_from(f: &impl Fields, id: &str, attempt: u32) -> CoreResult<ClaimedJob> {
+    Ok(ClaimedJob {
+        queue: need(f.text("queue")?, id, "queue")?,
+        task: need(f.text("task")?, id, "task")?,
+        args: json(f, "args", id)?.unwrap_or_default(),
+        kwargs: json(f, "kwargs", id)?.unwrap_or_default(),
+        attempt,
+        max_attempts: need(f.int("max_attempts")?, id, "max_attempts")? as u32,
+        timeout: f.big("timeout_ms")?.map(|ms| ms as f64 / 1000.0),
+        priority: need(f.int("priority")?, id, "priority")?,
+        started_at_ms: None,
+        id: id.to_owned(),
+    })
+}
+
+/// A claim's rows as jobs, each with its `run_at` (0 where the row has none), and the
+/// corrupt ones as the outcomes that fail them ([`super::corrupt_job`]). `bump` is added
+/// to each attempt (MySQL reads its rows before the claim counts the attempt).
+#[allow(clippy::type_complexity)]
+pub(crate) fn claimed_rows<F: Fields>(
+    rows: &[F],
+    bump: u32,
+    now: i64,
+) -> CoreResult<(Vec<(ClaimedJob, i64)>, Vec<(ClaimedJob, Completion)>)> {
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut broken = Vec::new();
+    for f in rows {
+        let text = |name| f.text(name).ok().flatten().unwrap_or_default();
+        let id = text("id");
+        let attempt = f.int("attempts").ok().flatten().unwrap_or(0) as u32 + bump;
+        match claimed_from(f, &id, attempt) {
+            Ok(job) => jobs.push((job, f.big("run_at")?.unwrap_or(0))),
+            Err(err) => broken.push(corrupt_job(
+                (id, text("queue"), text("task")),
+                attempt,
+                &err,
+                now,
+            )),
+        }
+    }
+    Ok((jobs, broken))
 }
 
 #[cfg(feature = "sqlite")]

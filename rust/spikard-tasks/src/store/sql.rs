@@ -13,10 +13,10 @@ use tokio::sync::Notify;
 use super::conn_stack::Conns;
 use super::dialect::Dialect;
 use super::retry::{retry_tx, TxError};
-use super::rows::decode_json;
-use super::{shown_status, StoredSchedule, Unlock};
-use crate::error::{CoreError, CoreResult};
-use crate::job::{ClaimedJob, Completion, JobRecord, JobStatus, QueueCounts};
+use super::rows::{record_from, Fields};
+use super::{shown_status, StoredSchedule, Unlock, LOST, LOST_UNSTARTED};
+use crate::error::CoreResult;
+use crate::job::{JobRecord, JobStatus, QueueCounts};
 use crate::time::{now_ms, DbClock};
 
 /// What every SQL store holds: its pool, the hot path's connections, the database's
@@ -125,7 +125,7 @@ where
             .await?;
         conn.release();
         let now = self.clock.now_ms();
-        row.as_ref().map(|r| record_from_row(r, now)).transpose()
+        row.as_ref().map(|r| record_from(r, now)).transpose()
     }
 
     /// Cancels a job that has not started; when that matched nothing, asks a running one
@@ -174,6 +174,47 @@ where
             counts.add(status, row.try_get::<i64, _>(2)? as u64);
         }
         Ok(counts)
+    }
+
+    /// Rescues expired leases in one statement (SQLite, PostgreSQL; binds: now, limit;
+    /// see [`super::Store::rescue_expired`]).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+    pub(crate) async fn rescue(&self, limit: usize) -> CoreResult<u64> {
+        let (d, p) = (self.d, if self.d.numbered { "$" } else { "?" });
+        let [attempt, error] = d.last_entry;
+        // `counted`: the attempt ran (its start was recorded), or it is the second
+        // rescue of the same unrecorded attempt. Every expression reads the old row.
+        let counted = format!(
+            "(started_at IS NOT NULL OR ({attempt} = attempts AND {error} = '{LOST_UNSTARTED}'))"
+        );
+        let sql = format!(
+            "UPDATE {jobs} SET \
+                 status = CASE WHEN {counted} THEN \
+                     CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END \
+                     ELSE CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END END, \
+                 finished_at = CASE WHEN {counted} AND attempts >= max_attempts \
+                     THEN {p}1 ELSE NULL END, \
+                 errors = {append}'attempt', attempts, \
+                     'error', CASE WHEN {counted} THEN '{LOST}' ELSE '{LOST_UNSTARTED}' END, \
+                     'traceback', NULL, 'at_ms', {p}1)), \
+                 attempts = CASE WHEN {counted} THEN attempts ELSE attempts - 1 END, \
+                 run_at = {p}1, locked_by = NULL, lease_until = NULL \
+             WHERE id IN (SELECT id FROM {jobs} \
+                 WHERE status = 'running' AND lease_until < {p}1 {pick})",
+            jobs = d.jobs,
+            append = d.append_entry,
+            pick = d.rescue_pick,
+        );
+        let sql = &sql;
+        retry_tx(|| async move {
+            let res = sqlx::query(AssertSqlSafe(sql.as_str()))
+                .bind(self.clock.now_ms())
+                .bind(limit as i64)
+                .execute(&self.pool)
+                .await?;
+            Ok::<_, TxError>(res.n())
+        })
+        .await
     }
 
     pub(crate) async fn purge(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
@@ -320,91 +361,24 @@ where
     }
 }
 
-/// The row of a job as a record; `now` (the store's clock) tells `scheduled` from
-/// `pending`.
-pub(crate) fn record_from_row<R>(row: &R, now: i64) -> CoreResult<JobRecord>
+impl<R: Row> Fields for R
 where
-    R: Row,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
     for<'a> &'a str: ColumnIndex<R>,
 {
-    let id: String = row.try_get("id")?;
-    let stored = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
-    let run_at_ms: i64 = row.try_get("run_at")?;
-    let errors = match decode_json(row.try_get("errors")?, "errors", &id)? {
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| CoreError::Backend(format!("corrupt job row {id}: errors ({e})")))?,
-        None => Vec::new(),
-    };
-    Ok(JobRecord {
-        queue: row.try_get("queue")?,
-        task: row.try_get("task")?,
-        status: shown_status(stored, run_at_ms > now),
-        attempts: row.try_get::<i32, _>("attempts")? as u32,
-        max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-        priority: row.try_get("priority")?,
-        run_at_ms,
-        args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
-        kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
-        result: decode_json(row.try_get("result")?, "result", &id)?,
-        errors,
-        cancel_reason: row.try_get("cancel_reason")?,
-        unique_key: row.try_get("unique_key")?,
-        enqueued_at_ms: row.try_get("enqueued_at")?,
-        started_at_ms: row.try_get("started_at")?,
-        finished_at_ms: row.try_get("finished_at")?,
-        id,
-    })
-}
-
-/// The claimed rows as jobs, each with its `run_at` (the attempt counted `bump` more
-/// than the row says: MySQL reads its rows before counting), and the corrupt ones as the
-/// outcomes that fail them ([`super::corrupt_job`]).
-#[allow(clippy::type_complexity)]
-pub(crate) fn claimed_from_rows<R>(
-    rows: &[R],
-    bump: u32,
-    now: i64,
-) -> CoreResult<(Vec<(ClaimedJob, i64)>, Vec<(ClaimedJob, Completion)>)>
-where
-    R: Row,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
-    for<'a> &'a str: ColumnIndex<R>,
-{
-    let mut jobs = Vec::with_capacity(rows.len());
-    let mut broken = Vec::new();
-    for row in rows {
-        let id: String = row.try_get("id")?;
-        let attempt = row.try_get::<i32, _>("attempts")? as u32 + bump;
-        let job = (|| {
-            Ok::<_, CoreError>(ClaimedJob {
-                queue: row.try_get("queue")?,
-                task: row.try_get("task")?,
-                args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
-                kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
-                attempt,
-                max_attempts: row.try_get::<i32, _>("max_attempts")? as u32,
-                timeout: row
-                    .try_get::<Option<i64>, _>("timeout_ms")?
-                    .map(|ms| ms as f64 / 1000.0),
-                priority: row.try_get("priority")?,
-                started_at_ms: None,
-                id: id.clone(),
-            })
-        })();
-        match job {
-            Ok(job) => jobs.push((job, row.try_get("run_at")?)),
-            Err(err) => {
-                let names = (id, row.try_get("queue")?, row.try_get("task")?);
-                broken.push(super::corrupt_job(names, attempt, &err, now));
-            }
-        }
+    fn text(&self, name: &str) -> CoreResult<Option<String>> {
+        Ok(self.try_get(name)?)
     }
-    Ok((jobs, broken))
+
+    fn int(&self, name: &str) -> CoreResult<Option<i32>> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn big(&self, name: &str) -> CoreResult<Option<i64>> {
+        Ok(self.try_get(name)?)
+    }
 }
 
 /// Implements [`ScheduleStore`](super::ScheduleStore) for a SQL store (field `sql`) that

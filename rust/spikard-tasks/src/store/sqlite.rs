@@ -16,10 +16,12 @@ use sqlx::sqlite::{
 };
 use sqlx::{AssertSqlSafe, Connection, Sqlite};
 
-use super::rows::{earlier_in_batch, in_claim_order, insert_jobs_query, CompletionColumns};
-use super::sql::{claimed_from_rows, placeholders, sql_schedule_store, Sql};
+use super::rows::{
+    claimed_rows, earlier_in_batch, in_claim_order, insert_jobs_query, CompletionColumns,
+};
+use super::sql::{placeholders, sql_schedule_store, Sql};
 use super::sqlite_direct::DirectWriter;
-use super::{all_created, fail_corrupt, Store, LOST, LOST_UNSTARTED};
+use super::{all_created, fail_corrupt, Store};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
 use crate::time::{duration_ms, now_ms};
@@ -292,7 +294,7 @@ impl Store for SqliteStore {
         let rows = q.bind(now).bind(limit as i64).fetch_all(&mut *conn).await?;
         conn.release();
         drop(_writing);
-        let (keyed, broken) = claimed_from_rows(&rows, 0, now)?;
+        let (keyed, broken) = claimed_rows(&rows, 0, now)?;
         fail_corrupt(self, worker, broken).await;
         // RETURNING order is unspecified: hand jobs out in priority order.
         Ok(in_claim_order(keyed))
@@ -403,35 +405,7 @@ impl Store for SqliteStore {
 
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
         let _writing = self.writes.lock().await;
-        let now = now_ms();
-        // `counted`: the attempt ran (its start was recorded), or it is the second
-        // rescue of the same unrecorded attempt. Every expression reads the old row.
-        let counted = format!(
-            "(started_at IS NOT NULL OR (json_extract(errors, '$[#-1].attempt') = attempts \
-             AND json_extract(errors, '$[#-1].error') = '{LOST_UNSTARTED}'))"
-        );
-        let sql = format!(
-            "UPDATE spikard_jobs SET \
-                 status = CASE WHEN {counted} THEN \
-                     CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END \
-                     ELSE CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END END, \
-                 finished_at = CASE WHEN {counted} AND attempts >= max_attempts \
-                     THEN ?1 ELSE NULL END, \
-                 errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object( \
-                     'attempt', attempts, \
-                     'error', CASE WHEN {counted} THEN '{LOST}' ELSE '{LOST_UNSTARTED}' END, \
-                     'traceback', NULL, 'at_ms', ?1)), \
-                 attempts = CASE WHEN {counted} THEN attempts ELSE attempts - 1 END, \
-                 run_at = ?1, locked_by = NULL, lease_until = NULL \
-             WHERE id IN (SELECT id FROM spikard_jobs \
-                 WHERE status = 'running' AND lease_until < ?1 LIMIT ?2)"
-        );
-        let res = sqlx::query(AssertSqlSafe(sql))
-            .bind(now)
-            .bind(limit as i64)
-            .execute(&self.sql.pool)
-            .await?;
-        Ok(res.rows_affected())
+        self.sql.rescue(limit).await
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
