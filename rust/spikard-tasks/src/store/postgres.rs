@@ -57,7 +57,6 @@ impl PostgresStore {
     where
         E: sqlx::Executor<'e, Database = sqlx::Postgres>,
     {
-        let col = |f: fn(&JobRow) -> String| plain.iter().map(|r| f(r)).collect::<Vec<_>>();
         sqlx::query(
             "WITH ins AS (INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, \
              status, priority, max_attempts, run_at, timeout_ms, enqueued_at) \
@@ -68,26 +67,16 @@ impl PostgresStore {
              run_at, timeout_ms, enqueued_at) RETURNING queue) \
              SELECT pg_notify($11, q) FROM (SELECT DISTINCT queue AS q FROM ins) AS s",
         )
-        .bind(col(|r| r.id.clone()))
-        .bind(col(|r| r.queue.clone()))
-        .bind(col(|r| r.task.clone()))
-        .bind(col(|r| r.args.clone()))
-        .bind(col(|r| r.kwargs.clone()))
-        .bind(plain.iter().map(|r| r.priority).collect::<Vec<i32>>())
-        .bind(
-            plain
-                .iter()
-                .map(|r| r.max_attempts as i32)
-                .collect::<Vec<i32>>(),
-        )
-        .bind(plain.iter().map(|r| r.run_at_ms).collect::<Vec<i64>>())
-        .bind(
-            plain
-                .iter()
-                .map(|r| r.timeout_ms)
-                .collect::<Vec<Option<i64>>>(),
-        )
-        .bind(plain.iter().map(|r| r.enqueued_at_ms).collect::<Vec<i64>>())
+        .bind(column(plain, |r| r.id.as_str()))
+        .bind(column(plain, |r| r.queue.as_str()))
+        .bind(column(plain, |r| r.task.as_str()))
+        .bind(column(plain, |r| r.args.as_str()))
+        .bind(column(plain, |r| r.kwargs.as_str()))
+        .bind(column(plain, |r| r.priority))
+        .bind(column(plain, |r| r.max_attempts as i32))
+        .bind(column(plain, |r| r.run_at_ms))
+        .bind(column(plain, |r| r.timeout_ms))
+        .bind(column(plain, |r| r.enqueued_at_ms))
         .bind(CHANNEL)
         .execute(executor)
         .await?;
@@ -259,28 +248,19 @@ impl Store for PostgresStore {
             return Ok(0);
         }
         let now = self.sql.clock.now_ms();
-        let n = done.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut attempts = Vec::with_capacity(n);
-        let mut statuses = Vec::with_capacity(n);
-        let mut results: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut run_ats: Vec<Option<i64>> = Vec::with_capacity(n);
-        let mut errors: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut reasons: Vec<Option<String>> = Vec::with_capacity(n);
-        let mut finished: Vec<Option<i64>> = Vec::with_capacity(n);
-        let mut started: Vec<Option<i64>> = Vec::with_capacity(n);
-        for (job, outcome) in &done {
-            ids.push(job.id.clone());
-            started.push(job.started_at_ms);
-            attempts.push(job.attempt as i32);
-            let c = CompletionColumns::new(outcome, now)?;
-            statuses.push(c.status.to_owned());
-            results.push(c.result);
-            run_ats.push(c.run_at_ms);
-            errors.push(c.error);
-            reasons.push(c.cancel_reason);
-            finished.push(c.finished_at_ms);
-        }
+        let cols = done
+            .iter()
+            .map(|(_, outcome)| CompletionColumns::new(outcome, now));
+        let cols = cols.collect::<CoreResult<Vec<_>>>()?;
+        let ids = column(&done, |(job, _)| job.id.as_str());
+        let attempts = column(&done, |(job, _)| job.attempt as i32);
+        let started = column(&done, |(job, _)| job.started_at_ms);
+        let statuses = column(&cols, |c| c.status);
+        let results = column(&cols, |c| c.result.as_deref());
+        let run_ats = column(&cols, |c| c.run_at_ms);
+        let errors = column(&cols, |c| c.error.as_deref());
+        let reasons = column(&cols, |c| c.cancel_reason.as_deref());
+        let finished = column(&cols, |c| c.finished_at_ms);
         let (ids, attempts, statuses, results) = (&ids, &attempts, &statuses, &results);
         let (run_ats, errors, reasons) = (&run_ats, &errors, &reasons);
         let (finished, started) = (&finished, &started);
@@ -431,3 +411,8 @@ impl Store for PostgresStore {
 }
 
 sql_schedule_store!(PostgresStore);
+
+/// One column of a statement's arrays (`UNNEST`).
+fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
+    items.iter().map(value).collect()
+}

@@ -61,70 +61,42 @@ const MAINTENANCE_LOCK_MS: u64 = 15_000;
 /// How often the listener pings its subscription connection to notice a dead peer.
 const LISTEN_PING: Duration = Duration::from_secs(15);
 
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("redis_scripts/prelude.lua"),
-            include_str!(concat!("redis_scripts/", $file))
-        ))
+/// The scripts, each behind the shared prelude (`fire` runs `enqueue` after its own).
+macro_rules! scripts {
+    ($($name:ident: $($file:literal)+,)*) => {
+        struct Scripts {
+            $($name: Script,)*
+        }
+
+        static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+            $($name: Script::new(concat!(
+                include_str!("redis_scripts/prelude.lua"),
+                $(include_str!(concat!("redis_scripts/", $file)),)+
+            )),)*
+        });
+
+        impl Scripts {
+            fn all(&self) -> Vec<&Script> {
+                vec![$(&self.$name,)*]
+            }
+        }
     };
 }
 
-struct Scripts {
-    enqueue: Script,
-    fire: Script,
-    schedules: Script,
-    claim: Script,
-    complete: Script,
-    cancel: Script,
-    heartbeat: Script,
-    rescue: Script,
-    release: Script,
-    counts: Script,
-    purge: Script,
-    mark: Script,
-    maintenance: Script,
-}
-
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: script!("enqueue.lua"),
-    // The tick claim, then the same insert as `enqueue`, in one script.
-    fire: Script::new(concat!(
-        include_str!("redis_scripts/prelude.lua"),
-        include_str!("redis_scripts/fire.lua"),
-        include_str!("redis_scripts/enqueue.lua")
-    )),
-    schedules: script!("schedules.lua"),
-    claim: script!("claim.lua"),
-    complete: script!("complete.lua"),
-    cancel: script!("cancel.lua"),
-    heartbeat: script!("heartbeat.lua"),
-    rescue: script!("rescue.lua"),
-    release: script!("release.lua"),
-    counts: script!("counts.lua"),
-    purge: script!("purge.lua"),
-    mark: script!("mark.lua"),
-    maintenance: script!("maintenance.lua"),
-});
-
-impl Scripts {
-    fn all(&self) -> [&Script; 13] {
-        [
-            &self.enqueue,
-            &self.fire,
-            &self.schedules,
-            &self.claim,
-            &self.complete,
-            &self.cancel,
-            &self.heartbeat,
-            &self.rescue,
-            &self.release,
-            &self.counts,
-            &self.purge,
-            &self.mark,
-            &self.maintenance,
-        ]
-    }
+scripts! {
+    enqueue: "enqueue.lua",
+    fire: "fire.lua" "enqueue.lua",
+    schedules: "schedules.lua",
+    claim: "claim.lua",
+    complete: "complete.lua",
+    cancel: "cancel.lua",
+    heartbeat: "heartbeat.lua",
+    rescue: "rescue.lua",
+    release: "release.lua",
+    counts: "counts.lua",
+    purge: "purge.lua",
+    mark: "mark.lua",
+    maintenance: "maintenance.lua",
 }
 
 /// A job store in Redis.
@@ -209,11 +181,10 @@ impl RedisStore {
         let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
         let mut take = SCRIPTS.maintenance.prepare_invoke();
         take.arg(PREFIX).arg("take").arg(&token);
-        if self
-            .invoke::<i64>(&self.work, take.arg(MAINTENANCE_LOCK_MS))
-            .await?
-            != 1
-        {
+        let taken: i64 = self
+            .invoke(&self.work, take.arg(MAINTENANCE_LOCK_MS))
+            .await?;
+        if taken != 1 {
             return Ok(None);
         }
         let store = self.clone();
@@ -278,17 +249,7 @@ struct Hash<'a>(&'a str, HashMap<String, String>);
 /// Fields of a claimed job, in the claim script's order.
 struct ClaimRow(Vec<Option<String>>);
 
-const CLAIM_FIELDS: [&str; 9] = [
-    "id",
-    "queue",
-    "task",
-    "args",
-    "kwargs",
-    "attempts",
-    "max_attempts",
-    "timeout_ms",
-    "priority",
-];
+const CLAIM_FIELDS: &str = "id queue task args kwargs attempts max_attempts timeout_ms priority";
 
 impl Fields for Hash<'_> {
     fn text(&self, name: &str) -> CoreResult<Option<String>> {
@@ -316,7 +277,7 @@ impl ClaimRow {
 
 impl Fields for ClaimRow {
     fn text(&self, name: &str) -> CoreResult<Option<String>> {
-        let i = CLAIM_FIELDS.iter().position(|f| *f == name);
+        let i = CLAIM_FIELDS.split(' ').position(|f| f == name);
         Ok(i.and_then(|i| self.0.get(i).cloned().flatten()))
     }
     fn int(&self, name: &str) -> CoreResult<Option<i32>> {
