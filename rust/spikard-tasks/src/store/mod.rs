@@ -67,25 +67,23 @@ pub(crate) fn corrupt_job(
     now: i64,
 ) -> (ClaimedJob, Completion) {
     tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+    let (error, traceback, at_ms) = (err.to_string(), None, now);
     let job = ClaimedJob {
         id,
         queue,
         task,
-        args: serde_json::Value::Null,
-        kwargs: serde_json::Value::Null,
         attempt,
-        max_attempts: 0,
-        timeout: None,
-        priority: 0,
-        started_at_ms: None,
+        ..Default::default()
     };
-    let error = AttemptError {
-        attempt,
-        error: err.to_string(),
-        traceback: None,
-        at_ms: now,
-    };
-    (job, Completion::Failed(error))
+    (
+        job,
+        Completion::Failed(AttemptError {
+            attempt,
+            error,
+            traceback,
+            at_ms,
+        }),
+    )
 }
 
 /// Writes the outcomes of a claim's corrupt jobs ([`corrupt_job`]). The good jobs of the
@@ -96,10 +94,11 @@ pub(crate) async fn fail_corrupt<S: Store + ?Sized>(
     worker: &str,
     broken: Vec<(ClaimedJob, Completion)>,
 ) {
-    if !broken.is_empty() {
-        if let Err(err) = store.complete(worker, broken).await {
-            tracing::warn!(error = %err, "failing corrupt jobs failed");
-        }
+    if broken.is_empty() {
+        return;
+    }
+    if let Err(err) = store.complete(worker, broken).await {
+        tracing::warn!(error = %err, "failing corrupt jobs failed");
     }
 }
 
@@ -344,28 +343,28 @@ pub struct Maintenance {
 /// Rescues in batches of [`MAINTENANCE_BATCH`] rows, at most [`MAINTENANCE_ROUNDS`]
 /// statements (the rest waits for the next round); returns how many were rescued.
 pub async fn rescue_rounds<S: Store + ?Sized>(store: &S) -> CoreResult<u64> {
-    let mut rescued = 0;
-    for _ in 0..MAINTENANCE_ROUNDS {
-        let n = store.rescue_expired(MAINTENANCE_BATCH).await?;
-        rescued += n;
-        if n < MAINTENANCE_BATCH as u64 {
-            break;
-        }
-    }
-    Ok(rescued)
+    rounds(|| store.rescue_expired(MAINTENANCE_BATCH)).await
 }
 
 /// Deletes jobs finished before `before` in batches, like [`rescue_rounds`].
 pub async fn purge_rounds<S: Store + ?Sized>(store: &S, before: i64) -> CoreResult<u64> {
-    let mut purged = 0;
+    rounds(|| store.purge_finished(before, MAINTENANCE_BATCH)).await
+}
+
+async fn rounds<F, Fut>(mut batch: F) -> CoreResult<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CoreResult<u64>>,
+{
+    let mut done = 0;
     for _ in 0..MAINTENANCE_ROUNDS {
-        let n = store.purge_finished(before, MAINTENANCE_BATCH).await?;
-        purged += n;
+        let n = batch().await?;
+        done += n;
         if n < MAINTENANCE_BATCH as u64 {
             break;
         }
     }
-    Ok(purged)
+    Ok(done)
 }
 
 /// Opens (and sets up, idempotently) the store a URL names.

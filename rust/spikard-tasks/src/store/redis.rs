@@ -35,7 +35,7 @@ use redis::{
     AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
 };
 
-use super::rows::{claimed_rows, corrupt, record_from, CompletionColumns, Fields};
+use super::rows::{claimed_rows, record_from, CompletionColumns, Fields};
 use super::{
     all_created, fail_corrupt, maintain_locked, Maintenance, Store, StoredSchedule, Unlock, LOST,
     LOST_UNSTARTED,
@@ -258,21 +258,6 @@ impl Fields for Hash<'_> {
             _ => self.1.get(name).cloned(),
         })
     }
-    fn int(&self, name: &str) -> CoreResult<Option<i32>> {
-        number(self.text(name)?, name, self.0)
-    }
-    fn big(&self, name: &str) -> CoreResult<Option<i64>> {
-        number(self.text(name)?, name, self.0)
-    }
-}
-
-impl ClaimRow {
-    fn id(&self) -> &str {
-        self.0
-            .first()
-            .and_then(|v| v.as_deref())
-            .unwrap_or_default()
-    }
 }
 
 impl Fields for ClaimRow {
@@ -280,24 +265,6 @@ impl Fields for ClaimRow {
         let i = CLAIM_FIELDS.split(' ').position(|f| f == name);
         Ok(i.and_then(|i| self.0.get(i).cloned().flatten()))
     }
-    fn int(&self, name: &str) -> CoreResult<Option<i32>> {
-        number(self.text(name)?, name, self.id())
-    }
-    fn big(&self, name: &str) -> CoreResult<Option<i64>> {
-        number(self.text(name)?, name, self.id())
-    }
-}
-
-fn number<T: std::str::FromStr>(
-    text: Option<String>,
-    name: &str,
-    id: &str,
-) -> CoreResult<Option<T>> {
-    let parse = |t: String| {
-        t.parse()
-            .map_err(|_| corrupt(id, &format!("{name} is not a number: {t:?}")))
-    };
-    text.map(parse).transpose()
 }
 
 /// Arguments of `enqueue.lua` (and of `fire.lua`, which runs it).

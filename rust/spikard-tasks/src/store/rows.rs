@@ -7,16 +7,30 @@ use super::{corrupt_job, shown_status};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus};
 
-/// A stored job's columns by name (`None`: NULL or absent).
+/// A stored job's columns by name (`None`: NULL or absent). Numbers are parsed from
+/// the text unless the store has typed columns.
 pub(crate) trait Fields {
     fn text(&self, name: &str) -> CoreResult<Option<String>>;
     /// An INTEGER column (`attempts`, `max_attempts`, `priority`).
-    fn int(&self, name: &str) -> CoreResult<Option<i32>>;
+    fn int(&self, name: &str) -> CoreResult<Option<i32>> {
+        parsed(self, name)
+    }
     /// A BIGINT column (times in ms).
-    fn big(&self, name: &str) -> CoreResult<Option<i64>>;
+    fn big(&self, name: &str) -> CoreResult<Option<i64>> {
+        parsed(self, name)
+    }
 }
 
-pub(crate) fn corrupt(id: &str, what: &str) -> CoreError {
+fn parsed<T: std::str::FromStr>(f: &(impl Fields + ?Sized), name: &str) -> CoreResult<Option<T>> {
+    let Some(text) = f.text(name)? else {
+        return Ok(None);
+    };
+    let id = || f.text("id").ok().flatten().unwrap_or_default();
+    let what = || format!("{name} is not a number: {text:?}");
+    text.parse().map(Some).map_err(|_| corrupt(&id(), &what()))
+}
+
+fn corrupt(id: &str, what: &str) -> CoreError {
     CoreError::Backend(format!("corrupt job row {id}: {what}"))
 }
 

@@ -14,11 +14,12 @@ use super::conn_stack::Conns;
 use super::dialect::Dialect;
 use super::retry::{retry_tx, TxError};
 use super::rows::{record_from, Fields};
-use super::{shown_status, StoredSchedule, Unlock, LOST, LOST_UNSTARTED};
+use super::{shown_status, Unlock, LOST, LOST_UNSTARTED};
 use crate::error::CoreResult;
 use crate::job::{JobRecord, JobStatus, QueueCounts};
 use crate::time::{now_ms, DbClock};
 
+#[derive(Debug)]
 /// What every SQL store holds: its pool, the hot path's connections, the database's
 /// clock and its dialect.
 pub(crate) struct Sql<DB: Database> {
@@ -38,12 +39,6 @@ impl<DB: Database> Clone for Sql<DB> {
             clock: Arc::clone(&self.clock),
             d: self.d,
         }
-    }
-}
-
-impl<DB: Database> std::fmt::Debug for Sql<DB> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sql").field("conns", &self.conns).finish()
     }
 }
 
@@ -309,56 +304,6 @@ where
             }
         })
     }
-
-    pub(crate) async fn save_schedule(&self, name: &str, def: &str, now: i64) -> CoreResult<()> {
-        sqlx::query(AssertSqlSafe(self.d.save_schedule))
-            .bind(name)
-            .bind(def)
-            .bind(now)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub(crate) async fn schedules(&self) -> CoreResult<Vec<StoredSchedule>> {
-        let rows = sqlx::query(AssertSqlSafe(self.d.list_schedules))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredSchedule {
-                    name: r.try_get(0)?,
-                    definition: r.try_get(1)?,
-                    last_tick_ms: r.try_get(2)?,
-                    updated_at_ms: r.try_get(3)?,
-                })
-            })
-            .collect()
-    }
-
-    pub(crate) async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
-        let sql = AssertSqlSafe(self.d.remove_schedule);
-        let res = sqlx::query(sql).bind(name).execute(&self.pool).await?;
-        Ok(res.n() > 0)
-    }
-
-    /// Claims tick `tick_ms` of schedule `name` inside `tx` (see
-    /// [`super::ScheduleStore::fire_schedule`]); true if this call won it.
-    pub(crate) async fn win_tick(
-        &self,
-        conn: &mut DB::Connection,
-        name: &str,
-        tick_ms: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let res = sqlx::query(AssertSqlSafe(self.d.fire_schedule))
-            .bind(tick_ms)
-            .bind(name)
-            .bind(tick_ms)
-            .execute(conn)
-            .await?;
-        Ok(res.n() == 1)
-    }
 }
 
 impl<R: Row> Fields for R
@@ -388,28 +333,45 @@ macro_rules! sql_schedule_store {
         #[async_trait::async_trait]
         impl $crate::store::ScheduleStore for $ty {
             async fn save_schedule(&self, name: &str, def: &str, now: i64) -> CoreResult<()> {
-                self.sql.save_schedule(name, def, now).await
+                let q = sqlx::query(sqlx::AssertSqlSafe(self.sql.d.save_schedule));
+                let q = q.bind(name).bind(def).bind(now).bind(now);
+                q.execute(&self.sql.pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into)
             }
 
             async fn schedules(&self) -> CoreResult<Vec<$crate::store::StoredSchedule>> {
-                self.sql.schedules().await
+                let q = sqlx::query_as(sqlx::AssertSqlSafe(self.sql.d.list_schedules));
+                let rows: Vec<(String, String, i64, i64)> = q.fetch_all(&self.sql.pool).await?;
+                let schedule = |(name, definition, last_tick_ms, updated_at_ms)| {
+                    $crate::store::StoredSchedule {
+                        name,
+                        definition,
+                        last_tick_ms,
+                        updated_at_ms,
+                    }
+                };
+                Ok(rows.into_iter().map(schedule).collect())
             }
 
             async fn remove_schedule(&self, name: &str) -> CoreResult<bool> {
-                self.sql.remove_schedule(name).await
+                let q = sqlx::query(sqlx::AssertSqlSafe(self.sql.d.remove_schedule)).bind(name);
+                Ok(q.execute(&self.sql.pool).await?.rows_affected() > 0)
             }
 
             async fn fire_schedule(
                 &self,
                 name: &str,
-                tick_ms: i64,
+                tick: i64,
                 job: Option<JobRow>,
             ) -> CoreResult<Option<Enqueued>> {
                 let job = &job;
                 $crate::store::retry::retry_tx(|| async move {
                     let mut tx = self.begin_write().await?;
-                    let won = self.sql.win_tick(&mut *tx, name, tick_ms).await?;
-                    let out = match (won, job) {
+                    let q = sqlx::query(sqlx::AssertSqlSafe(self.sql.d.fire_schedule));
+                    let won = q.bind(tick).bind(name).bind(tick).execute(&mut *tx).await?;
+                    let out = match (won.rows_affected() == 1, job) {
                         (true, Some(job)) => self
                             .insert_jobs(&mut tx, std::slice::from_ref(job))
                             .await?
