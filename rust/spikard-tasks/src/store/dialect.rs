@@ -218,6 +218,88 @@ CREATE TABLE IF NOT EXISTS spikard_tasks.meta (key TEXT PRIMARY KEY, value TEXT 
 INSERT INTO spikard_tasks.meta (key, value) VALUES ('schema_version', '1') ON CONFLICT DO NOTHING;
 "#;
 
+/// PostgreSQL's statements of its own: arrays in (`UNNEST`), `FOR UPDATE SKIP LOCKED`.
+#[cfg(feature = "postgres")]
+pub(crate) mod pg {
+    /// Inserts jobs without a unique key from arrays and notifies their queues (binds: id,
+    /// queue, task, args, kwargs, priority, max_attempts, run_at, timeout_ms, enqueued_at as
+    /// arrays, then the channel).
+    pub(crate) const INSERT_PLAIN: &str =
+        "WITH ins AS (INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, \
+        status, priority, max_attempts, run_at, timeout_ms, enqueued_at) \
+        SELECT id, queue, task, args, kwargs, 'pending', priority, max_attempts, run_at, \
+        timeout_ms, enqueued_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
+        $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], \
+        $10::bigint[]) AS t(id, queue, task, args, kwargs, priority, max_attempts, \
+        run_at, timeout_ms, enqueued_at) RETURNING queue) \
+        SELECT pg_notify($11, q) FROM (SELECT DISTINCT queue AS q FROM ins) AS s";
+    /// Inserts a job with a unique key unless an unfinished job holds it; returns its id.
+    pub(crate) const INSERT_KEYED: &str =
+        "INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, status, priority, \
+        max_attempts, run_at, timeout_ms, unique_key, enqueued_at) \
+        VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11) \
+        ON CONFLICT (queue, unique_key) \
+        WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying') \
+        DO NOTHING RETURNING id";
+    /// Claims (binds: queues, now, limit, worker, lease_until).
+    /// Per queue, an ordered scan of the ready index that stops at the limit (a
+    /// plain `queue = ANY($1)` sorts every ready row of the queues on each claim).
+    pub(crate) const CLAIM: &str = "WITH picked AS ( \
+        SELECT c.id FROM UNNEST($1::text[]) AS q(name) CROSS JOIN LATERAL ( \
+        SELECT id, priority, run_at FROM spikard_tasks.jobs \
+        WHERE queue = q.name AND status IN ('pending', 'retrying') \
+        AND run_at <= $2 \
+        ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
+        ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
+        UPDATE spikard_tasks.jobs j SET status = 'running', attempts = j.attempts + 1, \
+        locked_by = $4, lease_until = $5, started_at = NULL \
+        FROM picked WHERE j.id = picked.id \
+        RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
+        j.timeout_ms, j.priority, j.run_at";
+    /// Writes outcomes (binds: id, attempt, status, result, run_at, error, reason, finished
+    /// as arrays, worker, started as an array).
+    pub(crate) const COMPLETE: &str =
+        "UPDATE spikard_tasks.jobs j SET status = u.status, result = u.result, \
+        run_at = COALESCE(u.run_at, j.run_at), \
+        errors = CASE WHEN u.error IS NULL THEN j.errors \
+        ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(u.error::jsonb) END, \
+        cancel_reason = COALESCE(u.reason, j.cancel_reason), finished_at = u.finished, \
+        locked_by = NULL, lease_until = NULL, started_at = COALESCE(u.started, j.started_at) \
+        FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], \
+        $6::text[], $7::text[], $8::bigint[], $10::bigint[]) \
+        AS u(id, attempt, status, result, run_at, error, reason, finished, started) \
+        WHERE j.id = u.id AND j.attempts = u.attempt \
+        AND (j.locked_by = $9 AND j.status = 'running') IS TRUE";
+    /// Renews leases (binds: lease_until, worker, ids).
+    pub(crate) const HEARTBEAT: &str = "UPDATE spikard_tasks.jobs SET lease_until = $1 \
+        WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
+        RETURNING id, cancel_requested";
+    /// Records starts (binds: ids, started_at as arrays, worker).
+    pub(crate) const MARK_STARTED: &str = "UPDATE spikard_tasks.jobs j SET started_at = u.at \
+        FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
+        WHERE j.id = u.id AND (j.locked_by = $3 AND j.status = 'running') IS TRUE";
+}
+
+/// MySQL's statements of its own.
+#[cfg(feature = "mysql")]
+pub(crate) mod my {
+    /// The claim index: `ready_queue` is the queue of a ready (pending or retrying) job and
+    /// NULL otherwise, so one queue's ready jobs are one ordered index range and a claim reads
+    /// and locks only the rows it takes (two statuses in one range would sort every ready row
+    /// of the queue and lock them all). Added by `MySqlStore::migrate` to old tables too.
+    pub(crate) const CLAIM_INDEX: &str = "ALTER TABLE spikard_jobs \
+        ADD COLUMN ready_queue VARCHAR(200) AS (CASE WHEN status IN ('pending', 'retrying') \
+        THEN queue END) STORED, \
+        ADD INDEX spikard_jobs_claim (ready_queue, priority DESC, run_at, id)";
+    /// One queue's ready jobs in claim order, locked (binds: queue, now, limit): one
+    /// ordered range of the claim index, read with everything a claimed job needs.
+    pub(crate) const CLAIM: &str =
+        "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
+        priority, run_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
+        WHERE ready_queue = ? AND run_at <= ? \
+        ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
+}
+
 #[cfg(feature = "mysql")]
 pub(crate) const MYSQL: Dialect = dialect!(
     "spikard_jobs", "spikard_schedules", ["?", "?", "?", "?"],

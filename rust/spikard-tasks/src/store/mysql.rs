@@ -14,6 +14,7 @@ use sqlx::mysql::{MySqlPool, MySqlRow};
 use sqlx::{AssertSqlSafe, Connection, MySql, Row, Transaction};
 use tokio::sync::Notify;
 
+use super::dialect::my;
 use super::retry::{retry_tx, TxError};
 use super::rows::{claimed_rows, insert_jobs_query, CompletionColumns};
 use super::sql::{placeholders, sql_schedule_store, Sql};
@@ -21,15 +22,6 @@ use super::{all_created, fail_corrupt, maintain_locked, Maintenance, Store, LOST
 use crate::error::{CoreError, CoreResult};
 use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
 use crate::time::duration_ms;
-
-/// The claim index: `ready_queue` is the queue of a ready (pending or retrying) job and
-/// NULL otherwise, so one queue's ready jobs are one ordered index range and a claim reads
-/// and locks only the rows it takes (two statuses in one range would sort every ready row
-/// of the queue and lock them all). Added by [`MySqlStore::migrate`] to old tables too.
-const CLAIM_INDEX: &str = "ALTER TABLE spikard_jobs \
-     ADD COLUMN ready_queue VARCHAR(200) AS (CASE WHEN status IN ('pending', 'retrying') \
-         THEN queue END) STORED, \
-     ADD INDEX spikard_jobs_claim (ready_queue, priority DESC, run_at, id)";
 
 /// MySQL error numbers of a column or index that already exists (a concurrent migration).
 const ER_DUP_FIELDNAME: u16 = 1060;
@@ -79,7 +71,7 @@ impl MySqlStore {
         if present > 0 {
             return Ok(());
         }
-        match sqlx::raw_sql(CLAIM_INDEX).execute(pool).await {
+        match sqlx::raw_sql(my::CLAIM_INDEX).execute(pool).await {
             Err(err) if !already_exists(&err) => Err(err.into()),
             _ => Ok(()),
         }
@@ -209,17 +201,12 @@ impl MySqlStore {
         // unlocked at commit).
         let mut picked: Vec<(ClaimKey, MySqlRow)> = Vec::new();
         for queue in queues {
-            let rows = sqlx::query(
-                "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
-                 priority, run_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
-                 WHERE ready_queue = ? AND run_at <= ? \
-                 ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
-            )
-            .bind(queue)
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = sqlx::query(my::CLAIM)
+                .bind(queue)
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
             for row in rows {
                 let key = (
                     std::cmp::Reverse(row.try_get::<i32, _>("priority")?),

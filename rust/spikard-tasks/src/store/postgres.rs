@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgListener, Postgres};
 use tokio::sync::Notify;
 
+use super::dialect::pg;
 use super::retry::{retry_tx, TxError};
 use super::rows::{claimed_rows, in_claim_order, CompletionColumns};
 use super::sql::{sql_schedule_store, Sql};
@@ -57,29 +58,20 @@ impl PostgresStore {
     where
         E: sqlx::Executor<'e, Database = sqlx::Postgres>,
     {
-        sqlx::query(
-            "WITH ins AS (INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, \
-             status, priority, max_attempts, run_at, timeout_ms, enqueued_at) \
-             SELECT id, queue, task, args, kwargs, 'pending', priority, max_attempts, run_at, \
-             timeout_ms, enqueued_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
-             $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], \
-             $10::bigint[]) AS t(id, queue, task, args, kwargs, priority, max_attempts, \
-             run_at, timeout_ms, enqueued_at) RETURNING queue) \
-             SELECT pg_notify($11, q) FROM (SELECT DISTINCT queue AS q FROM ins) AS s",
-        )
-        .bind(column(plain, |r| r.id.as_str()))
-        .bind(column(plain, |r| r.queue.as_str()))
-        .bind(column(plain, |r| r.task.as_str()))
-        .bind(column(plain, |r| r.args.as_str()))
-        .bind(column(plain, |r| r.kwargs.as_str()))
-        .bind(column(plain, |r| r.priority))
-        .bind(column(plain, |r| r.max_attempts as i32))
-        .bind(column(plain, |r| r.run_at_ms))
-        .bind(column(plain, |r| r.timeout_ms))
-        .bind(column(plain, |r| r.enqueued_at_ms))
-        .bind(CHANNEL)
-        .execute(executor)
-        .await?;
+        sqlx::query(pg::INSERT_PLAIN)
+            .bind(column(plain, |r| r.id.as_str()))
+            .bind(column(plain, |r| r.queue.as_str()))
+            .bind(column(plain, |r| r.task.as_str()))
+            .bind(column(plain, |r| r.args.as_str()))
+            .bind(column(plain, |r| r.kwargs.as_str()))
+            .bind(column(plain, |r| r.priority))
+            .bind(column(plain, |r| r.max_attempts as i32))
+            .bind(column(plain, |r| r.run_at_ms))
+            .bind(column(plain, |r| r.timeout_ms))
+            .bind(column(plain, |r| r.enqueued_at_ms))
+            .bind(CHANNEL)
+            .execute(executor)
+            .await?;
         Ok(())
     }
 
@@ -129,27 +121,20 @@ impl PostgresStore {
         // The job that held the key may finish between the insert and the read; the next
         // insert then succeeds (or finds a newer holder).
         for _ in 0..3 {
-            let inserted: Option<String> = sqlx::query_scalar(
-                "INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, status, priority, \
-                 max_attempts, run_at, timeout_ms, unique_key, enqueued_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (queue, unique_key) \
-                 WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying') \
-                 DO NOTHING RETURNING id",
-            )
-            .bind(&row.id)
-            .bind(&row.queue)
-            .bind(&row.task)
-            .bind(&row.args)
-            .bind(&row.kwargs)
-            .bind(row.priority)
-            .bind(row.max_attempts as i32)
-            .bind(row.run_at_ms)
-            .bind(row.timeout_ms)
-            .bind(key)
-            .bind(row.enqueued_at_ms)
-            .fetch_optional(&mut **tx)
-            .await?;
+            let inserted: Option<String> = sqlx::query_scalar(pg::INSERT_KEYED)
+                .bind(&row.id)
+                .bind(&row.queue)
+                .bind(&row.task)
+                .bind(&row.args)
+                .bind(&row.kwargs)
+                .bind(row.priority)
+                .bind(row.max_attempts as i32)
+                .bind(row.run_at_ms)
+                .bind(row.timeout_ms)
+                .bind(key)
+                .bind(row.enqueued_at_ms)
+                .fetch_optional(&mut **tx)
+                .await?;
             if let Some(id) = inserted {
                 return Ok(Enqueued { id, created: true });
             }
@@ -207,29 +192,14 @@ impl Store for PostgresStore {
         let (keyed, broken) = retry_tx(|| async move {
             let now = self.sql.clock.now_ms();
             let mut conn = self.sql.conns.get().await?;
-            let rows = sqlx::query(
-                // Per queue, an ordered scan of the ready index that stops at the limit (a
-                // plain `queue = ANY($1)` sorts every ready row of the queues on each claim).
-                "WITH picked AS ( \
-                     SELECT c.id FROM UNNEST($1::text[]) AS q(name) CROSS JOIN LATERAL ( \
-                         SELECT id, priority, run_at FROM spikard_tasks.jobs \
-                         WHERE queue = q.name AND status IN ('pending', 'retrying') \
-                             AND run_at <= $2 \
-                         ORDER BY priority DESC, run_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) c \
-                     ORDER BY c.priority DESC, c.run_at, c.id LIMIT $3) \
-                 UPDATE spikard_tasks.jobs j SET status = 'running', attempts = j.attempts + 1, \
-                     locked_by = $4, lease_until = $5, started_at = NULL \
-                 FROM picked WHERE j.id = picked.id \
-                 RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
-                     j.timeout_ms, j.priority, j.run_at",
-            )
-            .bind(queues)
-            .bind(now)
-            .bind(limit as i64)
-            .bind(worker)
-            .bind(now.saturating_add(duration_ms(lease)))
-            .fetch_all(&mut *conn)
-            .await?;
+            let rows = sqlx::query(pg::CLAIM)
+                .bind(queues)
+                .bind(now)
+                .bind(limit as i64)
+                .bind(worker)
+                .bind(now.saturating_add(duration_ms(lease)))
+                .fetch_all(&mut *conn)
+                .await?;
             conn.release();
             Ok::<_, TxError>(claimed_rows(&rows, 0, now)?)
         })
@@ -269,31 +239,19 @@ impl Store for PostgresStore {
             // One statement for the whole batch, by primary key. `(…) IS TRUE` keeps the
             // planner off the `locked_by`/`status` indexes: bitmap scans of those walk every
             // dead entry left by earlier outcomes (cost grows with the jobs run since vacuum).
-            let res = sqlx::query(
-                "UPDATE spikard_tasks.jobs j SET status = u.status, result = u.result, \
-                     run_at = COALESCE(u.run_at, j.run_at), \
-                     errors = CASE WHEN u.error IS NULL THEN j.errors \
-                         ELSE COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(u.error::jsonb) END, \
-                     cancel_reason = COALESCE(u.reason, j.cancel_reason), finished_at = u.finished, \
-                     locked_by = NULL, lease_until = NULL, started_at = COALESCE(u.started, j.started_at) \
-                 FROM UNNEST($1::text[], $2::int[], $3::text[], $4::text[], $5::bigint[], \
-                     $6::text[], $7::text[], $8::bigint[], $10::bigint[]) \
-                     AS u(id, attempt, status, result, run_at, error, reason, finished, started) \
-                 WHERE j.id = u.id AND j.attempts = u.attempt \
-                     AND (j.locked_by = $9 AND j.status = 'running') IS TRUE",
-            )
-            .bind(ids)
-            .bind(attempts)
-            .bind(statuses)
-            .bind(results)
-            .bind(run_ats)
-            .bind(errors)
-            .bind(reasons)
-            .bind(finished)
-            .bind(worker)
-            .bind(started)
-            .execute(&mut *conn)
-            .await?;
+            let res = sqlx::query(pg::COMPLETE)
+                .bind(ids)
+                .bind(attempts)
+                .bind(statuses)
+                .bind(results)
+                .bind(run_ats)
+                .bind(errors)
+                .bind(reasons)
+                .bind(finished)
+                .bind(worker)
+                .bind(started)
+                .execute(&mut *conn)
+                .await?;
             conn.release();
             Ok::<_, TxError>(res.rows_affected() as usize)
         })
@@ -308,16 +266,12 @@ impl Store for PostgresStore {
     ) -> CoreResult<Vec<String>> {
         retry_tx(|| async move {
             let mut conn = self.sql.conns.get().await?;
-            let rows: Vec<(String, bool)> = sqlx::query_as(
-                "UPDATE spikard_tasks.jobs SET lease_until = $1 \
-                 WHERE id = ANY($3) AND (locked_by = $2 AND status = 'running') IS TRUE \
-                 RETURNING id, cancel_requested",
-            )
-            .bind(self.sql.clock.now_ms().saturating_add(duration_ms(lease)))
-            .bind(worker)
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
+            let rows: Vec<(String, bool)> = sqlx::query_as(pg::HEARTBEAT)
+                .bind(self.sql.clock.now_ms().saturating_add(duration_ms(lease)))
+                .bind(worker)
+                .bind(ids)
+                .fetch_all(&mut *conn)
+                .await?;
             conn.release();
             Ok::<_, TxError>(
                 rows.into_iter()
@@ -338,16 +292,12 @@ impl Store for PostgresStore {
         let (ids, at) = (&ids, &at);
         retry_tx(|| async move {
             let mut conn = self.sql.conns.get().await?;
-            let res = sqlx::query(
-                "UPDATE spikard_tasks.jobs j SET started_at = u.at \
-                 FROM UNNEST($1::text[], $2::bigint[]) AS u(id, at) \
-                 WHERE j.id = u.id AND (j.locked_by = $3 AND j.status = 'running') IS TRUE",
-            )
-            .bind(ids)
-            .bind(at)
-            .bind(worker)
-            .execute(&mut *conn)
-            .await?;
+            let res = sqlx::query(pg::MARK_STARTED)
+                .bind(ids)
+                .bind(at)
+                .bind(worker)
+                .execute(&mut *conn)
+                .await?;
             conn.release();
             Ok::<_, TxError>(res.rows_affected())
         })
