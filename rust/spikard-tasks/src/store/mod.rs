@@ -4,6 +4,12 @@
 //! the engine so that all backends behave the same. Each backend must pass the shared
 //! conformance suites: `tests/store_contract.rs` (one test per method and backend),
 //! `tests/engine.rs` and the Python suite.
+//!
+//! What every store does alike is written once: here (corrupt claimed rows, the
+//! maintenance round, listener reconnects, the `scheduled` state) and in `rows.rs` (job
+//! decoding, outcome columns). The SQL stores share `sql.rs` (one implementation generic
+//! over the sqlx driver) and speak the SQL of `dialect.rs`; `pool.rs` opens their pools
+//! and `conn_stack.rs` keeps their hot path's connections.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -358,13 +358,10 @@ impl Store for RedisStore {
         if done.is_empty() {
             return Ok(0);
         }
+        let now = self.clock.now_ms();
         let mut inv = SCRIPTS.complete.prepare_invoke();
-        inv.arg(PREFIX)
-            .arg(self.clock.now_ms())
-            .arg(worker)
-            .arg(done.len());
+        inv.arg(PREFIX).arg(now).arg(worker).arg(done.len());
         for (job, outcome) in &done {
-            let now = 0; // no time column is written from here
             let c = CompletionColumns::new(outcome, now)?;
             inv.arg(&job.id)
                 .arg(job.attempt)

@@ -114,10 +114,8 @@ where
 
     pub(crate) async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
         let mut conn = self.conns.get().await?;
-        let row = sqlx::query(AssertSqlSafe(self.d.get))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let q = sqlx::query(AssertSqlSafe(self.d.get)).bind(id);
+        let row = q.fetch_optional(&mut *conn).await?;
         conn.release();
         let now = self.clock.now_ms();
         row.as_ref().map(|r| record_from(r, now)).transpose()
@@ -157,11 +155,8 @@ where
     }
 
     pub(crate) async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
-        let rows = sqlx::query(AssertSqlSafe(self.d.counts))
-            .bind(self.clock.now_ms())
-            .bind(queue)
-            .fetch_all(&self.pool)
-            .await?;
+        let q = sqlx::query(AssertSqlSafe(self.d.counts)).bind(self.clock.now_ms());
+        let rows = q.bind(queue).fetch_all(&self.pool).await?;
         let mut counts = QueueCounts::default();
         for row in rows {
             let stored = JobStatus::parse(&row.try_get::<String, _>(0)?)?;
@@ -202,23 +197,15 @@ where
         );
         let sql = &sql;
         retry_tx(|| async move {
-            let res = sqlx::query(AssertSqlSafe(sql.as_str()))
-                .bind(self.clock.now_ms())
-                .bind(limit as i64)
-                .execute(&self.pool)
-                .await?;
-            Ok::<_, TxError>(res.n())
+            let q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(self.clock.now_ms());
+            Ok::<_, TxError>(q.bind(limit as i64).execute(&self.pool).await?.n())
         })
         .await
     }
 
     pub(crate) async fn purge(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
-        let res = sqlx::query(AssertSqlSafe(self.d.purge))
-            .bind(before_ms)
-            .bind(limit as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.n())
+        let q = sqlx::query(AssertSqlSafe(self.d.purge)).bind(before_ms);
+        Ok(q.bind(limit as i64).execute(&self.pool).await?.n())
     }
 
     /// The unfinished job holding `key` in `queue`, read on `conn`.
@@ -228,11 +215,8 @@ where
         queue: &str,
         key: &str,
     ) -> Result<Option<String>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(self.d.unique_holder))
-            .bind(queue)
-            .bind(key)
-            .fetch_optional(conn)
-            .await?;
+        let q = sqlx::query(AssertSqlSafe(self.d.unique_holder)).bind(queue);
+        let row = q.bind(key).fetch_optional(conn).await?;
         row.map(|r| r.try_get::<String, _>(0)).transpose()
     }
 
@@ -243,10 +227,8 @@ where
         // connection), and the server's time is cut to whole ms like ours.
         let mut conn = self.pool.acquire().await?;
         let sent = now_ms();
-        let row = sqlx::query(AssertSqlSafe(self.d.clock))
-            .fetch_one(&mut *conn)
-            .await?;
-        let db: i64 = row.try_get(0)?;
+        let q = sqlx::query(AssertSqlSafe(self.d.clock));
+        let db: i64 = q.fetch_one(&mut *conn).await?.try_get(0)?;
         Ok(self.clock.observe(sent, db, now_ms()))
     }
 
@@ -255,10 +237,8 @@ where
     #[cfg_attr(not(any(feature = "postgres", feature = "mysql")), allow(dead_code))]
     pub(crate) async fn purge_lock(&self) -> CoreResult<Option<Unlock>> {
         let mut conn = self.pool.acquire().await?;
-        let row = sqlx::query(AssertSqlSafe(self.d.lock))
-            .fetch_one(&mut *conn)
-            .await?;
-        if !row.try_get::<bool, _>(0)? {
+        let q = sqlx::query(AssertSqlSafe(self.d.lock));
+        if !q.fetch_one(&mut *conn).await?.try_get::<bool, _>(0)? {
             return Ok(None);
         }
         let unlock = AssertSqlSafe(self.d.unlock);
