@@ -273,7 +273,7 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         // Writers take the write lock before a connection (never the other way round).
-        let _writing = self.writes.lock().await;
+        let writing = self.writes.lock().await;
         let mut conn = self.sql.conns.get().await?;
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
@@ -293,7 +293,7 @@ impl Store for SqliteStore {
         }
         let rows = q.bind(now).bind(limit as i64).fetch_all(&mut *conn).await?;
         conn.release();
-        drop(_writing);
+        drop(writing); // failing corrupt rows (below) writes again
         let (keyed, broken) = claimed_rows(&rows, 0, now)?;
         fail_corrupt(self, worker, broken).await;
         // RETURNING order is unspecified: hand jobs out in priority order.
