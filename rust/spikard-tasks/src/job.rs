@@ -265,7 +265,7 @@ pub struct JobRecord {
 }
 
 /// A job a worker has claimed: it holds the lease for `attempt`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClaimedJob {
     /// Job id.
     pub id: String,

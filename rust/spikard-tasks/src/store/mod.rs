@@ -4,6 +4,12 @@
 //! the engine so that all backends behave the same. Each backend must pass the shared
 //! conformance suites: `tests/store_contract.rs` (one test per method and backend),
 //! `tests/engine.rs` and the Python suite.
+//!
+//! What every store does alike is written once: here (corrupt claimed rows, the
+//! maintenance round, listener reconnects, the `scheduled` state) and in `rows.rs` (job
+//! decoding, outcome columns). The SQL stores share `sql.rs` (one implementation generic
+//! over the sqlx driver) and speak the SQL of `dialect.rs`; `pool.rs` opens their pools
+//! and `conn_stack.rs` keeps their hot path's connections.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,23 +17,28 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::{CoreError, CoreResult};
-use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
+use crate::job::{
+    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
+};
 use crate::url::BackendUrl;
 
-#[cfg(any(feature = "postgres", feature = "mysql"))]
-mod connect;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod conns;
+mod conn_stack;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod dialect;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod retry;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod rows;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -41,6 +52,120 @@ pub(crate) fn all_created(rows: &[JobRow]) -> Vec<Enqueued> {
             created: true,
         })
         .collect()
+}
+
+/// The state a reader sees: the stores keep a job waiting for a `run_at` ahead of now
+/// (`later`) as `pending`; it is shown as `scheduled`.
+pub(crate) fn shown_status(stored: JobStatus, later: bool) -> JobStatus {
+    if later && stored == JobStatus::Pending {
+        JobStatus::Scheduled
+    } else {
+        stored
+    }
+}
+
+/// A claimed job whose row could not be read, as the outcome that fails it with the
+/// reason (logged): a corrupt row must not block its queue.
+pub(crate) fn corrupt_job(
+    (id, queue, task): (String, String, String),
+    attempt: u32,
+    err: &CoreError,
+    now: i64,
+) -> (ClaimedJob, Completion) {
+    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
+    let (error, traceback, at_ms) = (err.to_string(), None, now);
+    let job = ClaimedJob {
+        id,
+        queue,
+        task,
+        attempt,
+        ..Default::default()
+    };
+    (
+        job,
+        Completion::Failed(AttemptError {
+            attempt,
+            error,
+            traceback,
+            at_ms,
+        }),
+    )
+}
+
+/// Writes the outcomes of a claim's corrupt jobs ([`corrupt_job`]). The good jobs of the
+/// claim are never lost over it: if this write fails, the corrupt jobs' leases expire and
+/// they are failed on a later attempt.
+pub(crate) async fn fail_corrupt<S: Store + ?Sized>(
+    store: &S,
+    worker: &str,
+    broken: Vec<(ClaimedJob, Completion)>,
+) {
+    if broken.is_empty() {
+        return;
+    }
+    if let Err(err) = store.complete(worker, broken).await {
+        tracing::warn!(error = %err, "failing corrupt jobs failed");
+    }
+}
+
+/// Gives back a lock taken for a maintenance round.
+pub(crate) type Unlock = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// [`Store::maintain`] of a store with several writers: the rescue rounds, then the purge
+/// rounds only if `lock` (awaited after the rescue) took the store's maintenance lock
+/// (`None`: another worker is purging).
+pub(crate) async fn maintain_locked<S, L>(
+    store: &S,
+    purge_before: Option<i64>,
+    lock: L,
+) -> CoreResult<Maintenance>
+where
+    S: Store + ?Sized,
+    L: std::future::Future<Output = CoreResult<Option<Unlock>>>,
+{
+    let rescued = rescue_rounds(store).await?;
+    let mut purged = None;
+    if let Some(before) = purge_before {
+        if let Some(unlock) = lock.await? {
+            let done = purge_rounds(store, before).await;
+            unlock.await;
+            purged = Some(done?);
+        }
+    }
+    Ok(Maintenance { rescued, purged })
+}
+
+/// Pause before a wake-up listener reconnects, doubled up to [`LISTEN_MAX_PAUSE`].
+const LISTEN_PAUSE: Duration = Duration::from_millis(100);
+const LISTEN_MAX_PAUSE: Duration = Duration::from_secs(5);
+
+/// Runs a wake-up listener ([`Store::spawn_listener`]) for good: `session` connects and
+/// listens until its connection is lost (`Ok`) or cannot connect (`Err`); either way it
+/// runs again after a pause (100 ms, doubled up to 5 s while it keeps failing, back to
+/// 100 ms once a session got going).
+pub(crate) fn supervise<F, Fut, E>(
+    what: &'static str,
+    mut session: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut pause = LISTEN_PAUSE;
+        loop {
+            match session().await {
+                Ok(()) => {
+                    pause = LISTEN_PAUSE;
+                    tracing::warn!("{what} lost its connection; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?pause, "{what} failed"),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(LISTEN_MAX_PAUSE);
+        }
+    })
 }
 
 /// A stored cron schedule: its definition (JSON of `CronSchedule`) and firing state.
@@ -168,12 +293,8 @@ pub trait Store: ScheduleStore {
     /// take a lock of their database for it: PostgreSQL advisory lock, MySQL `GET_LOCK`,
     /// Redis `SET NX PX`; SQLite's one writer serializes it anyway).
     async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
-        let rescued = rescue_rounds(self).await?;
-        let purged = match purge_before {
-            Some(before) => Some(purge_rounds(self, before).await?),
-            None => None,
-        };
-        Ok(Maintenance { rescued, purged })
+        let no_lock = async { Ok(Some(Box::pin(async {}) as Unlock)) };
+        maintain_locked(self, purge_before, no_lock).await
     }
 
     /// The time the store's comparisons use, ms since the epoch: the database's clock
@@ -228,28 +349,28 @@ pub struct Maintenance {
 /// Rescues in batches of [`MAINTENANCE_BATCH`] rows, at most [`MAINTENANCE_ROUNDS`]
 /// statements (the rest waits for the next round); returns how many were rescued.
 pub async fn rescue_rounds<S: Store + ?Sized>(store: &S) -> CoreResult<u64> {
-    let mut rescued = 0;
-    for _ in 0..MAINTENANCE_ROUNDS {
-        let n = store.rescue_expired(MAINTENANCE_BATCH).await?;
-        rescued += n;
-        if n < MAINTENANCE_BATCH as u64 {
-            break;
-        }
-    }
-    Ok(rescued)
+    rounds(|| store.rescue_expired(MAINTENANCE_BATCH)).await
 }
 
 /// Deletes jobs finished before `before` in batches, like [`rescue_rounds`].
 pub async fn purge_rounds<S: Store + ?Sized>(store: &S, before: i64) -> CoreResult<u64> {
-    let mut purged = 0;
+    rounds(|| store.purge_finished(before, MAINTENANCE_BATCH)).await
+}
+
+async fn rounds<F, Fut>(mut batch: F) -> CoreResult<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = CoreResult<u64>>,
+{
+    let mut done = 0;
     for _ in 0..MAINTENANCE_ROUNDS {
-        let n = store.purge_finished(before, MAINTENANCE_BATCH).await?;
-        purged += n;
+        let n = batch().await?;
+        done += n;
         if n < MAINTENANCE_BATCH as u64 {
             break;
         }
     }
-    Ok(purged)
+    Ok(done)
 }
 
 /// Opens (and sets up, idempotently) the store a URL names.

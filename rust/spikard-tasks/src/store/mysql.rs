@@ -14,74 +14,18 @@ use sqlx::mysql::{MySqlPool, MySqlRow};
 use sqlx::{AssertSqlSafe, Connection, MySql, Row, Transaction};
 use tokio::sync::Notify;
 
-use super::conns::Conns;
+use super::dialect::my;
 use super::retry::{retry_tx, TxError};
-use super::rows::{cancel_job, insert_jobs_query, placeholders, CompletionColumns};
-use super::{all_created, purge_rounds, rescue_rounds, Maintenance, Store, LOST, LOST_UNSTARTED};
+use super::rows::{claimed_rows, insert_jobs_query, CompletionColumns};
+use super::sql::{placeholders, sql_schedule_store, Sql};
+use super::{all_created, fail_corrupt, maintain_locked, Maintenance, Store, LOST, LOST_UNSTARTED};
 use crate::error::{CoreError, CoreResult};
-use crate::job::{
-    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
-};
-use crate::time::{duration_ms, now_ms, DbClock};
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS spikard_jobs (
-    id VARCHAR(36) NOT NULL PRIMARY KEY,
-    queue VARCHAR(200) NOT NULL,
-    task VARCHAR(255) NOT NULL,
-    args LONGTEXT NOT NULL,
-    kwargs LONGTEXT NOT NULL,
-    status VARCHAR(16) NOT NULL,
-    priority INT NOT NULL DEFAULT 0,
-    attempts INT NOT NULL DEFAULT 0,
-    max_attempts INT NOT NULL,
-    run_at BIGINT NOT NULL,
-    timeout_ms BIGINT NULL,
-    unique_key VARCHAR(512) NULL,
-    unique_active VARCHAR(512) AS (CASE WHEN status IN ('pending', 'running', 'retrying')
-        THEN unique_key END) STORED,
-    result LONGTEXT NULL,
-    errors LONGTEXT NULL,
-    cancel_reason TEXT NULL,
-    cancel_requested TINYINT NOT NULL DEFAULT 0,
-    enqueued_at BIGINT NOT NULL,
-    started_at BIGINT NULL,
-    finished_at BIGINT NULL,
-    locked_by VARCHAR(255) NULL,
-    lease_until BIGINT NULL,
-    INDEX spikard_jobs_ready (queue, status, priority, run_at),
-    INDEX spikard_jobs_lease (status, lease_until),
-    INDEX spikard_jobs_locked (locked_by),
-    INDEX spikard_jobs_finished (finished_at),
-    UNIQUE INDEX spikard_jobs_unique (queue, unique_active)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
-"#;
-
-/// The claim index: `ready_queue` is the queue of a ready (pending or retrying) job and
-/// NULL otherwise, so one queue's ready jobs are one ordered index range and a claim reads
-/// and locks only the rows it takes (two statuses in one range would sort every ready row
-/// of the queue and lock them all). Added by [`MySqlStore::migrate`] to old tables too.
-const CLAIM_INDEX: &str = "ALTER TABLE spikard_jobs \
-     ADD COLUMN ready_queue VARCHAR(200) AS (CASE WHEN status IN ('pending', 'retrying') \
-         THEN queue END) STORED, \
-     ADD INDEX spikard_jobs_claim (ready_queue, priority DESC, run_at, id)";
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
+use crate::time::duration_ms;
 
 /// MySQL error numbers of a column or index that already exists (a concurrent migration).
 const ER_DUP_FIELDNAME: u16 = 1060;
 const ER_DUP_KEYNAME: u16 = 1061;
-
-const SCHEDULES: &str = r#"
-CREATE TABLE IF NOT EXISTS spikard_schedules (
-    name VARCHAR(200) NOT NULL PRIMARY KEY,
-    definition LONGTEXT NOT NULL,
-    last_tick BIGINT NOT NULL,
-    updated_at BIGINT NOT NULL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
-"#;
-
-const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, \
-     run_at, timeout_ms, unique_key, result, errors, cancel_reason, enqueued_at, started_at, \
-     finished_at";
 
 /// Appends the JSON text in the bound parameter to the `errors` array text.
 const APPEND_ERROR: &str = "CASE WHEN errors IS NULL OR errors = '' OR errors = '[]' \
@@ -90,42 +34,29 @@ const APPEND_ERROR: &str = "CASE WHEN errors IS NULL OR errors = '' OR errors = 
 /// Rows per multi-row INSERT.
 const INSERT_CHUNK: usize = 500;
 
-/// The server-wide name of the maintenance lock (`GET_LOCK`).
-const MAINTENANCE_LOCK: &str = "spikard_tasks.maintenance";
-
 /// A job store in a MySQL or MariaDB database.
 #[derive(Clone, Debug)]
 pub struct MySqlStore {
-    pool: MySqlPool,
-    /// The hot path's connections (enqueue, claim, outcomes, heartbeats).
-    conns: Conns<MySql>,
-    /// The database's clock (leases and run_at are compared on it).
-    clock: Arc<DbClock>,
+    sql: Sql<MySql>,
 }
 
 impl MySqlStore {
     /// Starts a write transaction.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, MySql>, sqlx::Error> {
-        self.pool.begin().await
+        self.sql.pool.begin().await
     }
 
     /// Connects and creates the table if needed (idempotent, safe concurrently:
     /// `CREATE TABLE IF NOT EXISTS` is atomic in InnoDB).
     pub async fn connect(url: &str) -> CoreResult<Self> {
-        super::connect::probe::<sqlx::MySqlConnection>(url).await?;
-        let pool = super::connect::pool_options::<sqlx::MySql>()
-            .connect(url)
-            .await
-            .map_err(|e| super::connect::connect_error(url, e))?;
-        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
-        sqlx::raw_sql(SCHEDULES).execute(&pool).await?;
-        Self::migrate(&pool).await?;
-        let conns = Conns::new(pool.clone(), super::connect::HOT_CONNECTIONS);
-        Ok(Self {
-            pool,
-            conns,
-            clock: Arc::default(),
-        })
+        let sql: Sql<MySql> = Sql::new(
+            super::pool::connect(url).await?,
+            super::pool::HOT_CONNECTIONS,
+            &super::dialect::MYSQL,
+        );
+        sql.setup(&mut *sql.pool.acquire().await?).await?;
+        Self::migrate(&sql.pool).await?;
+        Ok(Self { sql })
     }
 
     /// Adds the claim index to a table that lacks it; safe when several workers start
@@ -140,14 +71,14 @@ impl MySqlStore {
         if present > 0 {
             return Ok(());
         }
-        match sqlx::raw_sql(CLAIM_INDEX).execute(pool).await {
+        match sqlx::raw_sql(my::CLAIM_INDEX).execute(pool).await {
             Err(err) if !already_exists(&err) => Err(err.into()),
             _ => Ok(()),
         }
     }
 
     async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, TxError> {
-        let mut conn = self.conns.get().await?;
+        let mut conn = self.sql.conns.get().await?;
         let out = if rows.len() <= INSERT_CHUNK && rows.iter().all(|r| r.unique_key.is_none()) {
             // One autocommit statement (atomic on its own): one round trip.
             let plain: Vec<&JobRow> = rows.iter().collect();
@@ -157,7 +88,7 @@ impl MySqlStore {
             all_created(rows)
         } else {
             let mut tx = conn.begin().await?;
-            let out = Self::insert_jobs(&mut tx, rows).await?;
+            let out = self.insert_jobs(&mut tx, rows).await?;
             tx.commit().await?;
             out
         };
@@ -176,6 +107,7 @@ impl MySqlStore {
     /// producers of overlapping keys wait for each other instead of deadlocking. A read
     /// of the keys then finds each one's job.
     async fn insert_jobs(
+        &self,
         tx: &mut Transaction<'_, MySql>,
         rows: &[JobRow],
     ) -> Result<Vec<Enqueued>, TxError> {
@@ -260,26 +192,21 @@ impl MySqlStore {
         worker: &str,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<ClaimedJob>, TxError> {
-        let now = self.clock.now_ms();
-        let mut conn = self.conns.get().await?;
+    ) -> Result<(Vec<(ClaimedJob, i64)>, Vec<(ClaimedJob, Completion)>), TxError> {
+        let now = self.sql.clock.now_ms();
+        let mut conn = self.sql.conns.get().await?;
         let mut tx = conn.begin().await?;
         // One ordered range of the claim index per queue, read with everything a claimed
         // job needs; the best `limit` of them win (rows locked but not taken are
         // unlocked at commit).
         let mut picked: Vec<(ClaimKey, MySqlRow)> = Vec::new();
         for queue in queues {
-            let rows = sqlx::query(
-                "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
-                 priority, run_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
-                 WHERE ready_queue = ? AND run_at <= ? \
-                 ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED",
-            )
-            .bind(queue)
-            .bind(now)
-            .bind(limit as i64)
-            .fetch_all(&mut *tx)
-            .await?;
+            let rows = sqlx::query(my::CLAIM)
+                .bind(queue)
+                .bind(now)
+                .bind(limit as i64)
+                .fetch_all(&mut *tx)
+                .await?;
             for row in rows {
                 let key = (
                     std::cmp::Reverse(row.try_get::<i32, _>("priority")?),
@@ -294,7 +221,7 @@ impl MySqlStore {
         if picked.is_empty() {
             tx.commit().await?;
             conn.release();
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
@@ -308,39 +235,11 @@ impl MySqlStore {
             q = q.bind(id);
         }
         q.execute(&mut *tx).await?;
-        let mut claimed = Vec::with_capacity(picked.len());
-        for ((_, _, id), row) in &picked {
-            match claimed_from_row(row) {
-                Ok(mut job) => {
-                    // The row was read before the update counted this attempt.
-                    job.attempt += 1;
-                    claimed.push(job);
-                }
-                Err(err) => {
-                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
-                    let entry = serde_json::to_string(&AttemptError {
-                        attempt: row.try_get::<i32, _>("attempts")? as u32 + 1,
-                        error: err.to_string(),
-                        traceback: None,
-                        at_ms: now,
-                    })?;
-                    let sql = format!(
-                        "UPDATE spikard_jobs SET status = 'failed', finished_at = ?, \
-                         locked_by = NULL, lease_until = NULL, errors = {APPEND_ERROR} WHERE id = ?"
-                    );
-                    sqlx::query(AssertSqlSafe(sql))
-                        .bind(now)
-                        .bind(&entry)
-                        .bind(&entry)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-            }
-        }
         tx.commit().await?;
         conn.release();
-        Ok(claimed)
+        // The rows were read before the update counted this attempt.
+        let rows: Vec<MySqlRow> = picked.into_iter().map(|(_, row)| row).collect();
+        claimed_rows(&rows, 1, now).map_err(TxError::from)
     }
 }
 
@@ -349,8 +248,6 @@ fn already_exists(err: &sqlx::Error) -> bool {
         .and_then(|e| e.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>())
         .is_some_and(|e| matches!(e.number(), ER_DUP_FIELDNAME | ER_DUP_KEYNAME))
 }
-
-super::rows::row_decoders!(MySqlRow, i32);
 
 #[async_trait]
 impl Store for MySqlStore {
@@ -362,26 +259,11 @@ impl Store for MySqlStore {
     }
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM spikard_jobs WHERE id = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref()
-            .map(|r| record_from_row(r, self.now_ms()))
-            .transpose()
+        self.sql.get(id).await
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
-        cancel_job!(
-            self,
-            self.clock.now_ms(),
-            id,
-            "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
-             cancel_reason = 'cancelled by request' \
-             WHERE id = ? AND status IN ('pending', 'retrying')",
-            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'"
-        )
+        self.sql.cancel(id).await
     }
 
     async fn claim(
@@ -394,7 +276,9 @@ impl Store for MySqlStore {
         if limit == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
-        retry_tx(|| self.try_claim(queues, worker, limit, lease)).await
+        let (jobs, broken) = retry_tx(|| self.try_claim(queues, worker, limit, lease)).await?;
+        fail_corrupt(self, worker, broken).await;
+        Ok(jobs.into_iter().map(|(job, _)| job).collect())
     }
 
     async fn complete(
@@ -405,12 +289,12 @@ impl Store for MySqlStore {
         if done.is_empty() {
             return Ok(0);
         }
-        let now = self.clock.now_ms();
+        let now = self.sql.clock.now_ms();
         let done = &done;
         retry_tx(|| async move {
             let mut written = 0usize;
             let chunks: Vec<_> = done.chunks(COMPLETE_CHUNK).collect();
-            let mut conn = self.conns.get().await?;
+            let mut conn = self.sql.conns.get().await?;
             // One statement writes a chunk; only several chunks need a transaction.
             if let [chunk] = chunks.as_slice() {
                 let q = complete_statement(worker, chunk, now)?;
@@ -435,11 +319,11 @@ impl Store for MySqlStore {
         ids: &[String],
         lease: Duration,
     ) -> CoreResult<Vec<String>> {
-        let until = self.clock.now_ms().saturating_add(duration_ms(lease));
+        let until = self.sql.clock.now_ms().saturating_add(duration_ms(lease));
         // Renewing a lease twice is harmless: a retry runs every chunk again.
         retry_tx(|| async move {
             let mut cancel = Vec::new();
-            let mut conn = self.conns.get().await?;
+            let mut conn = self.sql.conns.get().await?;
             // By primary key only: no gap locks on the locked_by index to deadlock with
             // claims.
             for chunk in ids.chunks(INSERT_CHUNK) {
@@ -473,7 +357,7 @@ impl Store for MySqlStore {
         // Recording a start twice is harmless: a retry runs every chunk again.
         retry_tx(|| async move {
             let mut marked = 0;
-            let mut conn = self.conns.get().await?;
+            let mut conn = self.sql.conns.get().await?;
             for chunk in started.chunks(INSERT_CHUNK) {
                 let sql = format!(
                     "UPDATE spikard_jobs SET started_at = CASE id {}END \
@@ -498,8 +382,8 @@ impl Store for MySqlStore {
 
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
         retry_tx(|| async move {
-            let now = self.clock.now_ms();
-            let mut tx = self.pool.begin().await?;
+            let now = self.sql.clock.now_ms();
+            let mut tx = self.sql.pool.begin().await?;
             // `counted`: the attempt ran (its start was recorded), or it is the second
             // rescue of the same unrecorded attempt. Decided in a locked read, then written
             // by two plain updates (no SET expression reads a column assigned before it).
@@ -569,163 +453,43 @@ impl Store for MySqlStore {
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
-        // MySQL evaluates SET left to right: compute status before decrementing attempts.
-        let base = "UPDATE spikard_jobs SET \
-                 status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
-                 attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
-             WHERE locked_by = ? AND status = 'running'";
-        let sql = match ids {
-            None => base.to_owned(),
-            Some([]) => return Ok(0),
-            Some(ids) => format!("{base} AND id IN ({})", placeholders(ids.len())),
-        };
-        let sql = &sql;
-        retry_tx(|| async move {
-            let mut q = sqlx::query(AssertSqlSafe(sql.as_str())).bind(worker);
-            for id in ids.unwrap_or_default() {
-                q = q.bind(id);
-            }
-            Ok::<_, TxError>(q.execute(&self.pool).await?.rows_affected())
-        })
-        .await
+        self.sql.release(worker, ids).await
     }
 
     async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT status, CAST(status = 'pending' AND run_at > ? AS SIGNED) AS later, \
-             CAST(COUNT(*) AS SIGNED) FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
-        )
-        .bind(self.clock.now_ms())
-        .bind(queue)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut counts = QueueCounts::default();
-        for (status, later, n) in rows {
-            let status = if later != 0 {
-                JobStatus::Scheduled
-            } else {
-                JobStatus::parse(&status)?
-            };
-            counts.add(status, n as u64);
-        }
-        Ok(counts)
+        self.sql.counts(queue).await
     }
 
     async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
-        let res = sqlx::query(
-            "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
-             ORDER BY finished_at LIMIT ?",
-        )
-        .bind(before_ms)
-        .bind(limit as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected())
+        self.sql.purge(before_ms, limit).await
     }
 
     async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
-        let rescued = rescue_rounds(self).await?;
-        let Some(before) = purge_before else {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        };
-        // One purging worker at a time: a named lock of the server, held by one
-        // connection's session while the rounds run on others; dropped if we die.
-        let mut lock = self.pool.acquire().await?;
-        let leader: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, 0)")
-            .bind(MAINTENANCE_LOCK)
-            .fetch_one(&mut *lock)
-            .await?;
-        if leader != Some(1) {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        }
-        let purged = purge_rounds(self, before).await;
-        let released = sqlx::query("SELECT RELEASE_LOCK(?)")
-            .bind(MAINTENANCE_LOCK)
-            .execute(&mut *lock)
-            .await;
-        if released.is_err() {
-            lock.close_on_drop();
-        }
-        Ok(Maintenance {
-            rescued,
-            purged: Some(purged?),
-        })
+        maintain_locked(self, purge_before, self.sql.purge_lock()).await
     }
 
     async fn close(&self) {
-        self.conns.close().await;
+        self.sql.conns.close().await;
     }
 
     fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+        self.sql.clock.now_ms()
     }
 
     async fn sync_clock(&self) -> CoreResult<i64> {
-        // Only the query's round trip is measured (not waiting for or opening a
-        // connection).
-        let mut conn = self.pool.acquire().await?;
-        let sent = now_ms();
-        let db: i64 =
-            sqlx::query_scalar("SELECT CAST(FLOOR(UNIX_TIMESTAMP(NOW(3)) * 1000) AS SIGNED)")
-                .fetch_one(&mut *conn)
-                .await?;
-        Ok(self.clock.observe(sent, db, now_ms()))
+        self.sql.sync_clock().await
     }
 
-    /// MySQL and MariaDB have no notifications: a dedicated connection asks for the
-    /// newest job id every [`WATCH_INTERVAL`] (ids are UUIDv7, ordered by creation time,
-    /// so `MAX(id)` is one look at the end of the primary key) and wakes the worker when
-    /// it moves. Jobs that become ready later (delays, retries) wait for the poll.
     fn spawn_listener(
         &self,
         _queues: Vec<String>,
         wake: Arc<Notify>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let options = self.pool.connect_options();
-        Some(tokio::spawn(async move {
-            let mut pause = WATCH_PAUSE;
-            loop {
-                match sqlx::ConnectOptions::connect(&*options).await {
-                    Ok(mut conn) => {
-                        pause = WATCH_PAUSE;
-                        let mut last: Option<Option<String>> = None;
-                        loop {
-                            tokio::time::sleep(WATCH_INTERVAL).await;
-                            match sqlx::query_scalar::<_, Option<String>>(
-                                "SELECT MAX(id) FROM spikard_jobs",
-                            )
-                            .fetch_one(&mut conn)
-                            .await
-                            {
-                                Ok(newest) => {
-                                    // Also on the first look after a (re)connect: jobs
-                                    // may have come while nobody watched.
-                                    if last.as_ref() != Some(&newest) {
-                                        wake.notify_one();
-                                    }
-                                    last = Some(newest);
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "MySQL job watcher lost its connection; reconnecting");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "MySQL job watcher cannot connect; retrying")
-                    }
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
-        }))
+        let newest = "SELECT MAX(id) FROM spikard_jobs";
+        Some(
+            self.sql
+                .watch::<Option<String>>("MySQL job watcher", newest, WATCH_INTERVAL, wake),
+        )
     }
 }
 
@@ -826,14 +590,5 @@ fn complete_statement<'q>(
 
 /// How often an idle worker's watcher asks for the newest job id.
 const WATCH_INTERVAL: Duration = Duration::from_millis(5);
-/// Pause before the watcher reconnects, doubled up to 5 s.
-const WATCH_PAUSE: Duration = Duration::from_millis(100);
 
-super::rows::sql_schedule_store!(
-    MySqlStore,
-    save: "INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) VALUES (?, ?, ?, ?) \
-             ON DUPLICATE KEY UPDATE definition = VALUES(definition), updated_at = VALUES(updated_at)",
-    list: "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
-    remove: "DELETE FROM spikard_schedules WHERE name = ?",
-    fire: "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?"
-);
+sql_schedule_store!(MySqlStore);

@@ -34,16 +34,14 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
     AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo, RedisError, Script, ScriptInvocation,
 };
-use serde_json::Value;
 
+use super::rows::{claimed_rows, record_from, CompletionColumns, Fields};
 use super::{
-    all_created, purge_rounds, rescue_rounds, Maintenance, Store, StoredSchedule, LOST,
+    all_created, fail_corrupt, maintain_locked, Maintenance, Store, StoredSchedule, Unlock, LOST,
     LOST_UNSTARTED,
 };
 use crate::error::{CoreError, CoreResult};
-use crate::job::{
-    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
-};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts};
 use crate::redact::{redact, Secrets};
 use crate::time::{duration_ms, now_ms, DbClock};
 
@@ -60,76 +58,45 @@ const RECONNECT_RETRIES: usize = 4;
 const PROMOTE_BATCH: usize = 1000;
 /// How long a worker may hold the maintenance lock before it expires by itself (ms).
 const MAINTENANCE_LOCK_MS: u64 = 15_000;
-/// Pause before the wake-up listener reconnects, doubled up to [`LISTEN_MAX_PAUSE`].
-const LISTEN_PAUSE: Duration = Duration::from_millis(100);
-const LISTEN_MAX_PAUSE: Duration = Duration::from_secs(5);
 /// How often the listener pings its subscription connection to notice a dead peer.
 const LISTEN_PING: Duration = Duration::from_secs(15);
 
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(
-            include_str!("redis_scripts/prelude.lua"),
-            include_str!(concat!("redis_scripts/", $file))
-        ))
+/// The scripts, each behind the shared prelude (`fire` runs `enqueue` after its own).
+macro_rules! scripts {
+    ($($name:ident: $($file:literal)+,)*) => {
+        struct Scripts {
+            $($name: Script,)*
+        }
+
+        static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+            $($name: Script::new(concat!(
+                include_str!("redis_scripts/prelude.lua"),
+                $(include_str!(concat!("redis_scripts/", $file)),)+
+            )),)*
+        });
+
+        impl Scripts {
+            fn all(&self) -> Vec<&Script> {
+                vec![$(&self.$name,)*]
+            }
+        }
     };
 }
 
-struct Scripts {
-    enqueue: Script,
-    fire: Script,
-    schedules: Script,
-    claim: Script,
-    complete: Script,
-    cancel: Script,
-    heartbeat: Script,
-    rescue: Script,
-    release: Script,
-    counts: Script,
-    purge: Script,
-    mark: Script,
-    maintenance: Script,
-}
-
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    enqueue: script!("enqueue.lua"),
-    // The tick claim, then the same insert as `enqueue`, in one script.
-    fire: Script::new(concat!(
-        include_str!("redis_scripts/prelude.lua"),
-        include_str!("redis_scripts/fire.lua"),
-        include_str!("redis_scripts/enqueue.lua")
-    )),
-    schedules: script!("schedules.lua"),
-    claim: script!("claim.lua"),
-    complete: script!("complete.lua"),
-    cancel: script!("cancel.lua"),
-    heartbeat: script!("heartbeat.lua"),
-    rescue: script!("rescue.lua"),
-    release: script!("release.lua"),
-    counts: script!("counts.lua"),
-    purge: script!("purge.lua"),
-    mark: script!("mark.lua"),
-    maintenance: script!("maintenance.lua"),
-});
-
-impl Scripts {
-    fn all(&self) -> [&Script; 13] {
-        [
-            &self.enqueue,
-            &self.fire,
-            &self.schedules,
-            &self.claim,
-            &self.complete,
-            &self.cancel,
-            &self.heartbeat,
-            &self.rescue,
-            &self.release,
-            &self.counts,
-            &self.purge,
-            &self.mark,
-            &self.maintenance,
-        ]
-    }
+scripts! {
+    enqueue: "enqueue.lua",
+    fire: "fire.lua" "enqueue.lua",
+    schedules: "schedules.lua",
+    claim: "claim.lua",
+    complete: "complete.lua",
+    cancel: "cancel.lua",
+    heartbeat: "heartbeat.lua",
+    rescue: "rescue.lua",
+    release: "release.lua",
+    counts: "counts.lua",
+    purge: "purge.lua",
+    mark: "mark.lua",
+    maintenance: "maintenance.lua",
 }
 
 /// A job store in Redis.
@@ -208,6 +175,28 @@ impl RedisStore {
         })
     }
 
+    /// Takes the maintenance lock: a key set with NX that expires by itself should this
+    /// process die (or stall) while it holds it.
+    async fn purge_lock(&self) -> CoreResult<Option<Unlock>> {
+        let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        let mut take = SCRIPTS.maintenance.prepare_invoke();
+        take.arg(PREFIX).arg("take").arg(&token);
+        let taken: i64 = self
+            .invoke(&self.work, take.arg(MAINTENANCE_LOCK_MS))
+            .await?;
+        if taken != 1 {
+            return Ok(None);
+        }
+        let store = self.clone();
+        Ok(Some(Box::pin(async move {
+            let mut give = SCRIPTS.maintenance.prepare_invoke();
+            give.arg(PREFIX).arg("give").arg(&token).arg(0);
+            if let Err(e) = store.invoke::<i64>(&store.work, &give).await {
+                tracing::debug!(error = %e, "giving back the maintenance lock failed; it expires");
+            }
+        })))
+    }
+
     fn error(&self, err: RedisError) -> CoreError {
         CoreError::Backend(format!("redis: {}", self.secrets.scrub(&err.to_string())))
     }
@@ -254,73 +243,28 @@ fn opt(value: Option<&str>) -> String {
     value.map_or_else(String::new, |v| format!("={v}"))
 }
 
-fn corrupt(id: &str, what: &str) -> CoreError {
-    CoreError::Backend(format!("corrupt job row {id}: {what}"))
+/// A job's hash (its id is the key's).
+struct Hash<'a>(&'a str, HashMap<String, String>);
+
+/// Fields of a claimed job, in the claim script's order.
+struct ClaimRow(Vec<Option<String>>);
+
+const CLAIM_FIELDS: &str = "id queue task args kwargs attempts max_attempts timeout_ms priority";
+
+impl Fields for Hash<'_> {
+    fn text(&self, name: &str) -> CoreResult<Option<String>> {
+        Ok(match name {
+            "id" => Some(self.0.to_owned()),
+            _ => self.1.get(name).cloned(),
+        })
+    }
 }
 
-fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| corrupt(id, &format!("{what} is not JSON ({e})")))
-    })
-    .transpose()
-}
-
-fn required(h: &mut HashMap<String, String>, field: &str, id: &str) -> CoreResult<String> {
-    h.remove(field)
-        .ok_or_else(|| corrupt(id, &format!("no {field}")))
-}
-
-fn number<T: std::str::FromStr>(
-    text: Option<String>,
-    field: &str,
-    id: &str,
-) -> CoreResult<Option<T>> {
-    text.map(|t| {
-        t.parse()
-            .map_err(|_| corrupt(id, &format!("{field} is not a number: {t:?}")))
-    })
-    .transpose()
-}
-
-fn required_number<T: std::str::FromStr>(
-    h: &mut HashMap<String, String>,
-    field: &str,
-    id: &str,
-) -> CoreResult<T> {
-    number(Some(required(h, field, id)?), field, id)?.ok_or_else(|| corrupt(id, field))
-}
-
-fn record_from_hash(id: &str, mut h: HashMap<String, String>, now: i64) -> CoreResult<JobRecord> {
-    let stored = JobStatus::parse(&required(&mut h, "status", id)?)?;
-    let run_at_ms: i64 = required_number(&mut h, "run_at", id)?;
-    let status = if stored == JobStatus::Pending && run_at_ms > now {
-        JobStatus::Scheduled
-    } else {
-        stored
-    };
-    let errors = match h.remove("errors") {
-        Some(t) => serde_json::from_str(&t).map_err(|e| corrupt(id, &format!("errors ({e})")))?,
-        None => Vec::new(),
-    };
-    Ok(JobRecord {
-        queue: required(&mut h, "queue", id)?,
-        task: required(&mut h, "task", id)?,
-        status,
-        attempts: required_number(&mut h, "attempts", id)?,
-        max_attempts: required_number(&mut h, "max_attempts", id)?,
-        priority: required_number(&mut h, "priority", id)?,
-        run_at_ms,
-        args: decode_json(h.remove("args"), "args", id)?.unwrap_or(Value::Null),
-        kwargs: decode_json(h.remove("kwargs"), "kwargs", id)?.unwrap_or(Value::Null),
-        result: decode_json(h.remove("result"), "result", id)?,
-        errors,
-        cancel_reason: h.remove("cancel_reason"),
-        unique_key: h.remove("unique_key"),
-        enqueued_at_ms: required_number(&mut h, "enqueued_at", id)?,
-        started_at_ms: number(h.remove("started_at"), "started_at", id)?,
-        finished_at_ms: number(h.remove("finished_at"), "finished_at", id)?,
-        id: id.to_owned(),
-    })
+impl Fields for ClaimRow {
+    fn text(&self, name: &str) -> CoreResult<Option<String>> {
+        let i = CLAIM_FIELDS.split(' ').position(|f| f == name);
+        Ok(i.and_then(|i| self.0.get(i).cloned().flatten()))
+    }
 }
 
 /// Arguments of `enqueue.lua` (and of `fire.lua`, which runs it).
@@ -339,30 +283,6 @@ fn push_rows(inv: &mut ScriptInvocation<'_>, rows: &[JobRow], now: i64) {
             .arg(opt(r.unique_key.as_deref()))
             .arg(r.enqueued_at_ms);
     }
-}
-
-/// Fields of a claimed job, in the claim script's order.
-type ClaimRow = Vec<Option<String>>;
-
-fn claimed_from_row(row: &ClaimRow) -> CoreResult<ClaimedJob> {
-    let field = |i: usize| row.get(i).cloned().flatten();
-    let id = field(0).unwrap_or_default();
-    let need = |i: usize, name: &str| field(i).ok_or_else(|| corrupt(&id, &format!("no {name}")));
-    let num = |i: usize, name: &str| -> CoreResult<i64> {
-        number(Some(need(i, name)?), name, &id)?.ok_or_else(|| corrupt(&id, name))
-    };
-    Ok(ClaimedJob {
-        queue: need(1, "queue")?,
-        task: need(2, "task")?,
-        args: decode_json(field(3), "args", &id)?.unwrap_or(Value::Null),
-        kwargs: decode_json(field(4), "kwargs", &id)?.unwrap_or(Value::Null),
-        attempt: num(5, "attempts")? as u32,
-        max_attempts: num(6, "max_attempts")? as u32,
-        timeout: number::<i64>(field(7), "timeout_ms", &id)?.map(|ms| ms as f64 / 1000.0),
-        priority: num(8, "priority")? as i32,
-        started_at_ms: None,
-        id,
-    })
 }
 
 #[async_trait]
@@ -393,7 +313,7 @@ impl Store for RedisStore {
         if h.is_empty() {
             return Ok(None);
         }
-        record_from_hash(id, h, self.clock.now_ms()).map(Some)
+        record_from(&Hash(id, h), self.clock.now_ms()).map(Some)
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
@@ -423,48 +343,11 @@ impl Store for RedisStore {
         for queue in queues {
             inv.arg(queue);
         }
-        let rows: Vec<ClaimRow> = self.invoke(&self.work, &inv).await?;
-        let mut jobs = Vec::with_capacity(rows.len());
-        let mut broken = Vec::new();
-        for row in &rows {
-            match claimed_from_row(row) {
-                Ok(job) => jobs.push(job),
-                Err(err) => {
-                    // A corrupt job must not block the queue: fail it with the reason.
-                    let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-                    let id = field(0);
-                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
-                    let attempt = field(5).parse().unwrap_or(0);
-                    let job = ClaimedJob {
-                        id,
-                        queue: field(1),
-                        task: field(2),
-                        args: Value::Null,
-                        kwargs: Value::Null,
-                        attempt,
-                        max_attempts: 0,
-                        timeout: None,
-                        priority: 0,
-                        started_at_ms: None,
-                    };
-                    let error = AttemptError {
-                        attempt,
-                        error: err.to_string(),
-                        traceback: None,
-                        at_ms: now,
-                    };
-                    broken.push((job, Completion::Failed(error)));
-                }
-            }
-        }
-        if !broken.is_empty() {
-            // Never lose the good jobs of this claim over it: if this write fails, the
-            // corrupt jobs' leases expire and they are failed on a later attempt.
-            if let Err(err) = self.complete(worker, broken).await {
-                tracing::warn!(error = %err, "failing corrupt jobs failed");
-            }
-        }
-        Ok(jobs)
+        let rows: Vec<Vec<Option<String>>> = self.invoke(&self.work, &inv).await?;
+        let rows: Vec<ClaimRow> = rows.into_iter().map(ClaimRow).collect();
+        let (jobs, broken) = claimed_rows(&rows, 0, now)?;
+        fail_corrupt(self, worker, broken).await;
+        Ok(jobs.into_iter().map(|(job, _)| job).collect())
     }
 
     async fn complete(
@@ -475,32 +358,18 @@ impl Store for RedisStore {
         if done.is_empty() {
             return Ok(0);
         }
+        let now = self.clock.now_ms();
         let mut inv = SCRIPTS.complete.prepare_invoke();
-        inv.arg(PREFIX)
-            .arg(self.clock.now_ms())
-            .arg(worker)
-            .arg(done.len());
+        inv.arg(PREFIX).arg(now).arg(worker).arg(done.len());
         for (job, outcome) in &done {
-            let (result, run_at, error, reason) = match outcome {
-                Completion::Succeeded(v) => (Some(serde_json::to_string(v)?), None, None, None),
-                Completion::Retry { run_at_ms, error } => (
-                    None,
-                    Some(run_at_ms.to_string()),
-                    Some(serde_json::to_string(error)?),
-                    None,
-                ),
-                Completion::Failed(error) => {
-                    (None, None, Some(serde_json::to_string(error)?), None)
-                }
-                Completion::Cancelled { reason } => (None, None, None, reason.clone()),
-            };
+            let c = CompletionColumns::new(outcome, now)?;
             inv.arg(&job.id)
                 .arg(job.attempt)
-                .arg(outcome.status().as_str())
-                .arg(opt(result.as_deref()))
-                .arg(opt(run_at.as_deref()))
-                .arg(opt(error.as_deref()))
-                .arg(opt(reason.as_deref()))
+                .arg(c.status)
+                .arg(opt(c.result.as_deref()))
+                .arg(opt(c.run_at_ms.map(|at| at.to_string()).as_deref()))
+                .arg(opt(c.error.as_deref()))
+                .arg(opt(c.cancel_reason.as_deref()))
                 .arg(opt(job.started_at_ms.map(|at| at.to_string()).as_deref()));
         }
         Ok(self.invoke::<usize>(&self.work, &inv).await?)
@@ -597,37 +466,7 @@ impl Store for RedisStore {
     }
 
     async fn maintain(&self, purge_before: Option<i64>) -> CoreResult<Maintenance> {
-        let rescued = rescue_rounds(self).await?;
-        let Some(before) = purge_before else {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        };
-        // One purging worker at a time: a key set with NX that expires by itself should
-        // this process die (or stall) while it holds it.
-        let token = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-        let mut take = SCRIPTS.maintenance.prepare_invoke();
-        take.arg(PREFIX)
-            .arg("take")
-            .arg(&token)
-            .arg(MAINTENANCE_LOCK_MS);
-        if self.invoke::<i64>(&self.work, &take).await? != 1 {
-            return Ok(Maintenance {
-                rescued,
-                purged: None,
-            });
-        }
-        let purged = purge_rounds(self, before).await;
-        let mut give = SCRIPTS.maintenance.prepare_invoke();
-        give.arg(PREFIX).arg("give").arg(&token).arg(0);
-        if let Err(e) = self.invoke::<i64>(&self.work, &give).await {
-            tracing::debug!(error = %e, "giving back the maintenance lock failed; it expires");
-        }
-        Ok(Maintenance {
-            rescued,
-            purged: Some(purged?),
-        })
+        maintain_locked(self, purge_before, self.purge_lock()).await
     }
 
     async fn close(&self) {
@@ -661,25 +500,15 @@ impl Store for RedisStore {
         queues: Vec<String>,
         wake: Arc<tokio::sync::Notify>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let client = self.client.clone();
-        let secrets = self.secrets.clone();
+        let (client, secrets) = (self.client.clone(), self.secrets.clone());
         let channels: Vec<String> = queues.iter().map(|q| format!("{PREFIX}wake:{q}")).collect();
-        Some(tokio::spawn(async move {
-            let mut pause = LISTEN_PAUSE;
-            loop {
-                match listen(&client, &channels, &wake).await {
-                    Ok(()) => {
-                        pause = LISTEN_PAUSE;
-                        tracing::warn!("Redis wake-up subscription lost; reconnecting");
-                    }
-                    Err(e) => tracing::warn!(
-                        error = %secrets.scrub(&e.to_string()),
-                        retry_in = ?pause,
-                        "Redis wake-up subscription failed"
-                    ),
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(LISTEN_MAX_PAUSE);
+        let channels = Arc::new(channels);
+        Some(super::supervise("Redis wake-up subscription", move || {
+            let (client, channels) = (client.clone(), Arc::clone(&channels));
+            let (secrets, wake) = (Arc::clone(&secrets), Arc::clone(&wake));
+            async move {
+                let res = listen(&client, &channels, &wake).await;
+                res.map_err(|e| secrets.scrub(&e.to_string()))
             }
         }))
     }

@@ -1,20 +1,124 @@
-//! Row decoding and outcome columns shared by the SQL stores.
+//! Job rows read and written the same way by every store: decoding (from a SQL row or a
+//! Redis hash) and outcome columns.
 
 use serde_json::Value;
 
+use super::{corrupt_job, shown_status};
 use crate::error::{CoreError, CoreResult};
-use crate::job::{ClaimedJob, Completion, Enqueued, JobRow};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus};
 
-/// Parses a JSON column; a value that is not JSON marks the row corrupt.
-pub(crate) fn decode_json(text: Option<String>, what: &str, id: &str) -> CoreResult<Option<Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| {
-            CoreError::Backend(format!("corrupt job row {id}: {what} is not JSON ({e})"))
-        })
-    })
-    .transpose()
+/// A stored job's columns by name (`None`: NULL or absent). Numbers are parsed from
+/// the text unless the store has typed columns.
+pub(crate) trait Fields {
+    fn text(&self, name: &str) -> CoreResult<Option<String>>;
+    /// An INTEGER column (`attempts`, `max_attempts`, `priority`).
+    fn int(&self, name: &str) -> CoreResult<Option<i32>> {
+        parsed(self, name)
+    }
+    /// A BIGINT column (times in ms).
+    fn big(&self, name: &str) -> CoreResult<Option<i64>> {
+        parsed(self, name)
+    }
 }
 
+fn parsed<T: std::str::FromStr>(f: &(impl Fields + ?Sized), name: &str) -> CoreResult<Option<T>> {
+    let Some(text) = f.text(name)? else {
+        return Ok(None);
+    };
+    let id = || f.text("id").ok().flatten().unwrap_or_default();
+    let what = || format!("{name} is not a number: {text:?}");
+    text.parse().map(Some).map_err(|_| corrupt(&id(), &what()))
+}
+
+fn corrupt(id: &str, what: &str) -> CoreError {
+    CoreError::Backend(format!("corrupt job row {id}: {what}"))
+}
+
+fn need<T>(value: Option<T>, id: &str, name: &str) -> CoreResult<T> {
+    value.ok_or_else(|| corrupt(id, &format!("no {name}")))
+}
+
+/// Parses a JSON column; a value that is not JSON marks the row corrupt.
+fn json(f: &impl Fields, name: &str, id: &str) -> CoreResult<Option<Value>> {
+    let parse = |t: String| serde_json::from_str(&t);
+    let not_json = |e| corrupt(id, &format!("{name} is not JSON ({e})"));
+    f.text(name)?.map(parse).transpose().map_err(not_json)
+}
+
+/// The job as a record; `now` (the store's clock) tells `scheduled` from `pending`.
+pub(crate) fn record_from(f: &impl Fields, now: i64) -> CoreResult<JobRecord> {
+    let id = need(f.text("id")?, "", "id")?;
+    let stored = JobStatus::parse(&need(f.text("status")?, &id, "status")?)?;
+    let run_at_ms = need(f.big("run_at")?, &id, "run_at")?;
+    let errors = match json(f, "errors", &id)? {
+        Some(v) => serde_json::from_value(v).map_err(|e| corrupt(&id, &format!("errors ({e})")))?,
+        None => Vec::new(),
+    };
+    Ok(JobRecord {
+        queue: need(f.text("queue")?, &id, "queue")?,
+        task: need(f.text("task")?, &id, "task")?,
+        status: shown_status(stored, run_at_ms > now),
+        attempts: need(f.int("attempts")?, &id, "attempts")? as u32,
+        max_attempts: need(f.int("max_attempts")?, &id, "max_attempts")? as u32,
+        priority: need(f.int("priority")?, &id, "priority")?,
+        run_at_ms,
+        args: json(f, "args", &id)?.unwrap_or_default(),
+        kwargs: json(f, "kwargs", &id)?.unwrap_or_default(),
+        result: json(f, "result", &id)?,
+        errors,
+        cancel_reason: f.text("cancel_reason")?,
+        unique_key: f.text("unique_key")?,
+        enqueued_at_ms: need(f.big("enqueued_at")?, &id, "enqueued_at")?,
+        started_at_ms: f.big("started_at")?,
+        finished_at_ms: f.big("finished_at")?,
+        id,
+    })
+}
+
+fn claimed_from(f: &impl Fields, id: &str, attempt: u32) -> CoreResult<ClaimedJob> {
+    Ok(ClaimedJob {
+        queue: need(f.text("queue")?, id, "queue")?,
+        task: need(f.text("task")?, id, "task")?,
+        args: json(f, "args", id)?.unwrap_or_default(),
+        kwargs: json(f, "kwargs", id)?.unwrap_or_default(),
+        attempt,
+        max_attempts: need(f.int("max_attempts")?, id, "max_attempts")? as u32,
+        timeout: f.big("timeout_ms")?.map(|ms| ms as f64 / 1000.0),
+        priority: need(f.int("priority")?, id, "priority")?,
+        started_at_ms: None,
+        id: id.to_owned(),
+    })
+}
+
+/// A claim's rows as jobs, each with its `run_at` (0 where the row has none), and the
+/// corrupt ones as the outcomes that fail them ([`super::corrupt_job`]). `bump` is added
+/// to each attempt (MySQL reads its rows before the claim counts the attempt).
+#[allow(clippy::type_complexity)]
+pub(crate) fn claimed_rows<F: Fields>(
+    rows: &[F],
+    bump: u32,
+    now: i64,
+) -> CoreResult<(Vec<(ClaimedJob, i64)>, Vec<(ClaimedJob, Completion)>)> {
+    let mut jobs = Vec::with_capacity(rows.len());
+    let mut broken = Vec::new();
+    for f in rows {
+        let text = |name| f.text(name).ok().flatten().unwrap_or_default();
+        let id = text("id");
+        let attempt = f.int("attempts").ok().flatten().unwrap_or(0) as u32 + bump;
+        match claimed_from(f, &id, attempt) {
+            Ok(job) => jobs.push((job, f.big("run_at")?.unwrap_or(0))),
+            Err(err) => broken.push(corrupt_job(
+                (id, text("queue"), text("task")),
+                attempt,
+                &err,
+                now,
+            )),
+        }
+    }
+    Ok((jobs, broken))
+}
+
+#[cfg(feature = "sqlite")]
 /// The id of a job created earlier in the same batch with row `i`'s queue and unique key.
 pub(crate) fn earlier_in_batch(rows: &[JobRow], out: &[Enqueued], i: usize) -> Option<String> {
     let row = &rows[i];
@@ -37,34 +141,6 @@ pub(crate) fn in_claim_order(mut keyed: Vec<(ClaimedJob, i64)>) -> Vec<ClaimedJo
             .then(a.id.cmp(&b.id))
     });
     keyed.into_iter().map(|(j, _)| j).collect()
-}
-
-/// The body of [`Store::cancel`](super::Store::cancel) of a SQL store: `$cancel` (binds:
-/// now, id) cancels a job that has not started; when it matched nothing, `$ask` (binds:
-/// id) asks a running one to stop. Retried whole if the database aborts it.
-macro_rules! cancel_job {
-    ($store:ident, $now:expr, $id:ident, $cancel:literal, $ask:literal) => {
-        $crate::store::retry::retry_tx(|| async move {
-            let done = sqlx::query($cancel)
-                .bind($now)
-                .bind($id)
-                .execute(&$store.pool)
-                .await?;
-            if done.rows_affected() > 0 {
-                return Ok(true);
-            }
-            let asked = sqlx::query($ask).bind($id).execute(&$store.pool).await?;
-            Ok::<_, $crate::store::retry::TxError>(asked.rows_affected() > 0)
-        })
-        .await
-    };
-}
-
-pub(crate) use cancel_job;
-
-/// `?, ?, …` with `n` placeholders.
-pub(crate) fn placeholders(n: usize) -> String {
-    vec!["?"; n].join(", ")
 }
 
 /// A multi-row `INSERT` of `n` new jobs into `table` with `?` placeholders (SQLite, MySQL);
@@ -144,153 +220,3 @@ impl CompletionColumns {
         Ok(cols)
     }
 }
-
-/// Generates `record_from_row` and `claimed_from_row` for one sqlx row type; `$int` is
-/// the type the backend decodes `INTEGER` columns as.
-macro_rules! row_decoders {
-    ($row:ty, $int:ty) => {
-        /// The row as a record; `now` (the store's clock) tells `scheduled` from `pending`.
-        fn record_from_row(
-            row: &$row,
-            now: i64,
-        ) -> $crate::error::CoreResult<$crate::job::JobRecord> {
-            use sqlx::Row;
-            use $crate::job::JobStatus;
-            use $crate::store::rows::decode_json;
-            let id: String = row.try_get("id")?;
-            let stored = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
-            let run_at_ms: i64 = row.try_get("run_at")?;
-            let status = if stored == JobStatus::Pending && run_at_ms > now {
-                JobStatus::Scheduled
-            } else {
-                stored
-            };
-            let errors = match decode_json(row.try_get("errors")?, "errors", &id)? {
-                Some(v) => serde_json::from_value(v).map_err(|e| {
-                    $crate::error::CoreError::Backend(format!("corrupt job row {id}: errors ({e})"))
-                })?,
-                None => Vec::new(),
-            };
-            Ok($crate::job::JobRecord {
-                queue: row.try_get("queue")?,
-                task: row.try_get("task")?,
-                status,
-                attempts: row.try_get::<$int, _>("attempts")? as u32,
-                max_attempts: row.try_get::<$int, _>("max_attempts")? as u32,
-                priority: row.try_get::<$int, _>("priority")? as i32,
-                run_at_ms,
-                args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
-                kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
-                result: decode_json(row.try_get("result")?, "result", &id)?,
-                errors,
-                cancel_reason: row.try_get("cancel_reason")?,
-                unique_key: row.try_get("unique_key")?,
-                enqueued_at_ms: row.try_get("enqueued_at")?,
-                started_at_ms: row.try_get("started_at")?,
-                finished_at_ms: row.try_get("finished_at")?,
-                id,
-            })
-        }
-
-        fn claimed_from_row(row: &$row) -> $crate::error::CoreResult<$crate::job::ClaimedJob> {
-            use sqlx::Row;
-            use $crate::store::rows::decode_json;
-            let id: String = row.try_get("id")?;
-            Ok($crate::job::ClaimedJob {
-                queue: row.try_get("queue")?,
-                task: row.try_get("task")?,
-                args: decode_json(row.try_get("args")?, "args", &id)?.unwrap_or_default(),
-                kwargs: decode_json(row.try_get("kwargs")?, "kwargs", &id)?.unwrap_or_default(),
-                attempt: row.try_get::<$int, _>("attempts")? as u32,
-                max_attempts: row.try_get::<$int, _>("max_attempts")? as u32,
-                timeout: row
-                    .try_get::<Option<i64>, _>("timeout_ms")?
-                    .map(|ms| ms as f64 / 1000.0),
-                priority: row.try_get::<$int, _>("priority")? as i32,
-                started_at_ms: None,
-                id,
-            })
-        }
-    };
-}
-
-pub(crate) use row_decoders;
-
-/// Implements [`ScheduleStore`](super::ScheduleStore) for a SQL store from its four
-/// statements. The store provides `pool`, `begin_write()` and `insert_jobs(tx, rows)`.
-macro_rules! sql_schedule_store {
-    ($ty:ty, save: $save:literal, list: $list:literal, remove: $remove:literal, fire: $fire:literal) => {
-        #[async_trait::async_trait]
-        impl $crate::store::ScheduleStore for $ty {
-            async fn save_schedule(
-                &self,
-                name: &str,
-                definition: &str,
-                now_ms: i64,
-            ) -> $crate::error::CoreResult<()> {
-                sqlx::query($save)
-                    .bind(name)
-                    .bind(definition)
-                    .bind(now_ms)
-                    .bind(now_ms)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn schedules(
-                &self,
-            ) -> $crate::error::CoreResult<Vec<$crate::store::StoredSchedule>> {
-                let rows: Vec<(String, String, i64, i64)> =
-                    sqlx::query_as($list).fetch_all(&self.pool).await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(name, definition, last_tick_ms, updated_at_ms)| {
-                        $crate::store::StoredSchedule {
-                            name,
-                            definition,
-                            last_tick_ms,
-                            updated_at_ms,
-                        }
-                    })
-                    .collect())
-            }
-
-            async fn remove_schedule(&self, name: &str) -> $crate::error::CoreResult<bool> {
-                let res = sqlx::query($remove).bind(name).execute(&self.pool).await?;
-                Ok(res.rows_affected() > 0)
-            }
-
-            async fn fire_schedule(
-                &self,
-                name: &str,
-                tick_ms: i64,
-                job: Option<$crate::job::JobRow>,
-            ) -> $crate::error::CoreResult<Option<$crate::job::Enqueued>> {
-                let job = &job;
-                $crate::store::retry::retry_tx(|| async move {
-                    let mut tx = self.begin_write().await?;
-                    let won = sqlx::query($fire)
-                        .bind(tick_ms)
-                        .bind(name)
-                        .bind(tick_ms)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                        == 1;
-                    let out = match (won, job) {
-                        (true, Some(job)) => Self::insert_jobs(&mut tx, std::slice::from_ref(job))
-                            .await?
-                            .pop(),
-                        _ => None,
-                    };
-                    tx.commit().await?;
-                    Ok::<_, $crate::store::retry::TxError>(out)
-                })
-                .await
-            }
-        }
-    };
-}
-
-pub(crate) use sql_schedule_store;

@@ -12,72 +12,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Connection, Row};
+use sqlx::{AssertSqlSafe, Connection, Sqlite};
 
-use super::conns::Conns;
 use super::rows::{
-    cancel_job, earlier_in_batch, in_claim_order, insert_jobs_query, placeholders,
-    CompletionColumns,
+    claimed_rows, earlier_in_batch, in_claim_order, insert_jobs_query, CompletionColumns,
 };
+use super::sql::{placeholders, sql_schedule_store, Sql};
 use super::sqlite_direct::DirectWriter;
-use super::{all_created, Store, LOST, LOST_UNSTARTED};
+use super::{all_created, fail_corrupt, Store};
 use crate::error::{CoreError, CoreResult};
-use crate::job::{
-    AttemptError, ClaimedJob, Completion, Enqueued, JobRecord, JobRow, JobStatus, QueueCounts,
-};
+use crate::job::{ClaimedJob, Completion, Enqueued, JobRecord, JobRow, QueueCounts};
 use crate::time::{duration_ms, now_ms};
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS spikard_jobs (
-    id TEXT PRIMARY KEY NOT NULL,
-    queue TEXT NOT NULL,
-    task TEXT NOT NULL,
-    args TEXT NOT NULL,
-    kwargs TEXT NOT NULL,
-    status TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_attempts INTEGER NOT NULL,
-    run_at INTEGER NOT NULL,
-    timeout_ms INTEGER,
-    unique_key TEXT,
-    result TEXT,
-    errors TEXT,
-    cancel_reason TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0,
-    enqueued_at INTEGER NOT NULL,
-    started_at INTEGER,
-    finished_at INTEGER,
-    locked_by TEXT,
-    lease_until INTEGER
-);
-CREATE INDEX IF NOT EXISTS spikard_jobs_ready
-    ON spikard_jobs(queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
-CREATE INDEX IF NOT EXISTS spikard_jobs_lease
-    ON spikard_jobs(lease_until) WHERE status = 'running';
--- Heartbeats and outcomes go by id; one index less to update on every claim and outcome.
-DROP INDEX IF EXISTS spikard_jobs_locked;
-CREATE UNIQUE INDEX IF NOT EXISTS spikard_jobs_unique
-    ON spikard_jobs(queue, unique_key)
-    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
-CREATE INDEX IF NOT EXISTS spikard_jobs_finished
-    ON spikard_jobs(finished_at) WHERE finished_at IS NOT NULL;
-CREATE TABLE IF NOT EXISTS spikard_schedules (
-    name TEXT PRIMARY KEY NOT NULL,
-    definition TEXT NOT NULL,
-    last_tick INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS spikard_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
-INSERT OR IGNORE INTO spikard_meta (key, value) VALUES ('schema_version', '1');
-"#;
-
-const COLUMNS: &str = "id, queue, task, args, kwargs, status, priority, attempts, max_attempts, \
-     run_at, timeout_ms, unique_key, result, errors, cancel_reason, enqueued_at, started_at, \
-     finished_at";
 
 /// Rows per multi-row INSERT (12 bound values each, far below SQLite's variable limit).
 pub(crate) const INSERT_CHUNK: usize = 400;
@@ -85,9 +32,7 @@ pub(crate) const INSERT_CHUNK: usize = 400;
 /// A job store in a SQLite database.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    /// The hot path's connections (enqueue, get, claim, outcomes, heartbeats).
-    conns: Conns<sqlx::Sqlite>,
+    sql: Sql<Sqlite>,
     /// Taken around this store's writes: SQLite has one writer at a time, and writers of
     /// one process that collide (a claim while outcomes are written) would otherwise
     /// meet in SQLite's busy handler, which sleeps for milliseconds. Other processes
@@ -95,8 +40,6 @@ pub struct SqliteStore {
     writes: Arc<tokio::sync::Mutex<()>>,
     /// Keeps an in-memory database alive; never used for queries.
     _anchor: Option<Arc<tokio::sync::Mutex<sqlx::SqliteConnection>>>,
-    /// How to open another connection to the same file (for the change watcher).
-    file_options: Option<SqliteConnectOptions>,
     /// Inserts on a blocking producer's own thread (file databases only).
     direct: Option<Arc<DirectWriter>>,
 }
@@ -131,7 +74,7 @@ fn is_busy(e: &sqlx::Error) -> bool {
 impl SqliteStore {
     /// Starts a write transaction.
     async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        self.sql.pool.begin_with("BEGIN IMMEDIATE").await
     }
 
     /// Opens (creating if needed) a database file and sets up the schema.
@@ -163,7 +106,6 @@ impl SqliteStore {
         loop {
             match Self::try_open_file(options.clone()).await {
                 Ok(mut store) => {
-                    store.file_options = Some(options);
                     store.direct = Some(Arc::new(DirectWriter::open(path, synchronous_full)?));
                     return Ok(store);
                 }
@@ -217,6 +159,7 @@ impl SqliteStore {
 
     /// Inserts `rows` inside `tx` (unique keys resolved to existing jobs).
     async fn insert_jobs(
+        &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         rows: &[JobRow],
     ) -> CoreResult<Vec<Enqueued>> {
@@ -227,14 +170,7 @@ impl SqliteStore {
                 plain.push(row);
                 continue;
             };
-            let existing: Option<String> = sqlx::query_scalar(
-                "SELECT id FROM spikard_jobs WHERE queue = ? AND unique_key = ? \
-                 AND status IN ('pending', 'running', 'retrying')",
-            )
-            .bind(&row.queue)
-            .bind(key)
-            .fetch_optional(&mut **tx)
-            .await?;
+            let existing = self.sql.unique_holder(tx, &row.queue, key).await?;
             match existing.or_else(|| earlier_in_batch(rows, &out, i)) {
                 Some(id) => out[i] = Enqueued { id, created: false },
                 None => plain.push(row),
@@ -248,21 +184,18 @@ impl SqliteStore {
 
     /// Sets up the schema; the hot path keeps at most `hot` connections open.
     async fn setup(pool: SqlitePool, hot: usize) -> Result<Self, sqlx::Error> {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        sqlx::raw_sql(SCHEMA).execute(&mut *tx).await?;
+        let sql = Sql::new(pool, hot, &super::dialect::SQLITE);
+        let mut tx = sql.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sql.setup(&mut tx).await?;
         tx.commit().await?;
         Ok(Self {
-            conns: Conns::new(pool.clone(), hot),
-            pool,
+            sql,
             writes: Arc::default(),
             _anchor: None,
-            file_options: None,
             direct: None,
         })
     }
 }
-
-super::rows::row_decoders!(SqliteRow, i64);
 
 /// One multi-row `INSERT` of `rows` (at most [`INSERT_CHUNK`]).
 fn insert_statement<'q>(
@@ -288,44 +221,27 @@ impl Store for SqliteStore {
         if let [row] = rows.as_slice() {
             if row.unique_key.is_none() {
                 // One row, nothing to look up first: one autocommit statement.
-                let mut conn = self.conns.get().await?;
+                let mut conn = self.sql.conns.get().await?;
                 insert_statement(&[row]).execute(&mut *conn).await?;
                 conn.release();
                 return Ok(all_created(&rows));
             }
         }
-        let mut conn = self.conns.get().await?;
+        let mut conn = self.sql.conns.get().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-        let out = Self::insert_jobs(&mut tx, &rows).await?;
+        let out = self.insert_jobs(&mut tx, &rows).await?;
         tx.commit().await?;
         conn.release();
         Ok(out)
     }
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM spikard_jobs WHERE id = ?");
-        let mut conn = self.conns.get().await?;
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?;
-        conn.release();
-        row.as_ref()
-            .map(|r| record_from_row(r, self.now_ms()))
-            .transpose()
+        self.sql.get(id).await
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
         let _writing = self.writes.lock().await;
-        cancel_job!(
-            self,
-            now_ms(),
-            id,
-            "UPDATE spikard_jobs SET status = 'cancelled', finished_at = ?, \
-             cancel_reason = 'cancelled by request' \
-             WHERE id = ? AND status IN ('pending', 'retrying')",
-            "UPDATE spikard_jobs SET cancel_requested = 1 WHERE id = ? AND status = 'running'"
-        )
+        self.sql.cancel(id).await
     }
 
     async fn claim(
@@ -350,15 +266,15 @@ impl Store for SqliteStore {
         for queue in queues {
             q = q.bind(queue);
         }
-        let mut conn = self.conns.get().await?;
+        let mut conn = self.sql.conns.get().await?;
         let ready = q.bind(now).fetch_optional(&mut *conn).await?.is_some();
         conn.release();
         if !ready {
             return Ok(Vec::new());
         }
         // Writers take the write lock before a connection (never the other way round).
-        let _writing = self.writes.lock().await;
-        let mut conn = self.conns.get().await?;
+        let writing = self.writes.lock().await;
+        let mut conn = self.sql.conns.get().await?;
         let sql = format!(
             "UPDATE spikard_jobs SET status = 'running', attempts = attempts + 1, \
              locked_by = ?, lease_until = ?, started_at = NULL \
@@ -376,34 +292,10 @@ impl Store for SqliteStore {
             q = q.bind(queue);
         }
         let rows = q.bind(now).bind(limit as i64).fetch_all(&mut *conn).await?;
-        let mut keyed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let run_at: i64 = row.try_get("run_at")?;
-            match claimed_from_row(row) {
-                Ok(job) => keyed.push((job, run_at)),
-                Err(err) => {
-                    // A corrupt row must not block the queue: fail it with the reason.
-                    let id: String = row.try_get("id")?;
-                    tracing::error!(job_id = %id, error = %err, "failing corrupt job row");
-                    sqlx::query(
-                        "UPDATE spikard_jobs SET status = 'failed', finished_at = ?, \
-                         locked_by = NULL, lease_until = NULL, \
-                         errors = json_insert(COALESCE(errors, '[]'), '$[#]', json(?)) WHERE id = ?",
-                    )
-                    .bind(now)
-                    .bind(serde_json::to_string(&AttemptError {
-                        attempt: row.try_get::<i64, _>("attempts")? as u32,
-                        error: err.to_string(),
-                        traceback: None,
-                        at_ms: now,
-                    })?)
-                    .bind(&id)
-                    .execute(&mut *conn)
-                    .await?;
-                }
-            }
-        }
         conn.release();
+        drop(writing); // failing corrupt rows (below) writes again
+        let (keyed, broken) = claimed_rows(&rows, 0, now)?;
+        fail_corrupt(self, worker, broken).await;
         // RETURNING order is unspecified: hand jobs out in priority order.
         Ok(in_claim_order(keyed))
     }
@@ -419,7 +311,7 @@ impl Store for SqliteStore {
         let now = now_ms();
         let mut written = 0;
         let _writing = self.writes.lock().await;
-        let mut conn = self.conns.get().await?;
+        let mut conn = self.sql.conns.get().await?;
         let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
         // One statement per chunk: the outcomes travel as a VALUES table.
         for chunk in done.chunks(COMPLETE_CHUNK) {
@@ -467,7 +359,7 @@ impl Store for SqliteStore {
         let until = now_ms().saturating_add(duration_ms(lease));
         let mut cancel = Vec::new();
         let _writing = self.writes.lock().await;
-        let mut conn = self.conns.get().await?;
+        let mut conn = self.sql.conns.get().await?;
         for chunk in ids.chunks(INSERT_CHUNK) {
             let sql = format!(
                 "UPDATE spikard_jobs SET lease_until = ? WHERE locked_by = ? \
@@ -492,7 +384,7 @@ impl Store for SqliteStore {
             return Ok(0);
         }
         let _writing = self.writes.lock().await;
-        let mut conn = self.conns.get().await?;
+        let mut conn = self.sql.conns.get().await?;
         let mut marked = 0;
         for chunk in started.chunks(INSERT_CHUNK / 2) {
             let sql = format!(
@@ -513,76 +405,16 @@ impl Store for SqliteStore {
 
     async fn rescue_expired(&self, limit: usize) -> CoreResult<u64> {
         let _writing = self.writes.lock().await;
-        let now = now_ms();
-        // `counted`: the attempt ran (its start was recorded), or it is the second
-        // rescue of the same unrecorded attempt. Every expression reads the old row.
-        let counted = format!(
-            "(started_at IS NOT NULL OR (json_extract(errors, '$[#-1].attempt') = attempts \
-             AND json_extract(errors, '$[#-1].error') = '{LOST_UNSTARTED}'))"
-        );
-        let sql = format!(
-            "UPDATE spikard_jobs SET \
-                 status = CASE WHEN {counted} THEN \
-                     CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'retrying' END \
-                     ELSE CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END END, \
-                 finished_at = CASE WHEN {counted} AND attempts >= max_attempts \
-                     THEN ?1 ELSE NULL END, \
-                 errors = json_insert(COALESCE(errors, '[]'), '$[#]', json_object( \
-                     'attempt', attempts, \
-                     'error', CASE WHEN {counted} THEN '{LOST}' ELSE '{LOST_UNSTARTED}' END, \
-                     'traceback', NULL, 'at_ms', ?1)), \
-                 attempts = CASE WHEN {counted} THEN attempts ELSE attempts - 1 END, \
-                 run_at = ?1, locked_by = NULL, lease_until = NULL \
-             WHERE id IN (SELECT id FROM spikard_jobs \
-                 WHERE status = 'running' AND lease_until < ?1 LIMIT ?2)"
-        );
-        let res = sqlx::query(AssertSqlSafe(sql))
-            .bind(now)
-            .bind(limit as i64)
-            .execute(&self.pool)
-            .await?;
-        Ok(res.rows_affected())
+        self.sql.rescue(limit).await
     }
 
     async fn release(&self, worker: &str, ids: Option<&[String]>) -> CoreResult<u64> {
         let _writing = self.writes.lock().await;
-        let base = "UPDATE spikard_jobs SET \
-                 status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
-                 attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
-             WHERE locked_by = ? AND status = 'running'";
-        let res = match ids {
-            None => sqlx::query(base).bind(worker).execute(&self.pool).await?,
-            Some([]) => return Ok(0),
-            Some(ids) => {
-                let sql = format!("{base} AND id IN ({})", placeholders(ids.len()));
-                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(worker);
-                for id in ids {
-                    q = q.bind(id);
-                }
-                q.execute(&self.pool).await?
-            }
-        };
-        Ok(res.rows_affected())
+        self.sql.release(worker, ids).await
     }
 
     async fn counts(&self, queue: &str) -> CoreResult<QueueCounts> {
-        let rows = sqlx::query(
-            "SELECT status, (status = 'pending' AND run_at > ?) AS later, COUNT(*) AS n \
-             FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
-        )
-        .bind(now_ms())
-        .bind(queue)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut counts = QueueCounts::default();
-        for row in rows {
-            let mut status = JobStatus::parse(&row.try_get::<String, _>("status")?)?;
-            if row.try_get::<bool, _>("later")? {
-                status = JobStatus::Scheduled;
-            }
-            counts.add(status, row.try_get::<i64, _>("n")? as u64);
-        }
-        Ok(counts)
+        self.sql.counts(queue).await
     }
 
     /// SQLite has no notifications across processes: a dedicated connection polls
@@ -593,60 +425,22 @@ impl Store for SqliteStore {
         _queues: Vec<String>,
         wake: Arc<tokio::sync::Notify>,
     ) -> Option<tokio::task::JoinHandle<()>> {
-        let options = self.file_options.clone()?;
-        Some(tokio::spawn(async move {
-            let Ok(mut conn) = sqlx::ConnectOptions::connect(&options).await else {
-                tracing::warn!("cannot open the SQLite change watcher; relying on polling");
-                return;
-            };
-            let mut last: Option<i64> = None;
-            loop {
-                match sqlx::query_scalar::<_, i64>("PRAGMA data_version")
-                    .fetch_one(&mut conn)
-                    .await
-                {
-                    Ok(version) => {
-                        // The first reading wakes the worker too: a commit made after
-                        // its first claim but before this baseline would be missed.
-                        if last != Some(version) {
-                            wake.notify_one();
-                        }
-                        last = Some(version);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "SQLite change watcher failed; relying on polling");
-                        return;
-                    }
-                }
-                tokio::time::sleep(WATCH_INTERVAL).await;
-            }
-        }))
+        self.direct.as_ref()?; // a file database (an in-memory one has no other writers)
+        let version = "PRAGMA data_version";
+        Some(
+            self.sql
+                .watch::<i64>("SQLite change watcher", version, WATCH_INTERVAL, wake),
+        )
     }
 
     async fn close(&self) {
-        self.conns.close().await;
+        self.sql.conns.close().await;
     }
 
     async fn purge_finished(&self, before_ms: i64, limit: usize) -> CoreResult<u64> {
         let _writing = self.writes.lock().await;
-        let res = sqlx::query(
-            "DELETE FROM spikard_jobs WHERE id IN (SELECT id FROM spikard_jobs \
-             WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?)",
-        )
-        .bind(before_ms)
-        .bind(limit as i64)
-        .execute(&self.pool)
-        .await?;
-        Ok(res.rows_affected())
+        self.sql.purge(before_ms, limit).await
     }
 }
 
-super::rows::sql_schedule_store!(
-    SqliteStore,
-    save: "INSERT INTO spikard_schedules (name, definition, last_tick, updated_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
-             updated_at = excluded.updated_at",
-    list: "SELECT name, definition, last_tick, updated_at FROM spikard_schedules ORDER BY name",
-    remove: "DELETE FROM spikard_schedules WHERE name = ?",
-    fire: "UPDATE spikard_schedules SET last_tick = ? WHERE name = ? AND last_tick < ?"
-);
+sql_schedule_store!(SqliteStore);

@@ -33,24 +33,6 @@ pub(crate) struct Conns<DB: Database> {
     slots: Arc<Semaphore>,
 }
 
-impl<DB: Database> Conns<DB> {
-    /// Closes every idle connection and refuses new ones (connections still out are
-    /// closed when they come back). Then closes the pool. Idempotent.
-    pub(crate) async fn close(&self) {
-        self.slots.close();
-        let idle: Vec<_> = self
-            .idle
-            .lock()
-            .expect("idle stack poisoned")
-            .drain(..)
-            .collect();
-        for (conn, _) in idle {
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
-        }
-        self.pool.close().await;
-    }
-}
-
 impl<DB: Database> Clone for Conns<DB> {
     fn clone(&self) -> Self {
         Self {
@@ -96,6 +78,22 @@ impl<DB: Database> Conns<DB> {
             }
             // Dead (e.g. the server restarted): drop it and try the next one.
         }
+    }
+
+    /// Closes every idle connection and refuses new ones (connections still out are
+    /// closed when they come back). Then closes the pool. Idempotent.
+    pub(crate) async fn close(&self) {
+        self.slots.close();
+        let idle: Vec<_> = self
+            .idle
+            .lock()
+            .expect("idle stack poisoned")
+            .drain(..)
+            .collect();
+        for (conn, _) in idle {
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.close()).await;
+        }
+        self.pool.close().await;
     }
 
     fn wrap(&self, conn: DB::Connection, slot: OwnedSemaphorePermit) -> Conn<DB> {

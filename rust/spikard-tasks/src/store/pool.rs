@@ -1,8 +1,9 @@
-//! Connecting to SQL servers: fail fast with the server's reason, never leak the password.
+//! Pools of SQL server connections: their options, and connecting that fails fast with
+//! the server's reason and never leaks the password.
 
 use std::time::Duration;
 
-use super::conns::PING_IF_IDLE;
+use super::conn_stack::PING_IF_IDLE;
 use crate::error::{CoreError, CoreResult};
 
 /// How long a call waits for a pooled connection before failing with `BackendError`.
@@ -12,7 +13,7 @@ use crate::error::{CoreError, CoreResult};
 /// their claims and outcome writes on their own. Kept short so producers fail fast.
 pub(crate) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most connections a store's hot path ([`super::conns::Conns`]) keeps open at once,
+/// Most connections a store's hot path ([`super::conn_stack::Conns`]) keeps open at once,
 /// besides those of its pool.
 pub(crate) const HOT_CONNECTIONS: usize = 8;
 
@@ -39,9 +40,18 @@ pub(crate) fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> 
         })
 }
 
+/// Checks that the server at `url` answers ([`probe`]), then opens the pool.
+pub(crate) async fn connect<DB: sqlx::Database>(url: &str) -> CoreResult<sqlx::Pool<DB>> {
+    probe::<DB::Connection>(url).await?;
+    pool_options::<DB>()
+        .connect(url)
+        .await
+        .map_err(|e| connect_error(url, e))
+}
+
 /// Parses `url` and opens one connection right away, so a wrong host, port or password
 /// fails at once with the server's reason instead of after the pool's acquire timeout.
-pub(crate) async fn probe<C: sqlx::Connection>(url: &str) -> CoreResult<()> {
+async fn probe<C: sqlx::Connection>(url: &str) -> CoreResult<()> {
     let conn = tokio::time::timeout(Duration::from_secs(15), C::connect(url))
         .await
         .map_err(|_| {
@@ -55,7 +65,7 @@ pub(crate) async fn probe<C: sqlx::Connection>(url: &str) -> CoreResult<()> {
     Ok(())
 }
 
-pub(crate) fn connect_error(url: &str, err: sqlx::Error) -> CoreError {
+fn connect_error(url: &str, err: sqlx::Error) -> CoreError {
     // The driver's text may quote the password (percent-decoded): scrub it.
     let reason = crate::redact::Secrets::of(url).scrub(&err.to_string());
     let url = crate::url::redact(url);
