@@ -21,8 +21,6 @@ from ._text import check_text
 from .config import DEFAULT_URL, TaskQueueConfig
 from .cron import CronSchedule, ScheduleState
 from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
-from .inprocess.backend import InProcessBackend
-from .inprocess.worker import InProcessWorker
 from .job import Job, JobInfo
 from .task import Task
 from .worker import Worker, running_workers
@@ -75,6 +73,8 @@ class TaskQueue:
             self._default_note = ""
         self._backend: Backend
         if self.backend == "inprocess":
+            from .inprocess.backend import InProcessBackend  # the fast path, loaded on use
+
             self._backend = InProcessBackend(config, self._tasks)
         else:
             self._backend = DurableBackend(config, self.backend, repr(self))
@@ -391,7 +391,11 @@ class TaskQueue:
         drain_timeout: float | None,
     ) -> Worker:
         backend = self._backend
-        if isinstance(backend, InProcessBackend):
+        if self.backend == "inprocess":
+            from .inprocess.backend import InProcessBackend
+            from .inprocess.worker import InProcessWorker
+
+            assert isinstance(backend, InProcessBackend)
             return InProcessWorker(
                 self,
                 backend,

@@ -47,11 +47,15 @@ Arguments and results follow the durable path's JSON rules: a non-JSON argument 
 become lists), and a result that is not JSON fails the job without a retry.
 """
 
-from .backend import InProcessBackend
-from .rules import backoff_delay, retry_policy
+from typing import TYPE_CHECKING, Any
+
 from .runtime import BackgroundRuntime, DrainReport, RuntimeJob, RuntimeStats
-from .settings import InProcessSettings
-from .worker import InProcessWorker
+
+if TYPE_CHECKING:
+    from .backend import InProcessBackend
+    from .rules import backoff_delay, retry_policy
+    from .settings import InProcessSettings
+    from .worker import InProcessWorker
 
 __all__ = [
     "BackgroundRuntime",
@@ -64,3 +68,22 @@ __all__ = [
     "backoff_delay",
     "retry_policy",
 ]
+
+#: What is imported on first use only: a durable program never loads the fast path's
+#: backend (``import spikard_tasks`` stays as light as the runtime needs).
+_LAZY = {
+    "InProcessBackend": "backend",
+    "InProcessSettings": "settings",
+    "InProcessWorker": "worker",
+    "backoff_delay": "rules",
+    "retry_policy": "rules",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
