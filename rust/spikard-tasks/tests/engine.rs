@@ -711,7 +711,9 @@ async fn store_cancel_heartbeat_release_and_rescue() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(store.rescue_expired(1000).await.unwrap() >= 3, "{url}");
+        // Rescue is global per database: another test's worker may rescue these jobs
+        // first, so what is asserted is their state afterwards, not who rescued them.
+        store.rescue_expired(1000).await.unwrap();
         let a = store.get(&ids[0]).await.unwrap().unwrap();
         assert_eq!((a.status, a.attempts), (JobStatus::Retrying, 1), "{url}");
         assert_eq!(a.errors[0].error, spikard_tasks::store::LOST, "{url}");
@@ -756,7 +758,7 @@ async fn store_cancel_heartbeat_release_and_rescue() {
         assert!(lost.iter().any(|j| j.id == d_id), "{url}");
         store.heartbeat(&worker, &[], lease).await.unwrap();
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(store.rescue_expired(1000).await.unwrap() >= 1, "{url}");
+        store.rescue_expired(1000).await.unwrap(); // or another test's maintenance did
         let d = store.get(&d_id).await.unwrap().unwrap();
         assert_eq!((d.status, d.attempts), (JobStatus::Pending, 0), "{url}");
         // Rescued unstarted twice at the same attempt: the second time it counts, so a
@@ -767,7 +769,7 @@ async fn store_cancel_heartbeat_release_and_rescue() {
             "{url}"
         );
         tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(store.rescue_expired(1000).await.unwrap() >= 1, "{url}");
+        store.rescue_expired(1000).await.unwrap(); // or another test's maintenance did
         let d = store.get(&d_id).await.unwrap().unwrap();
         assert_eq!((d.status, d.attempts), (JobStatus::Retrying, 1), "{url}");
         assert_eq!(d.errors.len(), 2, "{url}");
