@@ -12,11 +12,7 @@ from typing import Any, TypeVar, overload
 
 from . import _native
 from ._backend import Backend, DurableBackend
-from ._normalize import as_args as _as_args
-from ._normalize import as_kwargs as _as_kwargs
-from ._normalize import handler_callable as _handler_callable
-from ._normalize import job_items as _job_items
-from ._normalize import merge_options as _merge
+from ._normalize import as_args, as_kwargs, handler_callable, job_items, merge_options
 from ._text import check_text
 from .config import DEFAULT_URL, TaskQueueConfig
 from .cron import CronSchedule, ScheduleState
@@ -188,7 +184,7 @@ class TaskQueue:
         defaults = {k: v for k, v in defaults.items() if v is not None}
 
         def register(target: Any) -> Task[Any, Any]:
-            func, default_name = _handler_callable(target)
+            func, default_name = handler_callable(target)
             task_name = name or default_name
             if not task_name:
                 raise ConfigError("task name must not be empty")
@@ -235,8 +231,8 @@ class TaskQueue:
         returns that job.
         """
         name, defaults = self._resolve_task(task, strict)
-        merged = _merge(defaults, options)
-        return self._enqueue_one(name, _as_args(args), _as_kwargs(kwargs), merged)
+        merged = merge_options(defaults, options)
+        return self._enqueue_one(name, as_args(args), as_kwargs(kwargs), merged)
 
     def enqueue_many(
         self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, strict: bool = True
@@ -249,7 +245,7 @@ class TaskQueue:
         batch: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
         # Each task name is resolved once per call, not once per job.
         resolved: dict[Any, tuple[str, dict[str, Any]]] = {}
-        for item in _job_items(jobs):
+        for item in job_items(jobs):
             # `type(...) is dict` first: the Mapping check goes through the ABC machinery.
             if type(item) is dict or isinstance(item, Mapping):
                 spec = dict(item)
@@ -274,7 +270,7 @@ class TaskQueue:
             else:
                 hit = self._resolve_task(task, strict)
             name, defaults = hit
-            batch.append((name, _as_args(args), _as_kwargs(kwargs), _merge(defaults, options)))
+            batch.append((name, as_args(args), as_kwargs(kwargs), merge_options(defaults, options)))
         if not batch:
             return []
         return self._backend.enqueue(batch)
@@ -298,7 +294,7 @@ class TaskQueue:
         self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, strict: bool = True
     ) -> list[Job]:
         """Awaitable twin of :meth:`enqueue_many`."""
-        items = list(_job_items(jobs))
+        items = list(job_items(jobs))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: self.enqueue_many(items, strict=strict))
 
