@@ -79,3 +79,18 @@ def test_version_is_the_installed_distributions() -> None:
     )
     assert module.returncode == 0, module.stderr
     assert installed in module.stdout
+
+
+def test_serve_without_the_http_extra_says_what_to_install() -> None:
+    """Starlette hidden from the import system: one line naming the extra, no traceback."""
+    script = (
+        "import sys; sys.modules['starlette'] = None\n"
+        "from spikard_tasks.cli import main\n"
+        "sys.exit(main(['serve', 'tests.apps.web:add']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'spikard-tasks[http]'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from spikard_tasks import Cancel, JobStatus, TaskQueue
-from spikard_tasks.exceptions import JobCancelled, JobFailed
+from spikard_tasks.exceptions import JobCancelled, JobFailed, UnknownTask
 from spikard_tasks.testing import capture, eager
 
 
@@ -90,3 +90,30 @@ def test_eager_keeps_the_json_rules(queue: TaskQueue) -> None:
 
     with eager(queue), pytest.raises(SerializationError):
         queue.tasks["add"].delay(object(), 1)
+
+
+def test_eager_retries_without_the_backoff_delay(queue: TaskQueue) -> None:
+    """The queue's default backoff (1 s, then 2 s) would make this job take 3 s; under
+    eager() the retries run at once, well inside a 1.5 s timeout, on the engine's path."""
+    calls: list[int] = []
+
+    @queue.task(name="flaky", max_attempts=3)
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError(f"try {len(calls)}")
+        return "ok"
+
+    assert queue.config.backoff.initial == 1.0
+    with eager(queue, timeout=1.5):
+        job = flaky.delay()
+    assert job.result() == "ok"
+    info = job.info()
+    assert info.attempts == 3
+    assert [e.error for e in info.errors] == ["ConnectionError: try 1", "ConnectionError: try 2"]
+
+
+def test_eager_refuses_a_task_this_process_does_not_register(queue: TaskQueue) -> None:
+    with eager(queue), pytest.raises(UnknownTask, match="eager"):
+        queue.enqueue("nobody.registers.this", strict=False)
+    assert queue.counts().get("pending", 0) == 0
