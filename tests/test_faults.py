@@ -104,7 +104,11 @@ def test_sigkilled_workers_lose_no_job(workers: Workers) -> None:
                 f"{job_runs}, killed={sorted(killed)}"
             )
             assert len(lost) >= len(earlier), f"job {n}: {job_runs} but errors {info.errors}"
-    assert lost_attempts > 0, "the kills orphaned some running jobs"
+    # The kills orphaned jobs. Whether any of them had its start on record when its worker
+    # died depends on the moment of each kill (starts are written in batches every few ms,
+    # and a job runs 30 ms); a counted lost attempt is checked on its own, deterministically,
+    # in test_processes.test_killed_worker_job_is_rerun_after_its_lease.
+    assert lost_attempts + given_back > 0, "the kills orphaned some jobs"
     print(
         f"\n[{backend_of(workers.url)}] {JOBS} jobs, {KILLS} kills in {elapsed:.1f}s: "
         f"{duplicates} jobs ran twice or more ({extra_runs} extra runs), "
