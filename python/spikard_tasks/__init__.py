@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Backoff, TaskQueueConfig
+from .context import JobContext, current_job
 from .cron import CronSchedule, ScheduleState
 from .exceptions import (
     BackendError,
     Cancel,
     ConfigError,
+    InvalidArguments,
     JobCancelled,
     JobFailed,
+    NoCurrentJob,
     QueueFull,
     Retry,
     RuntimeShutDown,
@@ -29,7 +32,7 @@ from .inprocess.runtime import BackgroundRuntime, DrainReport, RuntimeJob, Runti
 from .job import AttemptError, Job, JobInfo
 from .queue import TaskQueue
 from .status import JobStatus
-from .task import Task, TaskHandler
+from .task import AsyncTask, Task, TaskHandler
 from .worker import Worker
 
 #: The installed distribution's version (read from its metadata on first access: reading
@@ -46,6 +49,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AsyncTask",
     "AttemptError",
     "BackendError",
     "BackgroundRuntime",
@@ -54,11 +58,14 @@ __all__ = [
     "ConfigError",
     "CronSchedule",
     "DrainReport",
+    "InvalidArguments",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobFailed",
     "JobInfo",
     "JobStatus",
+    "NoCurrentJob",
     "QueueFull",
     "Retry",
     "RuntimeJob",
@@ -74,4 +81,5 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "__version__",
+    "current_job",
 ]

@@ -33,11 +33,11 @@ class Backend(JobBackend, Protocol):
     #: The backend kind from the URL: ``"sqlite"``, ``"memory"``, ``"inprocess"``, …
     kind: str
 
-    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
+    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job[Any]]:
         """Enqueues every job of ``batch`` or none; returns the jobs in order."""
         ...
 
-    def get_job(self, job_id: str) -> Job | None:
+    def get_job(self, job_id: str) -> Job[Any] | None:
         """The job with this id, or ``None``."""
         ...
 
@@ -83,12 +83,12 @@ class DurableBackend:
         if native is not None:
             native.close()
 
-    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
+    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job[Any]]:
         """Writes the jobs in one transaction."""
         rows = self.native.enqueue(batch if isinstance(batch, list) else list(batch))
         return [Job(self, job_id) for job_id, _created in rows]
 
-    def info(self, job: Job) -> JobInfo | None:
+    def info(self, job: Job[Any]) -> JobInfo | None:
         """Reads the job's row."""
         return self.info_by_id(job.id)
 
@@ -97,7 +97,7 @@ class DurableBackend:
         rec = self.native.get(job_id)
         return None if rec is None else JobInfo.from_record(rec)
 
-    def status(self, job: Job) -> JobStatus:
+    def status(self, job: Job[Any]) -> JobStatus:
         """Reads the job's state."""
         info = self.info(job)
         if info is None:
@@ -109,14 +109,14 @@ class DurableBackend:
         rec = self.native.wait(job_id, timeout)
         return None if rec is None else JobInfo.from_record(rec)
 
-    def result(self, job: Job, timeout: float | None) -> Any:
+    def result(self, job: Job[Any], timeout: float | None) -> Any:
         """Waits in the engine (no polling from Python)."""
         info = self.wait_info(job.id, timeout)
         if info is None:
             raise TimeoutError(f"job {job.id} did not finish within {timeout}s")
         return info.outcome()
 
-    async def wait(self, job: Job, timeout: float | None) -> Any:
+    async def wait(self, job: Job[Any], timeout: float | None) -> Any:
         """Waits on a thread of the default executor."""
         loop = asyncio.get_running_loop()
         info = await loop.run_in_executor(None, self.wait_info, job.id, timeout)
@@ -124,7 +124,7 @@ class DurableBackend:
             raise TimeoutError(f"job {job.id} did not finish within {timeout}s")
         return info.outcome()
 
-    def get_job(self, job_id: str) -> Job | None:
+    def get_job(self, job_id: str) -> Job[Any] | None:
         """Looks the id up in the backend."""
         return None if self.native.get(job_id) is None else Job(self, job_id)
 

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from .context import CURRENT
+
 __all__ = ["Attempt", "EventLoopThread"]
 
 
@@ -34,8 +36,15 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 
 async def _run(
-    fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...], kwargs: dict[str, Any], done: _Done
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    done: _Done,
+    fields: tuple[Any, ...] | None,
 ) -> None:
+    if fields is not None:
+        # Each task runs in a copy of the context: no reset needed.
+        CURRENT.set(fields)
     try:
         value = await fn(*args, **kwargs)
     except BaseException as exc:
@@ -58,7 +67,7 @@ def _report(done: _Done, method: Callable[[Any], None], arg: Any) -> None:
 class Attempt:
     """One submitted ``async def`` attempt; :meth:`cancel` may be called from any thread."""
 
-    __slots__ = ("_args", "_cancelled", "_fn", "_kwargs", "_loop", "_task", "done")
+    __slots__ = ("_args", "_cancelled", "_fields", "_fn", "_kwargs", "_loop", "_task", "done")
 
     def __init__(
         self,
@@ -67,9 +76,11 @@ class Attempt:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         done: _Done,
+        fields: tuple[Any, ...] | None = None,
     ) -> None:
         self._loop = loop
         self._fn, self._args, self._kwargs = fn, args, kwargs
+        self._fields = fields
         self.done = done
         self._task: asyncio.Task[None] | None = None
         self._cancelled = False
@@ -79,7 +90,9 @@ class Attempt:
         if self._cancelled:
             self.done.error(asyncio.CancelledError())
         else:
-            self._task = self._loop.create_task(_run(self._fn, self._args, self._kwargs, self.done))
+            self._task = self._loop.create_task(
+                _run(self._fn, self._args, self._kwargs, self.done, self._fields)
+            )
 
     def _cancel_here(self) -> None:
         self._cancelled = True
@@ -112,12 +125,14 @@ class EventLoopThread:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         done: _Done,
+        fields: tuple[Any, ...] | None = None,
     ) -> Attempt:
         """Schedules ``fn(*args, **kwargs)`` on the loop; the outcome goes to ``done``.
+        ``fields`` (the job's, for ``current_job()``) are set in the attempt's context.
 
         Raises ``RuntimeError`` when the loop is closed.
         """
-        attempt = Attempt(self.loop, fn, args, kwargs, done)
+        attempt = Attempt(self.loop, fn, args, kwargs, done, fields)
         self._inbox.append(attempt)
         with self._inbox_lock:
             if self._wake_pending:

@@ -82,6 +82,7 @@ class NativeQueue:
         handlers: dict[str, tuple[Callable[..., Any], bool]],
         options: dict[str, Any],
         async_submit: Callable[..., Any] | None = None,
+        job_context: tuple[Any, Any] | None = None,
     ) -> NativeWorker: ...
 
 @final

@@ -107,6 +107,14 @@ class TaskQueueConfig:
         """Builds a config from ``SPIKARD_TASKS_*`` variables (e.g. ``SPIKARD_TASKS_URL``,
         ``SPIKARD_TASKS_CONCURRENCY``, ``SPIKARD_TASKS_BACKOFF='{"initial": 2}'``), then
         applies ``overrides``."""
+        values = cls.env_values(environ)
+        values.update(overrides)
+        return cls.from_dict(values)
+
+    @classmethod
+    def env_values(cls, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The fields set by ``SPIKARD_TASKS_<FIELD>`` variables (of ``os.environ`` by
+        default), parsed; ``ConfigError`` names a variable that does not parse."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
@@ -114,8 +122,7 @@ class TaskQueueConfig:
             if raw is None:
                 continue
             values[field.name] = _parse_env(field.name, raw)
-        values.update(overrides)
-        return cls.from_dict(values)
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TaskQueueConfig:

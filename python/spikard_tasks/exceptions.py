@@ -16,8 +16,10 @@ __all__ = [
     "BackendError",
     "Cancel",
     "ConfigError",
+    "InvalidArguments",
     "JobCancelled",
     "JobFailed",
+    "NoCurrentJob",
     "QueueFull",
     "Retry",
     "RuntimeShutDown",
@@ -37,6 +39,15 @@ class ConfigError(SpikardTasksError, ValueError):
 
 class UnknownTask(SpikardTasksError, LookupError):
     """A task name that is not registered (at enqueue time or in the worker)."""
+
+
+class InvalidArguments(SpikardTasksError, TypeError):
+    """Arguments that do not fit the task's signature (a missing or unexpected one),
+    found at the enqueue call: nothing was written."""
+
+
+class NoCurrentJob(SpikardTasksError, LookupError):
+    """``current_job()`` was called outside a job."""
 
 
 class SerializationError(SpikardTasksError, TypeError):

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ._limits import check_seconds, from_ms
 from .exceptions import JobCancelled, JobFailed
 from .status import JobStatus
 
 __all__ = ["AttemptError", "Job", "JobInfo"]
+
+R = TypeVar("R")
 
 
 def _time(ms: int | None) -> dt.datetime | None:
@@ -95,19 +97,19 @@ class JobBackend(Protocol):
     """What a :class:`Job` handle asks of the backend that made it (the durable engine
     or the in-process fast path)."""
 
-    def info(self, job: Job) -> JobInfo | None:
+    def info(self, job: Job[Any]) -> JobInfo | None:
         """A snapshot of ``job``, or ``None`` if it does not exist (any more)."""
         ...
 
-    def status(self, job: Job) -> JobStatus:
+    def status(self, job: Job[Any]) -> JobStatus:
         """The state of ``job`` (``LookupError`` if it does not exist)."""
         ...
 
-    def result(self, job: Job, timeout: float | None) -> Any:
+    def result(self, job: Job[Any], timeout: float | None) -> Any:
         """Waits for ``job``; its value, or ``JobFailed``/``JobCancelled``/``TimeoutError``."""
         ...
 
-    async def wait(self, job: Job, timeout: float | None) -> Any:
+    async def wait(self, job: Job[Any], timeout: float | None) -> Any:
         """Awaitable twin of :meth:`result`."""
         ...
 
@@ -116,10 +118,10 @@ class JobBackend(Protocol):
         ...
 
 
-class Job:
-    """A handle on one job. Cheap: it holds the queue's backend, the id and (for an
-    ``inprocess://`` queue) the in-process job, and asks the backend whenever a method
-    is called.
+class Job(Generic[R]):
+    """A handle on one job; ``R`` is its handler's result type. Cheap: it holds the
+    queue's backend, the id and (for an ``inprocess://`` queue) the in-process job, and
+    asks the backend whenever a method is called.
 
     The API is the same on every backend. On ``inprocess://`` the job lives in this
     process only: its handle keeps it findable, and it is gone when the process ends.
@@ -143,7 +145,7 @@ class Job:
         """The job's current state (asks the backend)."""
         return self._backend.status(self)
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Waits up to ``timeout`` seconds (forever with ``None``) for the job to finish.
 
         Returns the handler's return value; raises ``JobFailed`` (with ``error`` and
@@ -152,13 +154,15 @@ class Job:
         """
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        return self._backend.result(self, timeout)
+        value: R = self._backend.result(self, timeout)
+        return value
 
-    async def wait(self, timeout: float | None = None) -> Any:
+    async def wait(self, timeout: float | None = None) -> R:
         """Awaitable twin of :meth:`result`."""
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
-        return await self._backend.wait(self, timeout)
+        value: R = await self._backend.wait(self, timeout)
+        return value
 
     def cancel(self) -> bool:
         """Cancels the job (see ``TaskQueue.cancel``)."""

@@ -7,12 +7,14 @@ import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, overload
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from . import _native
+from ._arguments import ArgumentCheck
 from ._backend import Backend, DurableBackend
-from ._normalize import as_args, as_kwargs, handler_callable, job_items, merge_options
+from ._normalize import as_args, as_kwargs, job_items, merge_options
+from ._registry import TaskRegistry
 from ._text import check_text
 from .config import DEFAULT_URL, TaskQueueConfig
 from .cron import CronSchedule, ScheduleState
@@ -22,8 +24,6 @@ from .task import Task
 from .worker import Worker, running_workers
 
 __all__ = ["TaskQueue"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _describe(url: str) -> str:
@@ -35,22 +35,32 @@ def _describe(url: str) -> str:
     return shown
 
 
-class TaskQueue:
+class TaskQueue(TaskRegistry):
     """A task queue on one backend.
 
-    ``TaskQueue()`` uses ``SPIKARD_TASKS_URL`` or else the embedded default, a SQLite
-    file ``spikard_tasks.db`` in the current directory. ``TaskQueue("postgres://…")``,
-    ``TaskQueue(TaskQueueConfig(...))`` and ``TaskQueue(url, concurrency=8, ...)`` work
-    too. The URL is validated here (``ConfigError``); the backend is opened on first use.
+    ``TaskQueue()`` uses the embedded default, a SQLite file ``spikard_tasks.db`` in the
+    current directory. ``TaskQueue("postgres://…")``, ``TaskQueue(TaskQueueConfig(...))``
+    and ``TaskQueue(url, concurrency=8, ...)`` work too. The URL is validated here
+    (``ConfigError``); the backend is opened on first use.
+
+    The environment wins: each ``SPIKARD_TASKS_<FIELD>`` variable that is set
+    (``SPIKARD_TASKS_URL``, ``SPIKARD_TASKS_CONCURRENCY``, …) overrides what the code
+    says, so a deployment (or a test run: ``SPIKARD_TASKS_URL=memory:// pytest``)
+    repoints a program without editing it. ``environment=False`` ignores the variables.
+    The CLI's own options (``--url``, ``--concurrency``, …) win over both.
     """
 
     def __init__(
-        self, url_or_config: str | TaskQueueConfig | Mapping[str, Any] | None = None, **options: Any
+        self,
+        url_or_config: str | TaskQueueConfig | Mapping[str, Any] | None = None,
+        *,
+        environment: bool = True,
+        **options: Any,
     ) -> None:
         if url_or_config is None:
-            config = TaskQueueConfig.from_env(**options)
+            config = TaskQueueConfig.from_dict(options)
         elif isinstance(url_or_config, str):
-            config = TaskQueueConfig.from_env(**{**options, "url": url_or_config})
+            config = TaskQueueConfig.from_dict({**options, "url": url_or_config})
         elif isinstance(url_or_config, TaskQueueConfig):
             config = url_or_config.replace(**options) if options else url_or_config
         elif isinstance(url_or_config, Mapping):
@@ -60,10 +70,13 @@ class TaskQueue:
                 f"TaskQueue() takes a URL, a TaskQueueConfig or a dict, "
                 f"not {type(url_or_config).__name__}"
             )
+        env = TaskQueueConfig.env_values() if environment else {}
+        if env:
+            config = config.replace(**env)
+        super().__init__()
         self.backend = _native.backend_kind(config.url)
         self.config = config
-        self._tasks: dict[str, Task[Any, Any]] = {}
-        if config.url == DEFAULT_URL and url_or_config is None:
+        if config.url == DEFAULT_URL and url_or_config is None and "url" not in env:
             self._default_note = " (embedded default)"
         else:
             self._default_note = ""
@@ -71,7 +84,9 @@ class TaskQueue:
         if self.backend == "inprocess":
             from .inprocess.backend import InProcessBackend  # the fast path, loaded on use
 
-            self._backend = InProcessBackend(config, self._tasks)
+            self._backend = InProcessBackend(
+                config, self._tasks, middleware=lambda: self.middleware_chain
+            )
         else:
             self._backend = DurableBackend(config, self.backend, repr(self))
 
@@ -132,73 +147,11 @@ class TaskQueue:
         """The queue name."""
         return self.config.queue
 
-    @property
-    def tasks(self) -> Mapping[str, Task[Any, Any]]:
-        """Registered tasks by name."""
-        return dict(self._tasks)
-
     def __repr__(self) -> str:
         return (
             f"TaskQueue(url={_describe(self.config.url)!r}{self._default_note}, "
             f"queue={self.config.queue!r})"
         )
-
-    # -- registration ------------------------------------------------------------------
-
-    @overload
-    def task(self, fn: F, /) -> Task[Any, Any]: ...
-
-    @overload
-    def task(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        max_attempts: int | None = None,
-        priority: int | None = None,
-        timeout: float | None = None,
-        queue: str | None = None,
-    ) -> Callable[[F], Task[Any, Any]]: ...
-
-    def task(
-        self,
-        fn: Any = None,
-        /,
-        *,
-        name: str | None = None,
-        max_attempts: int | None = None,
-        priority: int | None = None,
-        timeout: float | None = None,
-        queue: str | None = None,
-    ) -> Any:
-        """Registers a function (sync or ``async def``), a ``TaskHandler`` subclass or
-        instance as a task. Usable bare (``@queue.task``) or with options. The name
-        defaults to ``module.qualname``; every option is optional."""
-        defaults = {
-            "max_attempts": max_attempts,
-            "priority": priority,
-            "timeout": timeout,
-            "queue": queue,
-        }
-        defaults = {k: v for k, v in defaults.items() if v is not None}
-
-        def register(target: Any) -> Task[Any, Any]:
-            func, default_name = handler_callable(target)
-            task_name = name or default_name
-            if not task_name:
-                raise ConfigError("task name must not be empty")
-            check_text("task name", task_name)
-            existing = self._tasks.get(task_name)
-            if existing is not None and existing.fn is not func:
-                raise ConfigError(f"a different handler is already registered as {task_name!r}")
-            task: Task[Any, Any] = Task(self, func, name=task_name, defaults=defaults)
-            self._tasks[task_name] = task
-            return task
-
-        if fn is not None:
-            return register(fn)
-        return register
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -212,7 +165,7 @@ class TaskQueue:
 
     def _enqueue_one(
         self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
-    ) -> Job:
+    ) -> Job[Any]:
         return self._backend.enqueue([(name, args, kwargs, options)])[0]
 
     def enqueue(
@@ -223,20 +176,24 @@ class TaskQueue:
         *,
         strict: bool = True,
         **options: Any,
-    ) -> Job:
+    ) -> Job[Any]:
         """Enqueues a job of ``task`` (a name or a ``Task``) by name.
 
-        Raises ``UnknownTask`` for a name not registered here unless ``strict=False``.
-        Options as in ``Task.enqueue``. With a ``unique_key`` whose job is not finished,
-        returns that job.
+        Raises ``UnknownTask`` for a name not registered here, and ``InvalidArguments``
+        (a ``TypeError``) for arguments that do not fit its handler's signature, unless
+        ``strict=False`` (which checks neither). Options as in ``Task.enqueue``. With a
+        ``unique_key`` whose job is not finished, returns that job.
         """
-        name, defaults = self._resolve_task(task, strict)
+        name, defaults, check = self._resolve_task(task, strict)
         merged = merge_options(defaults, options)
-        return self._enqueue_one(name, as_args(args), as_kwargs(kwargs), merged)
+        call_args, call_kwargs = as_args(args), as_kwargs(kwargs)
+        if check is not None:
+            check.check(call_args, call_kwargs)
+        return self._enqueue_one(name, call_args, call_kwargs, merged)
 
     def enqueue_many(
         self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, strict: bool = True
-    ) -> list[Job]:
+    ) -> list[Job[Any]]:
         """Enqueues many jobs in one transaction (all or nothing); returns them in order.
 
         Each item is ``{"task": name, "args": [...], "kwargs": {...}, **options}`` or a
@@ -244,7 +201,7 @@ class TaskQueue:
         """
         batch: list[tuple[str, list[Any], dict[str, Any], dict[str, Any]]] = []
         # Each task name is resolved once per call, not once per job.
-        resolved: dict[Any, tuple[str, dict[str, Any]]] = {}
+        resolved: dict[Any, tuple[str, dict[str, Any], ArgumentCheck | None]] = {}
         for item in job_items(jobs):
             # `type(...) is dict` first: the Mapping check goes through the ABC machinery.
             if type(item) is dict or isinstance(item, Mapping):
@@ -269,8 +226,11 @@ class TaskQueue:
                     hit = resolved[task] = self._resolve_task(task, strict)
             else:
                 hit = self._resolve_task(task, strict)
-            name, defaults = hit
-            batch.append((name, as_args(args), as_kwargs(kwargs), merge_options(defaults, options)))
+            name, defaults, check = hit
+            call_args, call_kwargs = as_args(args), as_kwargs(kwargs)
+            if check is not None:
+                check.check(call_args, call_kwargs)
+            batch.append((name, call_args, call_kwargs, merge_options(defaults, options)))
         if not batch:
             return []
         return self._backend.enqueue(batch)
@@ -283,7 +243,7 @@ class TaskQueue:
         *,
         strict: bool = True,
         **options: Any,
-    ) -> Job:
+    ) -> Job[Any]:
         """Awaitable twin of :meth:`enqueue`."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
@@ -292,21 +252,27 @@ class TaskQueue:
 
     async def aenqueue_many(
         self, jobs: Iterable[Mapping[str, Any] | tuple[Any, ...]], *, strict: bool = True
-    ) -> list[Job]:
+    ) -> list[Job[Any]]:
         """Awaitable twin of :meth:`enqueue_many`."""
         items = list(job_items(jobs))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, lambda: self.enqueue_many(items, strict=strict))
 
-    def _resolve_task(self, task: Any, strict: bool) -> tuple[str, dict[str, Any]]:
+    def _resolve_task(
+        self, task: Any, strict: bool
+    ) -> tuple[str, dict[str, Any], ArgumentCheck | None]:
+        """The task's name, default options and, when its arguments are to be checked
+        (a task registered here, ``strict``), its argument check."""
         if isinstance(task, Task):
-            return task.name, task.defaults
+            return task.name, task.defaults, task.arguments if strict else None
         if not isinstance(task, str):
             raise ConfigError(f"task must be a name or a Task, not {type(task).__name__}")
         check_text("task name", task)
         self._check_task(task, strict)
         registered = self._tasks.get(task)
-        return task, registered.defaults if registered else {}
+        if registered is None:
+            return task, {}, None
+        return task, registered.defaults, registered.arguments if strict else None
 
     # -- lookup ------------------------------------------------------------------------
 
@@ -333,12 +299,12 @@ class TaskQueue:
             return None
         return backend.info(job)
 
-    def get_job(self, job_id: str) -> Job | None:
+    def get_job(self, job_id: str) -> Job[Any] | None:
         """The job with this id, or ``None`` if there is none (on ``inprocess://``:
         among this process' jobs, see :mod:`spikard_tasks.inprocess`)."""
         return self._backend.get_job(job_id)
 
-    async def aget_job(self, job_id: str) -> Job | None:
+    async def aget_job(self, job_id: str) -> Job[Any] | None:
         """Awaitable twin of :meth:`get_job`."""
         return await asyncio.get_running_loop().run_in_executor(None, self.get_job, job_id)
 

@@ -31,12 +31,12 @@ import dataclasses
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from . import _native
 from ._backend import Backend, DurableBackend, EnqueueSpec
 from .config import Backoff, TaskQueueConfig
-from .exceptions import UnknownTask
+from .exceptions import ConfigError, UnknownTask
 from .job import Job
 from .queue import TaskQueue
 from .task import Task
@@ -58,7 +58,7 @@ class EnqueuedJob:
     args: list[Any]
     kwargs: dict[str, Any]
     options: dict[str, Any]
-    job: Job
+    job: Job[Any]
 
 
 class Recorder:
@@ -133,7 +133,7 @@ class Recorder:
         self,
         where: tuple[list[EnqueuedJob | None], int],
         batch: Sequence[EnqueueSpec],
-        jobs: Sequence[Job],
+        jobs: Sequence[Job[Any]],
     ) -> None:
         slots, start = where
         with self._lock:
@@ -153,7 +153,7 @@ class _Recording:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
+    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job[Any]]:
         where = self._recorder._reserve(len(batch))
         jobs = self._inner.enqueue(batch)
         self._recorder._record(where, batch, jobs)
@@ -177,15 +177,25 @@ class _EngineView:
     def native(self) -> _native.NativeQueue:
         return self._engine.native
 
+    @property
+    def middleware_chain(self) -> tuple[Any, ...]:
+        return self._queue.middleware_chain
+
+    @property
+    def worker_hooks(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return self._queue.worker_hooks
+
 
 class _Eager:
     """A backend that stores each job in an in-memory engine store, lets an engine worker
     run it, and returns once it finished: the durable path's code from claim to outcome."""
 
-    def __init__(self, queue: TaskQueue, timeout: float) -> None:
+    def __init__(self, queue: TaskQueue, timeout: float, immediate: bool) -> None:
         self._queue = queue
         self._timeout = timeout
-        self.config = queue.config.replace(url="memory://", backoff=_NO_BACKOFF)
+        self._immediate = immediate
+        backoff = _NO_BACKOFF if immediate else queue.config.backoff
+        self.config = queue.config.replace(url="memory://", backoff=backoff)
         self.engine = DurableBackend(self.config, "memory", f"eager({queue!r})")
         self.kind = self.engine.kind
         self._view = _EngineView(self.config, queue, self.engine)
@@ -206,10 +216,12 @@ class _Eager:
                 name=f"eager-{queue_name}",
             )
             worker.scheduler = False
+            # Retries "immediate": the tasks' own backoffs do not apply either.
+            worker.task_backoff = not self._immediate
             worker.start()
             self._workers[queue_name] = worker
 
-    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
+    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job[Any]]:
         tasks = self._queue._tasks
         for name, _args, _kwargs, options in batch:
             if name not in tasks:
@@ -245,15 +257,24 @@ def capture(queue: TaskQueue) -> Iterator[Recorder]:
 
 
 @contextmanager
-def eager(queue: TaskQueue, *, timeout: float = 30.0) -> Iterator[Recorder]:
+def eager(
+    queue: TaskQueue,
+    *,
+    timeout: float = 30.0,
+    retries: Literal["immediate", "backoff"] = "immediate",
+) -> Iterator[Recorder]:
     """Runs every job enqueued on ``queue`` inside the block at once, in this process,
     through the durable engine's own code path (an in-memory ``memory://`` store of the
-    block's own, claimed by an engine worker running the queue's handlers): each enqueue
-    returns when its jobs finished (``TimeoutError`` after ``timeout`` seconds). Retries
-    run without backoff. The jobs' results stay readable after the block; nothing
-    reaches the queue's own backend."""
+    block's own, claimed by an engine worker running the queue's handlers, its
+    middleware and its worker hooks): each enqueue returns when its jobs finished
+    (``TimeoutError`` after ``timeout`` seconds). ``retries="immediate"`` (the default)
+    runs retries without backoff delays, so failing tests do not sleep; ``"backoff"``
+    waits as a worker would (the queue's and the tasks' backoffs). The jobs' results
+    stay readable after the block; nothing reaches the queue's own backend."""
+    if retries not in ("immediate", "backoff"):
+        raise ConfigError(f"retries must be 'immediate' or 'backoff', not {retries!r}")
     recorder = Recorder()
-    runner = _Eager(queue, timeout)
+    runner = _Eager(queue, timeout, retries == "immediate")
     original = queue._backend
     queue._backend = cast("Backend", _Recording(cast("Backend", runner), recorder))
     try:

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import dataclasses
+import inspect
+import json
 import logging
 import signal
 import threading
 import types
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from . import _bridge, _native
+from ._chain import needs_loop, task_runner
+from ._hooks import Hook, run_start_hooks, run_stop_hooks
 from ._text import check_text
 from .config import TaskQueueConfig
+from .context import CURRENT
 from .exceptions import SpikardTasksError
 from .task import Task
 
@@ -39,6 +45,16 @@ class WorkerQueue(Protocol):
     @property
     def native(self) -> _native.NativeQueue:
         """The durable engine's queue (opened on first use)."""
+        ...
+
+    @property
+    def middleware_chain(self) -> tuple[Callable[..., Any], ...]:
+        """The middleware wrapping each attempt, outermost first."""
+        ...
+
+    @property
+    def worker_hooks(self) -> tuple[tuple[Hook, ...], tuple[Hook, ...]]:
+        """``(on_worker_start hooks, on_worker_stop hooks)``."""
         ...
 
 
@@ -92,6 +108,9 @@ class Worker:
         self._lock = threading.Lock()
         #: Whether this worker also runs the cron scheduler (see ``spikard_tasks.cron``).
         self.scheduler = True
+        #: Whether tasks with a ``backoff`` of their own use it (``testing.eager`` turns
+        #: it off for retries without delay).
+        self.task_backoff = True
 
     @property
     def name(self) -> str | None:
@@ -103,15 +122,24 @@ class Worker:
         """True between ``start()`` and the end of ``stop()``."""
         return self._native is not None and self._native.is_running()
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop.loop if self._loop is not None else None
+
     def start(self) -> Worker:
         """Starts the worker in the background; returns ``self``."""
         with self._lock:
             if self._native is not None:
                 raise SpikardTasksError("this worker was already started")
             tasks = self.queue.tasks
-            handlers = {name: (t.fn, t.is_async) for name, t in tasks.items()}
+            chain = self.queue.middleware_chain
+            on_start, on_stop = self.queue.worker_hooks
+            handlers = {
+                name: (task_runner(t, chain, self._event_loop), t.is_async)
+                for name, t in tasks.items()
+            }
             async_submit = None
-            if any(t.is_async for t in tasks.values()):
+            async_hooks = any(inspect.iscoroutinefunction(h) for h in on_start + on_stop)
+            if async_hooks or any(needs_loop(t, chain) for t in tasks.values()):
                 self._loop = _bridge.EventLoopThread()
                 async_submit = self._loop.submit
             options: dict[str, Any] = {
@@ -121,8 +149,15 @@ class Worker:
                 "drain_timeout": self.drain_timeout,
                 "scheduler": self.scheduler,
             }
+            backoffs = {n: dataclasses.asdict(t.backoff) for n, t in tasks.items() if t.backoff}
+            if backoffs and self.task_backoff:
+                options["task_backoff"] = json.dumps(backoffs)
+            native = self.queue.native
             try:
-                self._native = self.queue.native.start_worker(handlers, options, async_submit)
+                run_start_hooks(on_start, self._event_loop())
+                self._native = native.start_worker(
+                    handlers, options, async_submit, (CURRENT, native)
+                )
             except BaseException:
                 if self._loop is not None:
                     self._loop.stop()
@@ -153,6 +188,7 @@ class Worker:
         if report is None:
             return None
         self._report = dict(report)
+        run_stop_hooks(self.queue.worker_hooks[1], self._event_loop())
         if self._loop is not None:
             self._loop.stop()
             self._loop = None

@@ -181,7 +181,7 @@ def _percentile(values: Sequence[float], pct: float) -> float:
     return ordered[min(rank, len(ordered) - 1)]
 
 
-def _wait_all(jobs: Sequence[Job]) -> None:
+def _wait_all(jobs: Sequence[Job[Any]]) -> None:
     for job in jobs:
         job.result(_WAIT)
 
@@ -195,7 +195,7 @@ def _fast_drain(
     deadline = time.monotonic() + _WAIT
     while queue.counts()["running"] < sizes.concurrency and time.monotonic() < deadline:
         time.sleep(0.001)
-    jobs: list[Job] = []
+    jobs: list[Job[Any]] = []
     for first in range(0, sizes.jobs, sizes.batch):
         last = min(first + sizes.batch, sizes.jobs)
         jobs += queue.enqueue_many([{"task": task, "args": [i]} for i in range(first, last)])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -13,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._backend import EnqueueSpec
-from ..config import TaskQueueConfig
+from .._chain import task_runner
+from ..config import Backoff, TaskQueueConfig
 from ..exceptions import RuntimeShutDown, UnknownTask
 from ..job import Job, JobInfo
 from ..status import JobStatus
@@ -98,12 +100,15 @@ class InProcessBackend:
         config: TaskQueueConfig,
         tasks: Mapping[str, Task[Any, Any]],
         settings: InProcessSettings | None = None,
+        middleware: Callable[[], Sequence[Callable[..., Any]]] = tuple,
     ) -> None:
         check_config(config)
         self.settings = settings or InProcessSettings.from_url(config.url, config.drain_timeout)
         self._config = config
         #: The queue's registry (its own dict, read live: tasks registered later count).
         self._tasks = tasks
+        #: The queue's middleware, read at each (cached) plan.
+        self._middleware = middleware
         self._lock = threading.Lock()  # the runtime slot and unique keys
         self._runtime: BackgroundRuntime | None = None
         self._draining: list[BackgroundRuntime] = []
@@ -113,9 +118,9 @@ class InProcessBackend:
         )
         self._recent: deque[RuntimeJob[Any]] = deque(maxlen=self.settings.keep_results)
         self._unique: dict[str, RuntimeJob[Any]] = {}
-        # Per task name: (options dict, handler, plan) of the latest enqueue.
-        self._plans: dict[str, tuple[dict[str, Any], Callable[..., Any], _Plan]] = {}
-        self._policies: dict[int, RetryPolicy | None] = {}
+        # Per task name: (options dict, handler and middleware, plan) of the latest enqueue.
+        self._plans: dict[str, tuple[dict[str, Any], tuple[Any, ...], _Plan]] = {}
+        self._policies: dict[tuple[int, Backoff], RetryPolicy | None] = {}
         prefix = uuid.uuid4().hex
         self._id_prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:20]}-"
         self._ids = itertools.count(1)
@@ -181,7 +186,7 @@ class InProcessBackend:
 
     # -- enqueue -----------------------------------------------------------------------
 
-    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job]:
+    def enqueue(self, batch: Sequence[EnqueueSpec]) -> list[Job[Any]]:
         """Hands the jobs to the runtime: all of them, or none (``QueueFull``)."""
         prepared = [self._prepare(*spec) for spec in batch]
         for attempt in (1, 2):
@@ -208,19 +213,27 @@ class InProcessBackend:
                 "jobs in this process, so their task must be registered here"
             )
         cached = self._plans.get(name)
-        if cached is None or cached[0] is not options or cached[1] is not task.fn:
-            runner = json_runner(task.fn, task.is_async)
-            if cached is not None and cached[1] is task.fn:
+        code: tuple[Any, ...] = (task, *self._middleware())
+        if cached is None or cached[0] is not options or cached[1] != code:
+            if cached is not None and cached[1] == code:
                 runner = cached[2].runner
+            else:
+                runner = json_runner(task_runner(task, code[1:], self._loop), task.is_async)
             plan = _Plan(runner, options, self._config)
-            plan.retry = self._policy(plan.max_attempts)
-            cached = self._plans[name] = (options, task.fn, plan)
+            plan.retry = self._policy(plan.max_attempts, task.backoff or self._config.backoff)
+            cached = self._plans[name] = (options, code, plan)
         return cached[2], name, json_args(args), json_kwargs(kwargs)
 
-    def _policy(self, max_attempts: int) -> RetryPolicy | None:
-        if max_attempts not in self._policies:
-            self._policies[max_attempts] = retry_policy(max_attempts, self._config.backoff)
-        return self._policies[max_attempts]
+    def _policy(self, max_attempts: int, backoff: Backoff) -> RetryPolicy | None:
+        key = (max_attempts, backoff)
+        if key not in self._policies:
+            self._policies[key] = retry_policy(max_attempts, backoff)
+        return self._policies[key]
+
+    def _loop(self) -> asyncio.AbstractEventLoop | None:
+        """The runtime's event loop (where an async middleware of a sync handler runs)."""
+        runtime = self._runtime
+        return None if runtime is None else runtime._ex._loop
 
     def _build(
         self,
@@ -290,39 +303,39 @@ class InProcessBackend:
 
     # -- lookup ------------------------------------------------------------------------
 
-    def _find(self, job: Job) -> RuntimeJob[Any] | None:
+    def _find(self, job: Job[Any]) -> RuntimeJob[Any] | None:
         handle = job._handle
         if isinstance(handle, RuntimeJob):
             return handle
         return self._jobs.get(job.id)
 
-    def info(self, job: Job) -> JobInfo | None:
+    def info(self, job: Job[Any]) -> JobInfo | None:
         """A snapshot of the job (``None`` if it is not known in this process)."""
         found = self._find(job)
         return None if found is None else _info(found)
 
-    def status(self, job: Job) -> JobStatus:
+    def status(self, job: Job[Any]) -> JobStatus:
         """The job's state."""
         found = self._find(job)
         if found is None:
             raise LookupError(f"job {job.id} is not a job of this process (or expired)")
         return _STATUS[found.status()]
 
-    def result(self, job: Job, timeout: float | None) -> Any:
+    def result(self, job: Job[Any], timeout: float | None) -> Any:
         """Waits on the job itself (no polling)."""
         found = self._find(job)
         if found is None:
             raise LookupError(f"job {job.id} is not a job of this process (or expired)")
         return found.result(timeout)
 
-    async def wait(self, job: Job, timeout: float | None) -> Any:
+    async def wait(self, job: Job[Any], timeout: float | None) -> Any:
         """Awaits the job without blocking the caller's event loop."""
         found = self._find(job)
         if found is None:
             raise LookupError(f"job {job.id} is not a job of this process (or expired)")
         return await found.wait(timeout)
 
-    def get_job(self, job_id: str) -> Job | None:
+    def get_job(self, job_id: str) -> Job[Any] | None:
         """The job with this id among this process' jobs, or ``None``."""
         found = self._jobs.get(job_id)
         return None if found is None else Job(self, job_id, found)

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ..context import CURRENT
 from ..exceptions import Cancel
 from .attempts import (
     _CANCEL_GRACE,
@@ -280,6 +281,7 @@ class Executor:
         """Run an async job on this loop; return the next job started in its slot, if any."""
         fn = job._fn
         assert fn is not None
+        token = CURRENT.set(job)
         try:
             if job._timeout is None:
                 value = await fn(*job._args, **job._kwargs)
@@ -301,6 +303,8 @@ class Executor:
             return self._finish(job, slot, _CANCELLED, None, None, exc.reason or str(exc), take)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt included
             return self._finish(job, slot, _FAILED, None, exc, None, take)
+        finally:
+            CURRENT.reset(token)
         if job._cancel_requested:  # the handler swallowed the cancellation
             _uncancel(asyncio.current_task())
         return self._finish(job, slot, _SUCCEEDED, value, None, None, take)
@@ -332,12 +336,14 @@ class Executor:
         saves one loop round trip per job. The loop-side worker is told once at the end.
         """
         _THREAD_STATE.runtime = self
+        outside = CURRENT.set(None)
         try:
             next_job: RuntimeJob[Any] | None = job
             while next_job is not None:
                 job = next_job
                 fn = job._fn
                 assert fn is not None
+                CURRENT.set(job)  # this thread's value is reset after the batch
                 try:
                     if job._timeout is None:
                         value = fn(*job._args, **job._kwargs)
@@ -354,6 +360,7 @@ class Executor:
                 else:
                     next_job = self._finish(job, slot, _SUCCEEDED, value, None, None, _TAKE_SYNC)
         finally:
+            CURRENT.reset(outside)
             _THREAD_STATE.runtime = None
             # RuntimeError: the loop closed after a drain timeout; nobody awaits `done`.
             with contextlib.suppress(RuntimeError):

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
+from ..context import JobContext
 from ..exceptions import JobCancelled, JobFailed
 from ..job import AttemptError
+from .job_context import ProgressReport, job_context
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -168,6 +170,7 @@ class RuntimeJob(Generic[T]):
         "_meta",
         "_name",
         "_priority",
+        "_progress",
         "_request_id",
         "_retry",
         "_runtime",
@@ -213,6 +216,7 @@ class RuntimeJob(Generic[T]):
         self._traceback: str | None = None
         self._waiters: list[_Waiter] | None = None
         self._priority = priority
+        self._progress: ProgressReport | None = None
         self._due = due
         self._timeout = timeout
         self._retry = retry
@@ -302,6 +306,15 @@ class RuntimeJob(Generic[T]):
             waits for its backoff), ``"succeeded"``, ``"failed"`` or ``"cancelled"``.
         """
         return self._state
+
+    def _job_context(self) -> JobContext:
+        """What ``current_job()`` returns inside this job's handler."""
+        return job_context(self)
+
+    @property
+    def progress(self) -> ProgressReport | None:
+        """The latest ``(fraction, message, at)`` its handler reported, or ``None``."""
+        return self._progress
 
     def done(self) -> bool:
         """Return ``True`` once the job has succeeded, failed or been cancelled."""

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Sequence
 
+from .._hooks import run_start_hooks, run_stop_hooks
 from ..exceptions import SpikardTasksError
 from ..worker import Worker, WorkerQueue
 from .backend import InProcessBackend
@@ -67,6 +68,11 @@ class InProcessWorker(Worker):
             if self._started:
                 raise SpikardTasksError("this worker was already started")
             self._backend.start()
+            try:
+                run_start_hooks(self.queue.worker_hooks[0], self._backend._loop())
+            except BaseException:
+                self._backend.drain(self.drain_timeout)
+                raise
             self._baseline = self._backend.totals()
             self._started = True
         log.info("in-process worker %s started: tasks=%s", self.name, sorted(self.queue.tasks))
@@ -95,6 +101,7 @@ class InProcessWorker(Worker):
                 for key in ("succeeded", "retried", "failed", "cancelled")
             }
             self._report["released"] = released
+            run_stop_hooks(self.queue.worker_hooks[1], None)
             self._done.set()
             log.info("in-process worker %s stopped: %s", self.name, self._report)
 

@@ -8,7 +8,9 @@ use pyo3::types::{PyDict, PyList, PyString};
 use serde_json::Value;
 use spikard_tasks::{JobOptions, NewJob, TaskQueueClient, TaskQueueConfig, WorkerOptions};
 
-use crate::bridge::{AsyncLoop, BridgeState, HandlerEntry, PyTaskHandler, PythonThreads};
+use crate::bridge::{
+    AsyncLoop, BridgeState, HandlerEntry, JobContextVar, PyTaskHandler, PythonThreads,
+};
 use crate::convert::{json_to_py, py_to_json};
 use crate::errors::{raise, Error, Result};
 use crate::tokio_rt::{block_on, block_on_interruptible, runtime};
@@ -162,16 +164,21 @@ impl NativeQueue {
     /// Starts a worker in this process.
     ///
     /// `handlers` maps task names to `(callable, is_async)`. `async_submit` is
-    /// `submit(fn, args, kwargs, done)` of the worker's event loop thread when any
-    /// handler is async. `options` may set `concurrency`,
-    /// `queues`, `name`, `drain_timeout`, `poll_interval`, `lease`, `heartbeat`.
-    #[pyo3(signature = (handlers, options, async_submit=None))]
+    /// `submit(fn, args, kwargs, done, fields)` of the worker's event loop thread when
+    /// any handler is async. `job_context` is `(context_var, reporter)`: each attempt
+    /// runs with `context_var` set to `(reporter, id, task, queue, attempt,
+    /// max_attempts, enqueued_at_ms, timeout)` (an async attempt gets that tuple as
+    /// `fields`). `options` may set `concurrency`, `queues`, `name`, `drain_timeout`,
+    /// `poll_interval`, `lease`, `heartbeat` and `task_backoff` (JSON: task name →
+    /// backoff).
+    #[pyo3(signature = (handlers, options, async_submit=None, job_context=None))]
     fn start_worker(
         &self,
         py: Python<'_>,
         handlers: &Bound<'_, PyDict>,
         options: &Bound<'_, PyDict>,
         async_submit: Option<&Bound<'_, PyAny>>,
+        job_context: Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)>,
     ) -> Result<NativeWorker> {
         let mut entries = HashMap::with_capacity(handlers.len());
         for (name, value) in handlers.iter() {
@@ -199,15 +206,23 @@ impl NativeQueue {
                 submit: submit.clone().unbind(),
             })
         });
+        let context = job_context.map(|(var, reporter)| {
+            Arc::new(JobContextVar {
+                var: var.unbind(),
+                reporter: reporter.unbind(),
+            })
+        });
         let state = Arc::new(BridgeState::default());
         let threads = Arc::new(
-            PythonThreads::start(opts.concurrency, state.clone(), async_loop).map_err(|e| {
-                raise(
-                    py,
-                    "SpikardTasksError",
-                    format!("cannot start threads: {e}"),
-                )
-            })?,
+            PythonThreads::start(opts.concurrency, state.clone(), async_loop, context).map_err(
+                |e| {
+                    raise(
+                        py,
+                        "SpikardTasksError",
+                        format!("cannot start threads: {e}"),
+                    )
+                },
+            )?,
         );
         let handler = Arc::new(PyTaskHandler::new(entries, threads.clone(), state));
         let client = self.client.clone();
@@ -292,6 +307,15 @@ fn apply_worker_options(opts: &mut WorkerOptions, options: &Bound<'_, PyDict>) -
             "poll_interval" => opts.poll_interval = secs(value, "poll_interval")?,
             "lease" => opts.lease = secs(value, "lease")?,
             "heartbeat" => opts.heartbeat = secs(value, "heartbeat")?,
+            "task_backoff" => {
+                let text: String = value.extract()?;
+                opts.task_backoff = serde_json::from_str(&text).map_err(|e| {
+                    Error::Core(spikard_tasks::CoreError::config(format!(
+                        "invalid task backoff: {e}"
+                    )))
+                })?;
+                opts.validate()?;
+            }
             other => {
                 return Err(Error::Core(spikard_tasks::CoreError::config(format!(
                     "unknown worker option {other:?}"

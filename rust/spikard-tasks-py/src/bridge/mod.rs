@@ -20,7 +20,7 @@ use spikard_tasks::{ClaimedJob, TaskHandler, TaskOutcome};
 use tokio::sync::oneshot;
 
 pub use reply::ReplySlot;
-pub use threads::{AsyncLoop, PythonThreads};
+pub use threads::{AsyncLoop, JobContextVar, PythonThreads};
 
 /// One registered task: the callable and whether it is a coroutine function.
 pub struct HandlerEntry {

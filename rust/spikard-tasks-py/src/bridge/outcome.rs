@@ -77,12 +77,20 @@ pub fn error_outcome(py: Python<'_>, err: PyErr, cancel_requested: bool) -> Task
     } else {
         format!("{type_name}: {text}")
     };
+    // A task's `retry_on` / `dont_retry_on` marks an exception no retry may follow.
+    let retryable = !exc
+        .getattr(NO_RETRY)
+        .and_then(|v| v.is_truthy())
+        .unwrap_or(false);
     TaskOutcome::Fail {
         error,
         traceback: format_traceback(py, &err),
-        retryable: true,
+        retryable,
     }
 }
+
+/// The attribute `spikard_tasks._chain` sets on an exception that must not be retried.
+const NO_RETRY: &str = "_spikard_no_retry";
 
 fn format_traceback(py: Python<'_>, err: &PyErr) -> Option<String> {
     let format = FORMAT_EXCEPTION

@@ -21,6 +21,35 @@ pub struct AsyncLoop {
     pub submit: Py<PyAny>,
 }
 
+/// What each thread needs to tell a handler which job it runs (`current_job()`).
+pub struct JobContextVar {
+    /// The `contextvars.ContextVar` that `spikard_tasks.current_job()` reads.
+    pub var: Py<PyAny>,
+    /// Passed along with each job's fields: what `progress()` reports to.
+    pub reporter: Py<PyAny>,
+}
+
+impl JobContextVar {
+    /// `(reporter, id, task, queue, attempt, max_attempts, enqueued_at_ms, timeout)`.
+    fn fields<'py>(
+        &self,
+        py: Python<'py>,
+        job: &spikard_tasks::ClaimedJob,
+    ) -> PyResult<Bound<'py, pyo3::types::PyTuple>> {
+        (
+            self.reporter.clone_ref(py),
+            job.id.as_str(),
+            job.task.as_str(),
+            job.queue.as_str(),
+            job.attempt,
+            job.max_attempts,
+            None::<i64>, // MERGE: job.enqueued_at_ms
+            job.timeout,
+        )
+            .into_pyobject(py)
+    }
+}
+
 /// A pool of Python threads fed by one [`WorkQueue`].
 ///
 /// A sync handler that runs past its timeout cannot be interrupted: its thread is
@@ -31,6 +60,7 @@ pub struct PythonThreads {
     queue: Arc<WorkQueue<Work>>,
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
+    context: Option<Arc<JobContextVar>>,
     spawned: AtomicUsize,
     /// Abandoned threads still stuck in a timed-out handler.
     stuck: Arc<AtomicUsize>,
@@ -52,11 +82,13 @@ impl PythonThreads {
         n: usize,
         state: Arc<BridgeState>,
         async_loop: Option<Arc<AsyncLoop>>,
+        context: Option<Arc<JobContextVar>>,
     ) -> std::io::Result<Self> {
         let pool = Self {
             queue: Arc::new(WorkQueue::new()),
             state,
             async_loop,
+            context,
             spawned: AtomicUsize::new(0),
             stuck: Arc::new(AtomicUsize::new(0)),
             stuck_cap: n.max(MIN_STUCK_CAP),
@@ -74,6 +106,7 @@ impl PythonThreads {
             queue: self.queue.clone(),
             state: self.state.clone(),
             async_loop: self.async_loop.clone(),
+            context: self.context.clone(),
             stuck: self.stuck.clone(),
         };
         let handle = std::thread::Builder::new()
@@ -140,6 +173,7 @@ struct ThreadContext {
     queue: Arc<WorkQueue<Work>>,
     state: Arc<BridgeState>,
     async_loop: Option<Arc<AsyncLoop>>,
+    context: Option<Arc<JobContextVar>>,
     stuck: Arc<AtomicUsize>,
 }
 
@@ -167,7 +201,13 @@ fn thread_main(ctx: ThreadContext) {
 /// Runs one piece of work, catching panics; true if this thread must retire.
 fn run_caught(py: Python<'_>, work: Work, ctx: &ThreadContext) -> bool {
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        run(py, work, &ctx.state, ctx.async_loop.as_deref())
+        run(
+            py,
+            work,
+            &ctx.state,
+            ctx.async_loop.as_deref(),
+            ctx.context.as_deref(),
+        )
     }));
     match caught {
         // This thread was abandoned in a timed-out handler and replaced: retire.
@@ -187,6 +227,7 @@ fn run(
     work: Work,
     state: &Arc<BridgeState>,
     async_loop: Option<&AsyncLoop>,
+    context: Option<&JobContextVar>,
 ) -> bool {
     match work {
         Work::Cancel { job_id } => {
@@ -196,10 +237,20 @@ fn run(
             false
         }
         Work::Run { job, entry, reply } => {
-            let call = || -> PyResult<(Bound<'_, pyo3::types::PyTuple>, Bound<'_, pyo3::types::PyDict>)> {
-                Ok((json_to_args(py, &job.args)?, json_to_kwargs(py, &job.kwargs)?))
+            type Call<'py> = (
+                Bound<'py, pyo3::types::PyTuple>,
+                Bound<'py, pyo3::types::PyDict>,
+                Option<Bound<'py, pyo3::types::PyTuple>>,
+            );
+            let call = || -> PyResult<Call<'_>> {
+                let fields = context.map(|c| c.fields(py, &job)).transpose()?;
+                Ok((
+                    json_to_args(py, &job.args)?,
+                    json_to_kwargs(py, &job.kwargs)?,
+                    fields,
+                ))
             };
-            let (args, kwargs) = match call() {
+            let (args, kwargs, fields) = match call() {
                 Ok(v) => v,
                 Err(e) => {
                     let _ = reply.send(error_outcome(py, e, false));
@@ -210,13 +261,23 @@ fn run(
                 state.sync_started(&job.id, job.attempt);
                 // A panic here (e.g. PyO3 resuming one when the handler raised
                 // `PanicException`) becomes this attempt's error, with its message.
-                let called =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        match entry.func.bind(py).call(args, Some(&kwargs)) {
-                            Ok(value) => value_outcome(&value),
-                            Err(err) => error_outcome(py, err, false),
-                        }
-                    }));
+                let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let token = match (context, &fields) {
+                        (Some(c), Some(f)) => match c.var.bind(py).call_method1("set", (f,)) {
+                            Ok(token) => Some(token),
+                            Err(err) => return error_outcome(py, err, false),
+                        },
+                        _ => None,
+                    };
+                    let outcome = match entry.func.bind(py).call(args, Some(&kwargs)) {
+                        Ok(value) => value_outcome(&value),
+                        Err(err) => error_outcome(py, err, false),
+                    };
+                    if let (Some(c), Some(token)) = (context, token) {
+                        let _ = c.var.bind(py).call_method1("reset", (token,));
+                    }
+                    outcome
+                }));
                 let abandoned = state.sync_finished(&job.id, job.attempt);
                 let outcome = called.unwrap_or_else(|panic| {
                     TaskOutcome::fail(format!(
@@ -237,11 +298,13 @@ fn run(
                 Ok(d) => d,
                 Err(_) => return false,
             };
-            match lp
-                .submit
-                .bind(py)
-                .call1((entry.func.bind(py), args, kwargs, done.bind(py)))
-            {
+            match lp.submit.bind(py).call1((
+                entry.func.bind(py),
+                args,
+                kwargs,
+                done.bind(py),
+                fields,
+            )) {
                 Ok(fut) => {
                     state.track_async(job.id.clone(), fut.unbind());
                     if done.get().is_finished() {

@@ -8,6 +8,7 @@ mod held;
 mod service;
 mod stats;
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,8 @@ pub struct WorkerOptions {
     pub drain_timeout: Duration,
     /// Backoff between failed attempts.
     pub backoff: Backoff,
+    /// Backoff of particular tasks, by task name (instead of `backoff`).
+    pub task_backoff: HashMap<String, Backoff>,
     /// Finished jobs older than this are deleted.
     pub result_ttl: Option<Duration>,
     /// Worker name (unique: host, pid and a random suffix by default).
@@ -64,6 +67,7 @@ impl WorkerOptions {
             heartbeat: secs(cfg.heartbeat),
             drain_timeout: secs(cfg.drain_timeout),
             backoff: cfg.backoff.clone(),
+            task_backoff: HashMap::new(),
             result_ttl: cfg.result_ttl.map(secs),
             name: default_worker_name(),
         }
@@ -80,6 +84,9 @@ impl WorkerOptions {
         check_secs("drain_timeout", s(self.drain_timeout), true)?;
         check_secs("lease", s(self.lease), false)?;
         check_secs("heartbeat", s(self.heartbeat), false)?;
+        for backoff in self.task_backoff.values() {
+            backoff.validate()?;
+        }
         self.backoff.validate()
     }
 }
@@ -229,6 +236,7 @@ async fn run(
         completer,
         handler: handler.clone(),
         backoff: options.backoff.clone(),
+        task_backoff: Arc::new(options.task_backoff.clone()),
         inflight,
         held: held.clone(),
         finished: client.finished.clone(),

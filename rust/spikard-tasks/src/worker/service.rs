@@ -4,6 +4,7 @@
 //! handler's [`TaskOutcome`] into a [`Completion`] (retry with backoff, fail, cancel)
 //! and hands it to the completer, which writes it while this worker holds the lease.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -32,6 +33,8 @@ pub(crate) struct JobService {
     pub completer: Completer,
     pub handler: Arc<dyn TaskHandler>,
     pub backoff: Backoff,
+    /// Backoff of particular tasks, by name (instead of `backoff`).
+    pub task_backoff: Arc<HashMap<String, Backoff>>,
     pub inflight: Arc<AtomicUsize>,
     pub held: Arc<HeldJobs>,
     pub finished: Arc<Notify>,
@@ -69,7 +72,8 @@ impl tower::Service<Task<ClaimedJob>> for JobService {
             job.started_at_ms = Some(started);
             this.completer.started(job.id.clone(), started);
             let outcome = this.run(&job).await;
-            let completion = decide(&job, outcome, &this.backoff, this.store.now_ms());
+            let backoff = this.task_backoff.get(&job.task).unwrap_or(&this.backoff);
+            let completion = decide(&job, outcome, backoff, this.store.now_ms());
             this.stats.record(&completion);
             let id = job.id.clone();
             this.completer.complete(job, completion).await;
