@@ -37,7 +37,7 @@ def test_enqueue_status_cancel(tmp_path: Path) -> None:
     enq = run("enqueue", "--url", url, "report", "--args", "[1, 2]", "--delay", "60")
     assert enq.returncode == 0, enq.stderr
     job_id = enq.stdout.strip()
-    status = run("status", "--url", url, job_id)
+    status = run("status", "--url", url, job_id, "--json")
     assert status.returncode == 0, status.stderr
     info = json.loads(status.stdout)
     assert info["status"] == "scheduled"

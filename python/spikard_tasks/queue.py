@@ -335,7 +335,8 @@ class TaskQueue(TaskRegistry):
     ) -> Worker:
         """A worker running in this process, in the background. Use it as a context
         manager (``with`` or ``async with``): it starts on entry and drains on exit.
-        It also runs the cron scheduler unless ``scheduler=False``.
+        It also runs the cron scheduler unless ``scheduler=False``. It consumes exactly
+        ``queues`` when given, else this queue's own (``config.queue``).
 
         On ``inprocess://`` jobs run without a worker; this one keeps the same program
         working unchanged: it starts the queue's runtime and its exit drains it
@@ -381,7 +382,7 @@ class TaskQueue(TaskRegistry):
     ) -> dict[str, int]:
         """Runs a worker until SIGINT/SIGTERM, then drains gracefully; returns its report
         (on ``inprocess://``: blocks while the runtime runs jobs, then drains it). It also
-        runs the cron scheduler unless ``scheduler=False``."""
+        runs the cron scheduler unless ``scheduler=False``. ``queues``: as in :meth:`worker`."""
         worker = self._new_worker(concurrency, queues, name, drain_timeout)
         worker.scheduler = scheduler
         return worker.run_forever()

@@ -76,6 +76,7 @@ def _stop_running_workers() -> None:
 class Worker:
     """Runs the queue's registered handlers on the native (apalis) worker.
 
+    It consumes exactly ``queues`` when given, else the queue's own (``config.queue``).
     ``start()`` returns at once; ``stop()`` stops fetching, lets in-flight jobs finish
     within the drain timeout and puts unfinished ones back in the queue. Works as a
     sync or async context manager.
@@ -94,7 +95,9 @@ class Worker:
             raise SpikardTasksError("concurrency must be at least 1")
         self.queue = queue
         self.concurrency = concurrency or queue.config.concurrency
-        names = [queue.config.queue, *(queues or [])]
+        names = [queue.config.queue] if queues is None else list(queues)
+        if not names:
+            raise SpikardTasksError("queues must name at least one queue")
         for extra in names:
             if isinstance(extra, str):
                 check_text("queue name", extra)

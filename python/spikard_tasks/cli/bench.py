@@ -51,6 +51,7 @@ from .. import _native
 from ..config import TaskQueueConfig
 from ..job import Job
 from ..queue import TaskQueue
+from .args import int_range, seconds
 from .bench_report import (
     FIGURES,
     _labels,
@@ -393,27 +394,29 @@ def run_durable(url: str, sizes: BenchSizes, progress: bool = True) -> dict[str,
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the benchmark's options to ``parser`` (``spikard-tasks bench`` and
     ``benches/bench.py`` share them)."""
-    d = BenchSizes()
+    d, count = BenchSizes(), int_range(1)
     parser.add_argument(
         "--url",
         action="append",
         default=None,
         help="durable backend URL (repeatable; default: a fresh SQLite file)",
     )
-    parser.add_argument("--jobs", type=int, help=f"jobs per drain and bulk round ({d.jobs})")
-    parser.add_argument("--enqueue", type=int, help=f"single enqueue calls ({d.enqueue})")
-    parser.add_argument("--batch", type=int, help=f"jobs per enqueue_many call ({d.batch})")
-    parser.add_argument("--samples", type=int, help=f"latency samples ({d.samples})")
+    parser.add_argument("--jobs", type=count, help=f"jobs per drain and bulk round ({d.jobs})")
+    parser.add_argument("--enqueue", type=count, help=f"single enqueue calls ({d.enqueue})")
+    parser.add_argument("--batch", type=count, help=f"jobs per enqueue_many call ({d.batch})")
+    parser.add_argument("--samples", type=count, help=f"latency samples ({d.samples})")
     parser.add_argument(
-        "-c", "--concurrency", type=int, help=f"worker slots on every path ({d.concurrency})"
+        "-c", "--concurrency", type=count, help=f"worker slots on every path ({d.concurrency})"
     )
     parser.add_argument(
         "--poll-interval",
-        type=float,
+        type=seconds(),
         help=f"durable worker poll interval, seconds ({d.poll_interval}, the default config)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes (a CI smoke run)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the results as JSON (default: no file)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

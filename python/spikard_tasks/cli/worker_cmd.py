@@ -1,0 +1,186 @@
+"""``spikard-tasks worker`` and ``spikard-tasks scheduler``: long-running processes.
+
+A worker stops on SIGINT/SIGTERM. The first signal drains: no new job starts, the jobs in
+flight get up to the drain timeout to finish, the rest goes back to the queue (attempt not
+counted), and the process exits with code 0. A second signal stops at once (exit code
+128 + the signal's number, 130 for Ctrl-C): the jobs still running are abandoned where they
+are, marked running under this worker's lease; once the lease expires, any worker of the
+store puts them back (``WorkerLost``: the abandoned attempt counts, and a job on its last
+attempt fails) and runs them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any
+
+from ..cron import CronSchedule
+from ..queue import TaskQueue
+from ..worker import Worker
+from .targets import CliError, load_queue, schedules_noted, sqlite_path
+
+__all__ = ["InFlight", "cmd_scheduler", "cmd_worker"]
+
+log = logging.getLogger("spikard_tasks.cli")
+
+
+class InFlight:
+    """Counts the handler calls running in this process (the jobs a stop would wait for)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        """Handler calls started and not yet returned."""
+        with self._lock:
+            return self._count
+
+    def _add(self, delta: int) -> None:
+        with self._lock:
+            self._count += delta
+
+    def wrap(self, fn: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+        """``fn`` counted while it runs (``functools.wraps`` keeps its signature)."""
+        if is_async:
+
+            @functools.wraps(fn)
+            async def counted_async(*args: Any, **kwargs: Any) -> Any:
+                self._add(1)
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    self._add(-1)
+
+            return counted_async
+
+        @functools.wraps(fn)
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._add(1)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._add(-1)
+
+        return counted
+
+    def install(self, queue: TaskQueue) -> None:
+        """Counts every task handler of ``queue``."""
+        for task in queue.tasks.values():
+            task.fn = self.wrap(task.fn, task.is_async)
+
+
+def _jobs(n: int) -> str:
+    return f"{n} job" if n == 1 else f"{n} jobs"
+
+
+def _use_url(queue: TaskQueue, url: str) -> None:
+    """Points the app's queue (and so every task's ``.delay()``) at ``url``, keeping its
+    configuration and handlers. Nothing was opened yet: the import's schedules were noted."""
+    fresh = TaskQueue(queue.config.replace(url=url))
+    if not fresh.is_durable:
+        raise CliError("worker --url needs a durable backend URL (sqlite, postgres, …)")
+    queue.close()
+    queue.config, queue.backend, queue._backend = fresh.config, fresh.backend, fresh._backend
+
+
+def _load(args: argparse.Namespace) -> TaskQueue:
+    """The app's queue, on ``--url`` if given, with its import-time schedules stored."""
+    noted: list[tuple[TaskQueue, CronSchedule]] = []
+    with schedules_noted(noted):
+        queue = load_queue(args.target)
+    if args.url:
+        _use_url(queue, args.url)
+    for owner, schedule in noted:
+        owner.schedule(schedule, strict=False)
+    return queue
+
+
+def _queues(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise CliError("--queues needs at least one queue name")
+    return names
+
+
+def _run(worker: Worker, in_flight: InFlight, queue: TaskQueue) -> dict[str, int]:
+    """Runs ``worker`` until a signal; a second signal exits the process at once."""
+    drain = worker.drain_timeout if worker.drain_timeout is not None else queue.config.drain_timeout
+    signals = 0
+
+    def on_signal(signum: int, _frame: types.FrameType | None) -> None:
+        nonlocal signals
+        signals += 1
+        n = in_flight.count
+        if signals == 1:
+            log.warning(
+                "stopping: %s in flight, waiting up to %g s (press Ctrl-C again to stop now)",
+                _jobs(n),
+                drain,
+            )
+            worker.request_stop()
+            return
+        log.warning(
+            "abandoning %s; they return to the queue when their lease expires (within %g s), "
+            "then run again: the abandoned attempt counts, and a job on its last attempt fails",
+            _jobs(n),
+            queue.config.lease,
+        )
+        print(json.dumps({"worker": "abandoned", "in_flight": n}), flush=True)
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    restore = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        if signals:
+            worker.request_stop()
+        while True:
+            report = worker.join(timeout=0.5)
+            if report is not None:
+                return report
+    finally:
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """``worker``: runs the app's handlers until SIGINT/SIGTERM, then drains."""
+    queue = _load(args)
+    worker = queue.worker(
+        concurrency=args.concurrency,
+        queues=_queues(args.queues),
+        name=args.name,
+        drain_timeout=args.drain_timeout,
+        scheduler=not args.no_scheduler,
+    )
+    path = sqlite_path(queue.config.url)
+    if path is not None:
+        log.info("database: SQLite file %s", path)
+    in_flight = InFlight()
+    in_flight.install(queue)
+    report = _run(worker, in_flight, queue)
+    print(json.dumps({"worker": "stopped", **report}), flush=True)
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """``scheduler``: runs only the cron scheduler until SIGINT/SIGTERM."""
+    queue = _load(args)
+    path = sqlite_path(queue.config.url)
+    log.info("scheduler started for %r%s", queue, f" (SQLite file {path})" if path else "")
+    queue.run_scheduler()
+    print(json.dumps({"scheduler": "stopped"}), flush=True)
+    return 0
