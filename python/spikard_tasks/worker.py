@@ -210,6 +210,10 @@ class Worker:
             raise TimeoutError(f"worker {self.name} did not stop within {timeout}s")
         return report
 
+    def in_flight(self) -> int:
+        """How many jobs run in a handler right now (0 unless running)."""
+        return self._native.in_flight() if self._native is not None else 0
+
     def stats(self) -> dict[str, int]:
         """Live counters."""
         return dict(self._native.stats()) if self._native is not None else {}

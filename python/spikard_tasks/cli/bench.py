@@ -230,7 +230,7 @@ def run_fast_path(sizes: BenchSizes, progress: bool = True) -> dict[str, Any]:
         f"{FAST_PATH}?max_queue_size={capacity}"
         f"&max_concurrent_tasks={sizes.concurrency}&drain_timeout=60"
     )
-    queue = TaskQueue(url, queue="bench")
+    queue = TaskQueue(url, queue="bench", environment=False)
     gate = threading.Event()
     gate.set()
     register_tasks(queue, gate)
@@ -351,10 +351,10 @@ def run_durable(url: str, sizes: BenchSizes, progress: bool = True) -> dict[str,
     label = _native.backend_kind(url)
     name = f"bench-{uuid.uuid4().hex[:8]}"
     options: dict[str, Any] = {"poll_interval": sizes.poll_interval}
-    producer = TaskQueue(url, queue=name, **options)
+    producer = TaskQueue(url, queue=name, environment=False, **options)
     register_tasks(producer)
     # No worker consumes it while the enqueue rounds are timed; see _run_leftovers.
-    idle = TaskQueue(url, queue=f"{name}-idle", **options)
+    idle = TaskQueue(url, queue=f"{name}-idle", environment=False, **options)
     register_tasks(idle)
     out: dict[str, Any] = {"target": _native.redact_url(url), "url": url, "backend": label}
     out["enqueue_single_per_s"] = _enqueue_single(idle, sizes.enqueue, label, progress)

@@ -44,7 +44,9 @@ def queue_from(
     if args.url and args.target:
         raise CliError("give --app MODULE:QUEUE or --url URL, not both")
     if args.url:
-        queue = TaskQueue(args.url, **({"queue": args.queue} if args.queue else {}))
+        queue = TaskQueue(
+            args.url, environment=False, **({"queue": args.queue} if args.queue else {})
+        )
     elif args.target:
         if args.queue:
             raise CliError("--queue goes with --url; with --app the app's queue is used")

@@ -12,72 +12,21 @@ attempt fails) and runs them again.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
 import signal
 import sys
-import threading
 import types
-from collections.abc import Callable
-from typing import Any
 
 from ..cron import CronSchedule
 from ..queue import TaskQueue
 from ..worker import Worker
 from .targets import CliError, load_queue, schedules_noted, sqlite_path
 
-__all__ = ["InFlight", "cmd_scheduler", "cmd_worker"]
+__all__ = ["cmd_scheduler", "cmd_worker"]
 
 log = logging.getLogger("spikard_tasks.cli")
-
-
-class InFlight:
-    """Counts the handler calls running in this process (the jobs a stop would wait for)."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
-
-    @property
-    def count(self) -> int:
-        """Handler calls started and not yet returned."""
-        with self._lock:
-            return self._count
-
-    def _add(self, delta: int) -> None:
-        with self._lock:
-            self._count += delta
-
-    def wrap(self, fn: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
-        """``fn`` counted while it runs (``functools.wraps`` keeps its signature)."""
-        if is_async:
-
-            @functools.wraps(fn)
-            async def counted_async(*args: Any, **kwargs: Any) -> Any:
-                self._add(1)
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    self._add(-1)
-
-            return counted_async
-
-        @functools.wraps(fn)
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self._add(1)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self._add(-1)
-
-        return counted
-
-    def install(self, queue: TaskQueue) -> None:
-        """Counts every task handler of ``queue``."""
-        for task in queue.tasks.values():
-            task.fn = self.wrap(task.fn, task.is_async)
 
 
 def _jobs(n: int) -> str:
@@ -87,7 +36,7 @@ def _jobs(n: int) -> str:
 def _use_url(queue: TaskQueue, url: str) -> None:
     """Points the app's queue (and so every task's ``.delay()``) at ``url``, keeping its
     configuration and handlers. Nothing was opened yet: the import's schedules were noted."""
-    fresh = TaskQueue(queue.config.replace(url=url))
+    fresh = TaskQueue(queue.config.replace(url=url), environment=False)
     if not fresh.is_durable:
         raise CliError("worker --url needs a durable backend URL (sqlite, postgres, …)")
     queue.close()
@@ -115,7 +64,7 @@ def _queues(text: str | None) -> list[str] | None:
     return names
 
 
-def _run(worker: Worker, in_flight: InFlight, queue: TaskQueue) -> dict[str, int]:
+def _run(worker: Worker, queue: TaskQueue) -> dict[str, int]:
     """Runs ``worker`` until a signal; a second signal exits the process at once."""
     drain = worker.drain_timeout if worker.drain_timeout is not None else queue.config.drain_timeout
     signals = 0
@@ -123,7 +72,7 @@ def _run(worker: Worker, in_flight: InFlight, queue: TaskQueue) -> dict[str, int
     def on_signal(signum: int, _frame: types.FrameType | None) -> None:
         nonlocal signals
         signals += 1
-        n = in_flight.count
+        n = worker.in_flight()
         if signals == 1:
             log.warning(
                 "stopping: %s in flight, waiting up to %g s (press Ctrl-C again to stop now)",
@@ -169,9 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     path = sqlite_path(queue.config.url)
     if path is not None:
         log.info("database: SQLite file %s", path)
-    in_flight = InFlight()
-    in_flight.install(queue)
-    report = _run(worker, in_flight, queue)
+    report = _run(worker, queue)
     print(json.dumps({"worker": "stopped", **report}), flush=True)
     return 0
 

@@ -123,6 +123,10 @@ class InProcessWorker(Worker):
             raise TimeoutError(f"worker {self.name} did not stop within {timeout}s")
         return report
 
+    def in_flight(self) -> int:
+        """How many jobs run in a handler right now."""
+        return self._backend.totals()["running"]
+
     def stats(self) -> dict[str, int]:
         """Live counters of the queue's runtimes (``queued``, ``running``, …)."""
         return self._backend.totals()

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use spikard_tasks::{WorkerHandle, WorkerStopper};
+use spikard_tasks::{InFlight, WorkerHandle, WorkerStopper};
 use tokio::sync::Mutex;
 
 use crate::bridge::PythonThreads;
@@ -16,6 +16,7 @@ use crate::tokio_rt::block_on_interruptible;
 pub struct NativeWorker {
     handle: Arc<Mutex<WorkerHandle>>,
     stopper: WorkerStopper,
+    in_flight: InFlight,
     threads: Arc<PythonThreads>,
     name: String,
     scheduler: Option<Scheduler>,
@@ -36,6 +37,7 @@ impl NativeWorker {
             scheduler,
             name: handle.name().to_owned(),
             stopper: handle.stopper(),
+            in_flight: handle.in_flight(),
             handle: Arc::new(Mutex::new(handle)),
             threads,
         }
@@ -53,6 +55,11 @@ impl NativeWorker {
     #[getter]
     fn name(&self) -> String {
         self.name.clone()
+    }
+
+    /// How many jobs run in a handler right now (claimed-ahead ones not included).
+    fn in_flight(&self) -> usize {
+        self.in_flight.get()
     }
 
     /// Asks the worker to stop (returns at once).

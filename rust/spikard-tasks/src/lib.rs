@@ -85,4 +85,6 @@ pub use job::{
     QueueCounts,
 };
 pub use queue::TaskQueueClient;
-pub use worker::{spawn_worker, WorkerHandle, WorkerOptions, WorkerReport, WorkerStopper};
+pub use worker::{
+    spawn_worker, InFlight, WorkerHandle, WorkerOptions, WorkerReport, WorkerStopper,
+};

@@ -126,6 +126,7 @@ pub struct WorkerHandle {
     name: String,
     stop: Arc<watch::Sender<bool>>,
     stats: Arc<WorkerStats>,
+    in_flight: InFlight,
     join: Option<JoinHandle<CoreResult<WorkerReport>>>,
 }
 
@@ -143,6 +144,12 @@ impl WorkerHandle {
     /// A handle that can request a stop independently of this one.
     pub fn stopper(&self) -> WorkerStopper {
         WorkerStopper(self.stop.clone())
+    }
+
+    /// How many jobs run in the handler right now (claimed-ahead jobs not included),
+    /// readable from anywhere while the worker runs.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
     }
 
     /// Live counters.
@@ -174,6 +181,17 @@ impl WorkerHandle {
     }
 }
 
+/// The number of jobs a worker is running in its handler right now.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// The current count.
+    pub fn get(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
 /// Starts a worker on the current tokio runtime.
 pub fn spawn_worker(
     client: &TaskQueueClient,
@@ -193,17 +211,19 @@ pub fn spawn_worker(
     let (stop, stop_rx) = watch::channel(false);
     let stats = Arc::new(WorkerStats::default());
     let name = options.name.clone();
+    let in_flight = InFlight(Arc::new(AtomicUsize::new(0)));
     let join = tokio::spawn(run(
         client.clone(),
         handler,
         options,
         stop_rx,
-        stats.clone(),
+        (stats.clone(), in_flight.0.clone()),
     ));
     Ok(WorkerHandle {
         name,
         stop: Arc::new(stop),
         stats,
+        in_flight,
         join: Some(join),
     })
 }
@@ -213,10 +233,9 @@ async fn run(
     handler: Arc<dyn TaskHandler>,
     options: WorkerOptions,
     mut stop_rx: watch::Receiver<bool>,
-    stats: Arc<WorkerStats>,
+    (stats, inflight): (Arc<WorkerStats>, Arc<AtomicUsize>),
 ) -> CoreResult<WorkerReport> {
     let worker_name: Arc<str> = options.name.clone().into();
-    let inflight = Arc::new(AtomicUsize::new(0));
     let held = Arc::new(HeldJobs::default());
     let store = client.store.clone();
     let backend = StoreBackend::new(BackendParts {
