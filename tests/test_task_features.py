@@ -407,3 +407,17 @@ def test_environment_overrides_the_code(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.setenv("SPIKARD_TASKS_CONCURRENCY", "lots")
     with pytest.raises(ConfigError, match="CONCURRENCY"):
         TaskQueue(code_url)
+
+
+def test_a_cli_flag_wins_over_the_environment(tmp_path: Path) -> None:
+    from .cli_procs import cli, cli_env
+
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    q = TaskQueue(url, environment=False)
+    job = q.enqueue("report", args=[1], strict=False)
+    q.close()
+    env = cli_env(SPIKARD_TASKS_URL=f"sqlite:///{tmp_path / 'other.db'}")
+    shown = cli("status", "--json", "--url", url, job.id, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert job.id in shown.stdout
+    assert not (tmp_path / "other.db").exists()

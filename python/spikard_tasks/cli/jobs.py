@@ -85,7 +85,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
             raise UnknownTask(
                 f"unknown task {args.task!r}{hint} (tasks of {args.target}: {listed})"
             )
-    job = queue.enqueue(args.task, call_args, call_kwargs, strict=False, **_options(args))
+    # With --app the arguments are checked against the handler's signature too.
+    strict = bool(args.target)
+    job = queue.enqueue(args.task, call_args, call_kwargs, strict=strict, **_options(args))
     print(job.id)
     return 0
 
