@@ -24,7 +24,7 @@ How the examples run (the runner is ``tests/readme_examples.py``):
   :data:`MAX_SKIPPED` blocks may be skipped, so skipping is not the easy way out.
 
 Blocks that need a server use the ones on 127.0.0.1 with queue names of their own. The
-per-block tests are ``slow`` (they start workers and a server: about 20 s); the tests of the
+per-block tests are ``slow`` (they start workers and a server: 5-10 s); the tests of the
 runner itself are not.
 """
 
@@ -130,7 +130,7 @@ echo other text
 
 <!-- example: background; ready at "up" -->
 ```bash
-echo up; trap 'exit 3' INT; while true; do sleep 0.1; done
+trap 'exit 3' INT; echo up; while true; do sleep 0.1; done
 ```
 
 ```console
@@ -143,6 +143,11 @@ console-ok
 <!-- example: skip: shows an install from an index -->
 ```bash
 pip install something-that-does-not-exist
+```
+
+<!-- example: requires no_such_module_for_readme_tests -->
+```python
+import no_such_module_for_readme_tests
 ```
 """
 
@@ -159,6 +164,7 @@ def test_runner_reports_broken_blocks(tmp_path: Path) -> None:
         (36, "failed"),
         (40, "passed"),
         (48, "skipped"),
+        (53, "skipped"),
     ]
     outcomes = {b.line: o for b, o in results}
     assert "fine" in outcomes[8].detail
@@ -169,6 +175,7 @@ def test_runner_reports_broken_blocks(tmp_path: Path) -> None:
     assert "exit status 3 after SIGINT" in outcomes[36].detail
     assert "console-ok" in outcomes[40].detail
     assert outcomes[48].detail == "shows an install from an index"
+    assert outcomes[53].detail == "needs no_such_module_for_readme_tests, not installed"
     assert (tmp_path / "work" / "pkg" / "mod.py").read_text() == "# pkg/mod.py\nVALUE = 41\n"
 
 
