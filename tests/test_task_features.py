@@ -421,3 +421,30 @@ def test_a_cli_flag_wins_over_the_environment(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert job.id in shown.stdout
     assert not (tmp_path / "other.db").exists()
+
+
+def test_eager_retries_immediately_unless_asked_to_wait() -> None:
+    from spikard_tasks.testing import eager
+
+    # A queue that waits 10 minutes between attempts, and a task with its own 10 minutes.
+    q = TaskQueue("memory://", backoff=Backoff(initial=600.0, max=600.0, jitter=0.0))
+
+    @q.task(name="always-fails", max_attempts=3)
+    def always_fails() -> None:
+        raise RuntimeError("no")
+
+    @q.task(name="own-backoff", max_attempts=2, backoff=Backoff(600.0, 600.0, 2.0, 0.0))
+    def own_backoff() -> None:
+        raise RuntimeError("no")
+
+    with eager(q):  # retries="immediate"
+        for task in (always_fails, own_backoff):
+            job = task.delay()
+            with pytest.raises(JobFailed):
+                job.result(timeout=0)
+            assert job.info().attempts == task.defaults["max_attempts"]
+    with eager(q, retries="backoff", timeout=0.5), pytest.raises(TimeoutError):
+        always_fails.delay()  # its second attempt waits 10 minutes, as on a worker
+    with pytest.raises(ConfigError, match="retries"), eager(q, retries="never"):  # type: ignore[arg-type]
+        pass
+    q.close()
