@@ -10,7 +10,7 @@ from ._limits import check_seconds, from_ms
 from .exceptions import JobCancelled, JobFailed
 from .status import JobStatus
 
-__all__ = ["AttemptError", "Job", "JobInfo"]
+__all__ = ["AttemptError", "Job", "JobInfo", "Progress"]
 
 R = TypeVar("R")
 
@@ -27,6 +27,24 @@ class AttemptError:
     error: str
     traceback: str | None
     at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """The progress a job's handler last reported: ``fraction`` from 0.0 to 1.0, an
+    optional ``message``, and when it was reported (an aware UTC datetime)."""
+
+    fraction: float
+    message: str | None
+    at: dt.datetime | None
+
+    @classmethod
+    def from_record(cls, value: dict[str, Any] | None) -> Progress | None:
+        """Builds it from the ``"progress"`` of the engine's record dict (``None``
+        when the job never reported any)."""
+        if not value:
+            return None
+        return cls(float(value["fraction"]), value.get("message"), _time(value.get("at_ms")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +68,9 @@ class JobInfo:
     kwargs: dict[str, Any]
     unique_key: str | None
     cancel_reason: str | None
+    progress: Progress | None = None
+    """The last progress its handler reported; kept when the job finishes, and over a
+    retry until the next attempt reports its own."""
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> JobInfo:
@@ -75,6 +96,7 @@ class JobInfo:
             kwargs=rec.get("kwargs") or {},
             unique_key=rec.get("unique_key"),
             cancel_reason=rec.get("cancel_reason"),
+            progress=Progress.from_record(rec.get("progress")),
         )
 
     def outcome(self) -> Any:

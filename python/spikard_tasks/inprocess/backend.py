@@ -382,4 +382,5 @@ def _info(job: RuntimeJob[Any]) -> JobInfo:
         kwargs=dict(meta.kwargs),
         unique_key=meta.unique_key,
         cancel_reason=job.error if state == "cancelled" else None,
+        progress=None,  # the fast path does not carry progress yet
     )

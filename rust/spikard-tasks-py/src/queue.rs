@@ -133,6 +133,27 @@ impl NativeQueue {
         Ok(block_on(py, async move { client.cancel(&job_id).await })?)
     }
 
+    /// Reports a running job's progress (`fraction` from 0.0 to 1.0, an optional
+    /// `message` of at most 1,000 characters); false when the job is not running.
+    #[pyo3(signature = (job_id, fraction, message=None))]
+    fn set_progress(
+        &self,
+        py: Python<'_>,
+        job_id: &Bound<'_, PyString>,
+        fraction: f64,
+        message: Option<&Bound<'_, PyString>>,
+    ) -> Result<bool> {
+        let message = message
+            .map(|m| name_text(m, "progress message"))
+            .transpose()?;
+        let (client, job_id) = (self.client.clone(), job_id.to_string_lossy());
+        Ok(block_on(py, async move {
+            client
+                .set_progress(&job_id, fraction, message.as_deref())
+                .await
+        })?)
+    }
+
     /// Waits for the job to finish; returns it as a dict, or `None` on timeout.
     #[pyo3(signature = (job_id, timeout=None))]
     fn wait(

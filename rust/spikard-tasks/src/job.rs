@@ -137,6 +137,37 @@ pub fn check_text(field: &str, value: &str) -> CoreResult<()> {
     Ok(())
 }
 
+/// Longest progress message, in characters.
+pub const MAX_PROGRESS_MESSAGE: usize = 1000;
+
+/// The progress a handler reports, as stored with its job:
+/// `{"fraction": 0.4, "message": "step 2 of 5" | null, "at_ms": 1718000000000}`.
+///
+/// `fraction` must be finite and from 0.0 to 1.0; `message` at most
+/// [`MAX_PROGRESS_MESSAGE`] characters without a NUL. Both are refused with a
+/// [`CoreError::Config`] otherwise. `at_ms` is when it was reported (the store's clock).
+pub fn progress_value(fraction: f64, message: Option<&str>, at_ms: i64) -> CoreResult<Value> {
+    if !fraction.is_finite() || !(0.0..=1.0).contains(&fraction) {
+        return Err(CoreError::config(format!(
+            "progress must be a finite number from 0.0 to 1.0, not {fraction}"
+        )));
+    }
+    if let Some(text) = message {
+        if text.chars().count() > MAX_PROGRESS_MESSAGE {
+            return Err(CoreError::config(format!(
+                "progress message must be at most {MAX_PROGRESS_MESSAGE} characters"
+            )));
+        }
+        check_text("progress message", text)?;
+    }
+    Ok(serde_json::json!({
+        // `+ 0.0` stores -0.0 as 0.0.
+        "fraction": fraction + 0.0,
+        "message": message,
+        "at_ms": at_ms,
+    }))
+}
+
 /// A job to enqueue: task name, JSON arguments and options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewJob {
@@ -262,6 +293,11 @@ pub struct JobRecord {
     pub started_at_ms: Option<i64>,
     /// When it reached a finished state, ms since epoch.
     pub finished_at_ms: Option<i64>,
+    /// The progress its handler last reported ([`progress_value`]'s object), if any.
+    /// It stays when the job finishes, and over a retry until the next attempt
+    /// reports again.
+    #[serde(default)]
+    pub progress: Option<Value>,
 }
 
 /// A job a worker has claimed: it holds the lease for `attempt`.
@@ -285,6 +321,9 @@ pub struct ClaimedJob {
     pub timeout: Option<f64>,
     /// Priority.
     pub priority: i32,
+    /// When the job was enqueued, ms since epoch, as stored (`None` only for a row
+    /// that lacks it).
+    pub enqueued_at_ms: Option<i64>,
     /// When this attempt began running in the worker, ms since epoch; `None` while the
     /// job is only claimed (held ahead of a free slot). Set by the worker, written with
     /// the outcome, so a finished job shows when its last attempt really started.

@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use crate::config::TaskQueueConfig;
 use crate::config::MAX_ATTEMPTS;
 use crate::error::{CoreError, CoreResult};
-use crate::job::{check_text, Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
+use crate::job::{check_text, progress_value, Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
 use crate::store::{self, Store};
 use crate::time::{check_instant, check_secs, secs_to_ms};
 
@@ -205,6 +205,29 @@ impl TaskQueueClient {
             self.finished.notify_waiters();
         }
         Ok(cancelled)
+    }
+
+    /// Reports the progress of a running job: stores
+    /// `{"fraction": …, "message": …, "at_ms": <the store's clock>}` with it
+    /// ([`crate::job::progress_value`]), replacing the value reported before.
+    /// Returns `false` (nothing written) for a job that is not running: unknown,
+    /// pending, scheduled, retrying or finished.
+    ///
+    /// The value stays when the job finishes (the last report remains visible), and a
+    /// retry keeps it until the next attempt reports its own. A `fraction` that is not
+    /// finite or not from 0.0 to 1.0, or a message longer than 1,000 characters or with
+    /// a NUL, is refused with [`CoreError::Config`].
+    pub async fn set_progress(
+        &self,
+        id: &str,
+        fraction: f64,
+        message: Option<&str>,
+    ) -> CoreResult<bool> {
+        let value = progress_value(fraction, message, self.store.now_ms())?;
+        if id.contains('\0') {
+            return Ok(false);
+        }
+        self.store.set_progress(id, &value.to_string()).await
     }
 
     /// Waits until the job is finished and returns it; `Ok(None)` if `timeout` passed

@@ -1115,3 +1115,83 @@ async fn stores_read_the_database_clock() {
         assert!((drift - offset).abs() < 50, "{url}: {drift} vs {offset}");
     }
 }
+
+/// A handler reports its job's progress through the client: out-of-range, non-finite
+/// or over-long reports are refused with a `Config` error and write nothing, the last
+/// report stays with the finished job, and a finished or unknown job takes none. The
+/// claimed job carries its enqueue time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_report_progress_and_bad_reports_are_refused() {
+    let (_dir, clients) = clients().await;
+    for client in clients {
+        let refused = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (c, r) = (client.clone(), refused.clone());
+        let handler = Arc::new(FnHandler(move |job: ClaimedJob| {
+            let (c, r) = (c.clone(), r.clone());
+            async move {
+                let long = "é".repeat(1001);
+                let bad: [(f64, Option<&str>); 7] = [
+                    (f64::NAN, None),
+                    (f64::INFINITY, None),
+                    (f64::NEG_INFINITY, None),
+                    (-0.001, None),
+                    (1.001, None),
+                    (0.5, Some(long.as_str())),
+                    (0.5, Some("a\0b")),
+                ];
+                for (fraction, message) in bad {
+                    let answer = match c.set_progress(&job.id, fraction, message).await {
+                        Err(CoreError::Config(text)) => text,
+                        other => format!("not refused: {other:?}"),
+                    };
+                    r.lock().unwrap().push(answer);
+                }
+                let longest = "é".repeat(1000);
+                let first = c.set_progress(&job.id, 0.2, Some(&longest)).await;
+                let last = c.set_progress(&job.id, 0.8, Some("step 4 of 5")).await;
+                TaskOutcome::Success(json!({
+                    "enqueued_at_ms": job.enqueued_at_ms,
+                    "set": [first.ok(), last.ok()],
+                }))
+            }
+        }));
+        let id = client.enqueue(vec![job("p", json!([]))]).await.unwrap()[0]
+            .id
+            .clone();
+        let opts = WorkerOptions::from_config(client.config());
+        let mut worker = spawn_worker(&client, handler, opts).unwrap();
+        let rec = client
+            .wait(&id, Some(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap();
+        worker.stop().await.unwrap();
+        assert_eq!(rec.status, JobStatus::Succeeded, "{rec:?}");
+        let expected = json!({"enqueued_at_ms": rec.enqueued_at_ms, "set": [true, true]});
+        assert_eq!(rec.result, Some(expected));
+        let refused = refused.lock().unwrap().clone();
+        assert_eq!(refused.len(), 7);
+        for (text, start) in refused.iter().zip([
+            "progress must be",
+            "progress must be",
+            "progress must be",
+            "progress must be",
+            "progress must be",
+            "progress message must be at most 1000",
+            "progress message must not contain a NUL",
+        ]) {
+            assert!(text.starts_with(start), "{text}");
+        }
+        let progress = rec.progress.expect("the last report");
+        assert_eq!(progress["fraction"], json!(0.8));
+        assert_eq!(progress["message"], json!("step 4 of 5"));
+        let at = progress["at_ms"].as_i64().expect("at_ms");
+        assert!(rec.enqueued_at_ms <= at && at <= rec.finished_at_ms.unwrap());
+        // Finished, unknown and impossible ids take no report.
+        for other in [id.as_str(), "no-such-id", "a\0b"] {
+            assert!(!client.set_progress(other, 1.0, None).await.unwrap());
+        }
+        let again = client.get(&id).await.unwrap().unwrap();
+        assert_eq!(again.progress, Some(progress));
+    }
+}

@@ -22,6 +22,8 @@ mod lease;
 mod lock;
 #[path = "store_contract/maintenance.rs"]
 mod maintenance;
+#[path = "store_contract/progress.rs"]
+mod progress;
 #[path = "store_contract/rescue.rs"]
 mod rescue;
 #[path = "store_contract/schedules.rs"]
@@ -39,6 +41,7 @@ mod cases {
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
     pub use super::lock::*;
     pub use super::maintenance::*;
+    pub use super::progress::*;
     pub use super::rescue::*;
     pub use super::schedules::*;
 }
@@ -80,6 +83,11 @@ macro_rules! store_contract {
             concurrent_claims_never_return_the_same_job,
             concurrent_enqueues_and_claims_never_fail,
             claim_counts_the_next_attempt_of_a_retrying_job,
+            claim_carries_the_jobs_enqueue_time,
+            // set_progress
+            set_progress_writes_only_onto_a_running_job,
+            set_progress_is_kept_when_the_job_finishes,
+            set_progress_is_kept_over_a_retry_until_the_next_report,
             // mark_started, heartbeat, release
             mark_started_records_starts_of_jobs_the_worker_holds,
             heartbeat_returns_running_jobs_whose_cancel_was_requested,
@@ -118,6 +126,13 @@ macro_rules! store_contract {
     };
 }
 
+/// What the SQL backends promise: tables of earlier versions are brought up to date.
+macro_rules! sql_contract {
+    ($kind:expr) => {
+        tests!($kind; opening_a_table_of_an_earlier_version_adds_the_progress_column);
+    };
+}
+
 /// What only backends with several writers promise: a maintenance lock.
 #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
 macro_rules! server_contract {
@@ -129,6 +144,7 @@ macro_rules! server_contract {
 #[cfg(feature = "sqlite")]
 mod sqlite {
     store_contract!(crate::support::Kind::Sqlite);
+    sql_contract!(crate::support::Kind::Sqlite);
 }
 
 #[cfg(feature = "sqlite")]
@@ -139,12 +155,14 @@ mod memory {
 #[cfg(feature = "postgres")]
 mod postgres {
     store_contract!(crate::support::Kind::Postgres);
+    sql_contract!(crate::support::Kind::Postgres);
     server_contract!(crate::support::Kind::Postgres);
 }
 
 #[cfg(feature = "mysql")]
 mod mysql {
     store_contract!(crate::support::Kind::MySql);
+    sql_contract!(crate::support::Kind::MySql);
     server_contract!(crate::support::Kind::MySql);
 }
 

@@ -14,6 +14,7 @@ pub(crate) struct Dialect {
     pub get: &'static str,
     pub cancel: &'static str,
     pub ask_cancel: &'static str,
+    pub set_progress: &'static str,
     pub release: &'static str,
     pub counts: &'static str,
     pub purge: &'static str,
@@ -47,7 +48,7 @@ macro_rules! dialect {
             // binds: id
             get: concat!("SELECT id, queue, task, args, kwargs, status, priority, attempts, \
                 max_attempts, run_at, timeout_ms, unique_key, result, ", $errors, ", \
-                cancel_reason, enqueued_at, started_at, finished_at FROM ", $jobs,
+                cancel_reason, enqueued_at, started_at, finished_at, progress FROM ", $jobs,
                 " WHERE id = ", $p1),
             // binds: now, id
             cancel: concat!("UPDATE ", $jobs, " SET status = 'cancelled', finished_at = ", $p1,
@@ -55,6 +56,9 @@ macro_rules! dialect {
                 " AND status IN ('pending', 'retrying')"),
             // binds: id
             ask_cancel: concat!("UPDATE ", $jobs, " SET cancel_requested = TRUE WHERE id = ", $p1,
+                " AND status = 'running'"),
+            // binds: progress, id
+            set_progress: concat!("UPDATE ", $jobs, " SET progress = ", $p1, " WHERE id = ", $p2,
                 " AND status = 'running'"),
             // binds: worker, then ids of an `AND id IN (…)` appended. MySQL evaluates SET left
             // to right: status is computed before attempts is decremented.
@@ -125,7 +129,8 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
     started_at INTEGER,
     finished_at INTEGER,
     locked_by TEXT,
-    lease_until INTEGER
+    lease_until INTEGER,
+    progress TEXT
 );
 CREATE INDEX IF NOT EXISTS spikard_jobs_ready
     ON spikard_jobs(queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
@@ -191,8 +196,17 @@ CREATE TABLE IF NOT EXISTS spikard_tasks.jobs (
     started_at BIGINT,
     finished_at BIGINT,
     locked_by TEXT,
-    lease_until BIGINT
+    lease_until BIGINT,
+    progress TEXT
 );
+-- Tables of earlier versions lack the column (setup runs under an advisory lock). Looked
+-- up first: ALTER TABLE locks the table exclusively even when the column exists.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'spikard_tasks'
+        AND table_name = 'jobs' AND column_name = 'progress') THEN
+        ALTER TABLE spikard_tasks.jobs ADD COLUMN progress TEXT;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS jobs_ready
     ON spikard_tasks.jobs (queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_lease
@@ -255,7 +269,7 @@ pub(crate) mod pg {
         locked_by = $4, lease_until = $5, started_at = NULL \
         FROM picked WHERE j.id = picked.id \
         RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
-        j.timeout_ms, j.priority, j.run_at";
+        j.timeout_ms, j.priority, j.run_at, j.enqueued_at";
     /// Writes outcomes (binds: id, attempt, status, result, run_at, error, reason, finished
     /// as arrays, worker, started as an array).
     pub(crate) const COMPLETE: &str =
@@ -291,11 +305,14 @@ pub(crate) mod my {
         ADD COLUMN ready_queue VARCHAR(200) AS (CASE WHEN status IN ('pending', 'retrying') \
         THEN queue END) STORED, \
         ADD INDEX spikard_jobs_claim (ready_queue, priority DESC, run_at, id)";
+    /// The progress column, added by `MySqlStore::migrate` to tables of earlier versions.
+    pub(crate) const PROGRESS_COLUMN: &str =
+        "ALTER TABLE spikard_jobs ADD COLUMN progress TEXT NULL";
     /// One queue's ready jobs in claim order, locked (binds: queue, now, limit): one
     /// ordered range of the claim index, read with everything a claimed job needs.
     pub(crate) const CLAIM: &str =
         "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
-        priority, run_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
+        priority, run_at, enqueued_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
         WHERE ready_queue = ? AND run_at <= ? \
         ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
 }
@@ -345,6 +362,7 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
     finished_at BIGINT NULL,
     locked_by VARCHAR(255) NULL,
     lease_until BIGINT NULL,
+    progress TEXT NULL,
     INDEX spikard_jobs_ready (queue, status, priority, run_at),
     INDEX spikard_jobs_lease (status, lease_until),
     INDEX spikard_jobs_locked (locked_by),

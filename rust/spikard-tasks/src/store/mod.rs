@@ -228,6 +228,13 @@ pub trait Store: ScheduleStore {
     /// (`true`); `false` for finished or unknown jobs.
     async fn cancel(&self, id: &str) -> CoreResult<bool>;
 
+    /// Writes `progress` (JSON text, see [`crate::job::progress_value`]) onto the job
+    /// while it is `running`, replacing any earlier value; `false` (nothing written) for
+    /// a job that is not running: unknown, pending, scheduled, retrying or finished.
+    /// Whoever holds the lease is not checked. The value is kept when the job finishes
+    /// and over a retry (until the next attempt writes its own).
+    async fn set_progress(&self, id: &str, progress: &str) -> CoreResult<bool>;
+
     /// Claims up to `limit` ready jobs of `queues` (highest priority first, then oldest
     /// `run_at`) for `worker`, counting an attempt and taking a lease until `lease`
     /// from now. A claimed job is `running` with no `started_at` until the worker

@@ -59,22 +59,31 @@ impl MySqlStore {
         Ok(Self { sql })
     }
 
-    /// Adds the claim index to a table that lacks it; safe when several workers start
-    /// together (the loser of the race sees "already exists" and goes on).
+    /// Brings a table of an earlier version up to date: adds the claim index and the
+    /// progress column where they are missing; safe when several workers start together
+    /// (the loser of a race sees "already exists" and goes on).
     async fn migrate(pool: &MySqlPool) -> CoreResult<()> {
-        let present: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() \
-             AND TABLE_NAME = 'spikard_jobs' AND COLUMN_NAME = 'ready_queue'",
-        )
-        .fetch_one(pool)
-        .await?;
-        if present > 0 {
-            return Ok(());
+        for (column, ddl) in [
+            ("ready_queue", my::CLAIM_INDEX),
+            ("progress", my::PROGRESS_COLUMN),
+        ] {
+            let present: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'spikard_jobs' \
+                 AND COLUMN_NAME = ?",
+            )
+            .bind(column)
+            .fetch_one(pool)
+            .await?;
+            if present > 0 {
+                continue;
+            }
+            match sqlx::raw_sql(AssertSqlSafe(ddl)).execute(pool).await {
+                Err(err) if !already_exists(&err) => return Err(err.into()),
+                _ => {}
+            }
         }
-        match sqlx::raw_sql(my::CLAIM_INDEX).execute(pool).await {
-            Err(err) if !already_exists(&err) => Err(err.into()),
-            _ => Ok(()),
-        }
+        Ok(())
     }
 
     async fn try_enqueue(&self, rows: &[JobRow]) -> Result<Vec<Enqueued>, TxError> {
@@ -260,6 +269,10 @@ impl Store for MySqlStore {
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
         self.sql.get(id).await
+    }
+
+    async fn set_progress(&self, id: &str, progress: &str) -> CoreResult<bool> {
+        self.sql.set_progress(id, progress).await
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {

@@ -175,6 +175,10 @@ impl Store for PostgresStore {
         self.sql.get(id).await
     }
 
+    async fn set_progress(&self, id: &str, progress: &str) -> CoreResult<bool> {
+        self.sql.set_progress(id, progress).await
+    }
+
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
         self.sql.cancel(id).await
     }

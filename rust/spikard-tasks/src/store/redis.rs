@@ -96,6 +96,7 @@ scripts! {
     counts: "counts.lua",
     purge: "purge.lua",
     mark: "mark.lua",
+    progress: "progress.lua",
     maintenance: "maintenance.lua",
 }
 
@@ -249,7 +250,8 @@ struct Hash<'a>(&'a str, HashMap<String, String>);
 /// Fields of a claimed job, in the claim script's order.
 struct ClaimRow(Vec<Option<String>>);
 
-const CLAIM_FIELDS: &str = "id queue task args kwargs attempts max_attempts timeout_ms priority";
+const CLAIM_FIELDS: &str =
+    "id queue task args kwargs attempts max_attempts timeout_ms priority enqueued_at";
 
 impl Fields for Hash<'_> {
     fn text(&self, name: &str) -> CoreResult<Option<String>> {
@@ -314,6 +316,12 @@ impl Store for RedisStore {
             return Ok(None);
         }
         record_from(&Hash(id, h), self.clock.now_ms()).map(Some)
+    }
+
+    async fn set_progress(&self, id: &str, progress: &str) -> CoreResult<bool> {
+        let mut inv = SCRIPTS.progress.prepare_invoke();
+        inv.arg(PREFIX).arg(id).arg(progress);
+        Ok(self.invoke::<i64>(&self.calls, &inv).await? == 1)
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {

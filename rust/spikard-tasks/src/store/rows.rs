@@ -71,6 +71,7 @@ pub(crate) fn record_from(f: &impl Fields, now: i64) -> CoreResult<JobRecord> {
         enqueued_at_ms: need(f.big("enqueued_at")?, &id, "enqueued_at")?,
         started_at_ms: f.big("started_at")?,
         finished_at_ms: f.big("finished_at")?,
+        progress: json(f, "progress", &id)?,
         id,
     })
 }
@@ -85,6 +86,7 @@ fn claimed_from(f: &impl Fields, id: &str, attempt: u32) -> CoreResult<ClaimedJo
         max_attempts: need(f.int("max_attempts")?, id, "max_attempts")? as u32,
         timeout: f.big("timeout_ms")?.map(|ms| ms as f64 / 1000.0),
         priority: need(f.int("priority")?, id, "priority")?,
+        enqueued_at_ms: f.big("enqueued_at")?,
         started_at_ms: None,
         id: id.to_owned(),
     })

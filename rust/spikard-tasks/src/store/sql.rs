@@ -121,6 +121,15 @@ where
         row.as_ref().map(|r| record_from(r, now)).transpose()
     }
 
+    /// Writes a running job's progress ([`super::Store::set_progress`]).
+    pub(crate) async fn set_progress(&self, id: &str, progress: &str) -> CoreResult<bool> {
+        retry_tx(|| async move {
+            let q = sqlx::query(AssertSqlSafe(self.d.set_progress)).bind(progress);
+            Ok::<_, TxError>(q.bind(id).execute(&self.pool).await?.n() > 0)
+        })
+        .await
+    }
+
     /// Cancels a job that has not started; when that matched nothing, asks a running one
     /// to stop. Retried whole if the database aborts it.
     pub(crate) async fn cancel(&self, id: &str) -> CoreResult<bool> {

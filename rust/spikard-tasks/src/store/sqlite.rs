@@ -187,6 +187,7 @@ impl SqliteStore {
         let sql = Sql::new(pool, hot, &super::dialect::SQLITE);
         let mut tx = sql.pool.begin_with("BEGIN IMMEDIATE").await?;
         sql.setup(&mut tx).await?;
+        migrate(&mut tx).await?;
         tx.commit().await?;
         Ok(Self {
             sql,
@@ -195,6 +196,23 @@ impl SqliteStore {
             direct: None,
         })
     }
+}
+
+/// Brings a table of an earlier version up to date: adds the `progress` column where
+/// it is missing. Runs inside setup's write transaction, so processes opening the file
+/// at once take turns and only the first adds it.
+async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let present: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM pragma_table_info('spikard_jobs') WHERE name = 'progress'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if present == 0 {
+        sqlx::query("ALTER TABLE spikard_jobs ADD COLUMN progress TEXT")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// One multi-row `INSERT` of `rows` (at most [`INSERT_CHUNK`]).
@@ -237,6 +255,11 @@ impl Store for SqliteStore {
 
     async fn get(&self, id: &str) -> CoreResult<Option<JobRecord>> {
         self.sql.get(id).await
+    }
+
+    async fn set_progress(&self, id: &str, progress: &str) -> CoreResult<bool> {
+        let _writing = self.writes.lock().await;
+        self.sql.set_progress(id, progress).await
     }
 
     async fn cancel(&self, id: &str) -> CoreResult<bool> {
@@ -282,7 +305,7 @@ impl Store for SqliteStore {
                  WHERE queue IN ({}) AND status IN ('pending', 'retrying') AND run_at <= ? \
                  ORDER BY priority DESC, run_at, id LIMIT ?) \
              RETURNING id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
-             priority, run_at",
+             priority, run_at, enqueued_at",
             placeholders(queues.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))

@@ -260,6 +260,38 @@ pub async fn claim_counts_the_next_attempt_of_a_retrying_job(kind: Kind) {
     }
 }
 
+/// A claimed job carries its enqueue time as stored (not the claim's time), on its
+/// first attempt and on a retry.
+pub async fn claim_carries_the_jobs_enqueue_time(kind: Kind) {
+    let fx = open!(shared(kind));
+    let enqueued_at_ms = now_ms() - 123_456;
+    let row = JobRow {
+        enqueued_at_ms,
+        ..fx.row()
+    };
+    let id = fx.enqueue(vec![row]).await.remove(0);
+    let w = fx.worker();
+    let claimed = fx.claim(&w, 1).await;
+    assert_eq!(claimed.len(), 1, "{kind:?}");
+    assert_eq!(claimed[0].enqueued_at_ms, Some(enqueued_at_ms), "{kind:?}");
+    let retry = Completion::Retry {
+        run_at_ms: now_ms(),
+        error: AttemptError {
+            attempt: 1,
+            error: "Flaky: 1".into(),
+            traceback: None,
+            at_ms: now_ms(),
+        },
+    };
+    let done = vec![(claimed[0].clone(), retry)];
+    assert_eq!(fx.store.complete(&w, done).await.unwrap(), 1, "{kind:?}");
+    let again = fx.claim(&w, 1).await;
+    assert_eq!(again.len(), 1, "{kind:?}");
+    assert_eq!((again[0].id.as_str(), again[0].attempt), (id.as_str(), 2));
+    assert_eq!(again[0].enqueued_at_ms, Some(enqueued_at_ms), "{kind:?}");
+    assert_eq!(fx.get(&id).await.enqueued_at_ms, enqueued_at_ms, "{kind:?}");
+}
+
 /// Stores are shared by many producers and workers at once: keyed enqueues and claims
 /// running side by side on different queues of one database never fail each other.
 pub async fn concurrent_enqueues_and_claims_never_fail(kind: Kind) {
