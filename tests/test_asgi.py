@@ -229,6 +229,7 @@ def test_process_fixture_answers_202_with_task_id(server: Server) -> None:
         "attempts": 0,
         "result": None,
         "error": None,
+        "progress": None,
     }
     # "both required, no extra fields"
     missing = server.request("POST", "/tasks/process", {"kwargs": {"task_id": "task-001"}})
@@ -322,6 +323,7 @@ def test_http_job_runs_in_a_worker_process_and_result_is_read_back(
         "attempts": 1,
         "result": 42,
         "error": None,
+        "progress": None,
     }
     assert failed["status"] == "failed"
     assert failed["error"].startswith("ValueError") and "boom" in failed["error"]

@@ -448,3 +448,52 @@ def test_eager_retries_immediately_unless_asked_to_wait() -> None:
     with pytest.raises(ConfigError, match="retries"), eager(q, retries="never"):  # type: ignore[arg-type]
         pass
     q.close()
+
+
+def test_progress_reported_by_the_handler_is_stored_with_the_job(any_queue: TaskQueue) -> None:
+    queue = any_queue
+    seen: dict[str, Any] = {}
+
+    @queue.task(name="steps")
+    def steps(n: int) -> str:
+        job = current_job()
+        seen["enqueued_at"] = job.enqueued_at
+        for i in range(n):
+            assert job.progress((i + 1) / n, f"step {i + 1} of {n}") is True
+        with pytest.raises(ConfigError):
+            job.progress(1.5)
+        with pytest.raises(ConfigError):
+            job.progress(float("nan"))
+        with pytest.raises(ConfigError):
+            job.progress(0.5, "x" * 1001)
+        return "done"
+
+    @queue.task(name="async-steps")
+    async def async_steps() -> str:
+        assert await current_job().aprogress(0.25) is True
+        return "done"
+
+    job, other = steps.delay(4), async_steps.delay()
+    if queue.is_durable:  # (an inprocess:// job starts at its enqueue)
+        assert job.info().progress is None
+    with queue.worker():
+        assert job.result(timeout=10) == "done"
+        assert other.result(timeout=10) == "done"
+    info = job.info()
+    assert info.progress is not None
+    assert (info.progress.fraction, info.progress.message) == (1.0, "step 4 of 4")
+    assert info.progress.at is not None and info.enqueued_at is not None
+    assert info.progress.at >= info.enqueued_at
+    assert seen["enqueued_at"] is not None
+    assert abs((seen["enqueued_at"] - info.enqueued_at).total_seconds()) < 0.002
+    other_progress = other.info().progress
+    assert other_progress is not None and other_progress.fraction == 0.25
+    assert other_progress.message is None
+    from spikard_tasks.asgi import job_view  # what GET /tasks/jobs/{id} answers
+
+    shown = job_view(info)["progress"]
+    assert shown == {
+        "fraction": 1.0,
+        "message": "step 4 of 4",
+        "at": info.progress.at.isoformat(),
+    }

@@ -29,7 +29,7 @@ from .exceptions import (
     UnknownTask,
 )
 from .inprocess.runtime import BackgroundRuntime, DrainReport, RuntimeJob, RuntimeStats
-from .job import AttemptError, Job, JobInfo
+from .job import AttemptError, Job, JobInfo, Progress
 from .queue import TaskQueue
 from .status import JobStatus
 from .task import AsyncTask, Task, TaskHandler
@@ -66,6 +66,7 @@ __all__ = [
     "JobInfo",
     "JobStatus",
     "NoCurrentJob",
+    "Progress",
     "QueueFull",
     "Retry",
     "RuntimeJob",

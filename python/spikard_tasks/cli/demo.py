@@ -24,9 +24,7 @@ __all__ = ["queue", "run_demo"]
 
 DEMO_URL = os.environ.get("SPIKARD_TASKS_DEMO_URL", "sqlite:///spikard_tasks_demo.db")
 
-queue = TaskQueue(
-    DEMO_URL, queue="demo", backoff=Backoff(initial=0.05, max=0.5), environment=False
-)
+queue = TaskQueue(DEMO_URL, queue="demo", backoff=Backoff(initial=0.05, max=0.5), environment=False)
 
 
 @queue.task(name="demo.checksum")

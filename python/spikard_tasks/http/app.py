@@ -12,7 +12,7 @@ serve myapp.tasks:queue``) or mounted in Starlette, FastAPI or Litestar. Routes,
 * ``POST {prefix}/batch``, body ``{"tasks": [{"task", "args", "kwargs", "options"}]}``
   → ``202 {"queued": n, "status": "all_queued", "task_ids": [...]}``, all or nothing.
 * ``GET {prefix}/jobs/{id}`` → ``200 {"task_id", "task", "status", "attempts",
-  "result", "error"}``; ``DELETE {prefix}/jobs/{id}`` → ``200 {"task_id",
+  "result", "error", "progress"}``; ``DELETE {prefix}/jobs/{id}`` → ``200 {"task_id",
   "cancelled": true}`` (``409`` once the job finished).
 * ``GET {prefix}/openapi.json`` → the OpenAPI 3.1 document of these routes (argument
   schemas from the handlers' annotations, by pydantic).
@@ -127,11 +127,13 @@ def _allow(request: Request, *allowed: str) -> None:
 
 def job_view(info: JobInfo) -> dict[str, Any]:
     """The HTTP view of a job: ``task_id``, ``task``, ``status``, ``attempts``,
-    ``result`` and ``error`` (the text of the latest failed attempt; ``null`` when none
-    failed or the job succeeded)."""
+    ``result``, ``error`` (the text of the latest failed attempt; ``null`` when none
+    failed or the job succeeded) and ``progress`` (``{"fraction", "message", "at"}`` as
+    its handler last reported it, ``at`` in ISO-8601; ``null`` when it reported none)."""
     error = None
     if info.status is not JobStatus.SUCCEEDED and info.errors:
         error = info.errors[-1].error
+    progress = info.progress
     return {
         "task_id": info.id,
         "task": info.task,
@@ -139,6 +141,13 @@ def job_view(info: JobInfo) -> dict[str, Any]:
         "attempts": info.attempts,
         "result": info.result,
         "error": error,
+        "progress": None
+        if progress is None
+        else {
+            "fraction": progress.fraction,
+            "message": progress.message,
+            "at": progress.at.isoformat() if progress.at is not None else None,
+        },
     }
 
 

@@ -99,8 +99,24 @@ _COMPONENTS: dict[str, Any] = {
                     "description": "error text of the latest failed attempt "
                     "(null if none failed or the job succeeded)",
                 },
+                "progress": {
+                    "description": "what the handler last reported with "
+                    "current_job().progress() (null if nothing)",
+                    "oneOf": [
+                        {"type": "null"},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+                                "message": {"type": ["string", "null"]},
+                                "at": {"type": ["string", "null"], "format": "date-time"},
+                            },
+                            "required": ["fraction", "message", "at"],
+                        },
+                    ],
+                },
             },
-            "required": ["task_id", "task", "status", "attempts", "result", "error"],
+            "required": ["task_id", "task", "status", "attempts", "result", "error", "progress"],
         },
         "Cancelled": {
             "type": "object",

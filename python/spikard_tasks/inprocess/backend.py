@@ -17,7 +17,7 @@ from .._backend import EnqueueSpec
 from .._chain import task_runner
 from ..config import Backoff, TaskQueueConfig
 from ..exceptions import RuntimeShutDown, UnknownTask
-from ..job import Job, JobInfo
+from ..job import Job, JobInfo, Progress
 from ..status import JobStatus
 from ..task import Task
 from .rules import json_args, json_kwargs, json_runner, retry_policy
@@ -360,6 +360,13 @@ class InProcessBackend:
         }
 
 
+def _progress(report: tuple[float, str | None, float] | None) -> Progress | None:
+    if report is None:
+        return None
+    fraction, message, at = report
+    return Progress(fraction, message, _utc(at))
+
+
 def _info(job: RuntimeJob[Any]) -> JobInfo:
     """A ``JobInfo`` snapshot of an in-process job."""
     state = job.status()  # first: the outcome fields are written before the state
@@ -382,5 +389,5 @@ def _info(job: RuntimeJob[Any]) -> JobInfo:
         kwargs=dict(meta.kwargs),
         unique_key=meta.unique_key,
         cancel_reason=job.error if state == "cancelled" else None,
-        progress=None,  # the fast path does not carry progress yet
+        progress=_progress(job.progress),
     )

@@ -43,7 +43,7 @@ impl JobContextVar {
             job.queue.as_str(),
             job.attempt,
             job.max_attempts,
-            None::<i64>, // MERGE: job.enqueued_at_ms
+            job.enqueued_at_ms,
             job.timeout,
         )
             .into_pyobject(py)
