@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import _logging
 from .config import Backoff, TaskQueueConfig
 from .context import JobContext, current_job
 from .cron import CronSchedule, ScheduleState
@@ -34,6 +35,8 @@ from .queue import TaskQueue
 from .status import JobStatus
 from .task import AsyncTask, Task, TaskHandler
 from .worker import Worker
+
+_logging.install()
 
 #: The installed distribution's version (read from its metadata on first access: reading
 #: package metadata costs more than the rest of the import).

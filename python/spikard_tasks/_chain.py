@@ -67,9 +67,25 @@ class _OnLoop:
 
 
 def task_runner(
+    task: Task[Any, Any],
+    middleware: Sequence[Callable[..., Any]],
+    loop: LoopSource,
+    *,
+    tracing: bool = False,
+) -> Callable[..., Any]:
+    """The callable a worker runs for ``task`` (async when the handler is); with
+    ``tracing``, inside an OpenTelemetry consumer span (see ``_otel``)."""
+    runner = _runner(task, middleware, loop)
+    if tracing:
+        from . import _otel
+
+        return _otel.traced(runner, task.is_async, current_job)
+    return runner
+
+
+def _runner(
     task: Task[Any, Any], middleware: Sequence[Callable[..., Any]], loop: LoopSource
 ) -> Callable[..., Any]:
-    """The callable a worker runs for ``task`` (async when the handler is)."""
     fn = task.fn
     chain = tuple(middleware)
     if not chain and task.retry_on is None and task.dont_retry_on is None:

@@ -36,6 +36,12 @@ def to_json(obj: object) -> str:
 def default_config_json() -> str:
     """The engine's default configuration as JSON."""
 
+def start_log_forwarding(emit: Callable[..., Any], level: Callable[[], int]) -> None:
+    """Hands the engine's log events to ``emit(records, dropped)`` (see ``_logging``)."""
+
+def stop_log_forwarding() -> None:
+    """Hands over what is queued and stops forwarding log events."""
+
 def check_config(config_json: str) -> None:
     """Validates a configuration as the engine does (``ConfigError``)."""
 

@@ -15,6 +15,7 @@ from .http.app import (
     create_app,
     job_view,
 )
+from .http.health import MetricsApp, metrics_app
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
@@ -22,7 +23,9 @@ __all__ = [
     "RESERVED",
     "AuthHook",
     "AuthResult",
+    "MetricsApp",
     "TasksApp",
     "create_app",
     "job_view",
+    "metrics_app",
 ]

@@ -151,6 +151,16 @@ class TaskQueueConfig:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
+def describe_url(url: str) -> str:
+    """The redacted URL, plus the absolute path of a SQLite file (what a worker started
+    from another directory would otherwise silently open instead)."""
+    shown = _native.redact_url(url)
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        path = url[len("sqlite:///") :].split("?", 1)[0]
+        return f"{shown} ({os.path.abspath(path)})"
+    return shown
+
+
 def _parse_env(name: str, raw: str) -> Any:
     if name in ("url", "queue"):
         return raw

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import signal
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from . import _native
+from . import _native, _otel
 from ._arguments import ArgumentCheck
 from ._backend import Backend, DurableBackend
 from ._normalize import as_args, as_kwargs, job_items, merge_options
 from ._registry import TaskRegistry
 from ._text import check_text
-from .config import DEFAULT_URL, TaskQueueConfig
+from .config import DEFAULT_URL, TaskQueueConfig, describe_url
 from .cron import CronSchedule, ScheduleState
 from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
 from .job import Job, JobInfo
@@ -26,13 +25,13 @@ from .worker import Worker, running_workers
 __all__ = ["TaskQueue"]
 
 
-def _describe(url: str) -> str:
-    """The redacted URL, plus the absolute path for SQLite files."""
-    shown = _native.redact_url(url)
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
-        path = url[len("sqlite:///") :].split("?", 1)[0]
-        return f"{shown} ({os.path.abspath(path)})"
-    return shown
+def _with_trace_context(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` plus the active span's trace context, when there is one (a copy:
+    option dicts are shared between calls)."""
+    context = _otel.current_trace_context()
+    if context is None or "trace_context" in options:
+        return options
+    return {**options, "trace_context": context}
 
 
 class TaskQueue(TaskRegistry):
@@ -149,7 +148,7 @@ class TaskQueue(TaskRegistry):
 
     def __repr__(self) -> str:
         return (
-            f"TaskQueue(url={_describe(self.config.url)!r}{self._default_note}, "
+            f"TaskQueue(url={describe_url(self.config.url)!r}{self._default_note}, "
             f"queue={self.config.queue!r})"
         )
 
@@ -166,6 +165,8 @@ class TaskQueue(TaskRegistry):
     def _enqueue_one(
         self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> Job[Any]:
+        if _otel.available() and self.is_durable:
+            options = _with_trace_context(options)
         return self._backend.enqueue([(name, args, kwargs, options)])[0]
 
     def enqueue(
@@ -233,6 +234,13 @@ class TaskQueue(TaskRegistry):
             batch.append((name, call_args, call_kwargs, merge_options(defaults, options)))
         if not batch:
             return []
+        if _otel.available() and self.is_durable:
+            context = _otel.current_trace_context()  # once for the whole batch
+            if context is not None:
+                batch = [
+                    (n, a, k, o if "trace_context" in o else {**o, "trace_context": context})
+                    for n, a, k, o in batch
+                ]
         return self._backend.enqueue(batch)
 
     async def aenqueue(

@@ -16,11 +16,11 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
-from . import _bridge, _native
+from . import _bridge, _logging, _native, _otel
 from ._chain import needs_loop, task_runner
 from ._hooks import Hook, run_start_hooks, run_stop_hooks
 from ._text import check_text
-from .config import TaskQueueConfig
+from .config import TaskQueueConfig, describe_url
 from .context import CURRENT
 from .exceptions import SpikardTasksError
 from .task import Task
@@ -136,8 +136,9 @@ class Worker:
             tasks = self.queue.tasks
             chain = self.queue.middleware_chain
             on_start, on_stop = self.queue.worker_hooks
+            tracing = _otel.available()
             handlers = {
-                name: (task_runner(t, chain, self._event_loop), t.is_async)
+                name: (task_runner(t, chain, self._event_loop, tracing=tracing), t.is_async)
                 for name, t in tasks.items()
             }
             async_submit = None
@@ -156,6 +157,7 @@ class Worker:
             if backoffs and self.task_backoff:
                 options["task_backoff"] = json.dumps(backoffs)
             native = self.queue.native
+            _logging.refresh()  # the engine logs at logging's level as configured now
             try:
                 run_start_hooks(on_start, self._event_loop())
                 self._native = native.start_worker(
@@ -168,11 +170,19 @@ class Worker:
                 raise
             _running.add(self)
             log.info(
-                "worker %s started: queues=%s concurrency=%d tasks=%s",
+                "worker %s started: url=%s queues=%s concurrency=%d tasks=%s version=%s",
                 self._native.name,
+                describe_url(self.queue.config.url),
                 self.queues,
                 self.concurrency,
                 sorted(handlers),
+                _native.__version__,
+                extra={
+                    "worker": self._native.name,
+                    "url": describe_url(self.queue.config.url),
+                    "queues": list(self.queues),
+                    "concurrency": self.concurrency,
+                },
             )
             return self
 

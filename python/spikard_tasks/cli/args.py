@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 from collections.abc import Callable
 
 from .._limits import MAX_ATTEMPTS, MAX_SECONDS
@@ -22,7 +23,7 @@ __all__ = [
 ]
 
 #: The levels ``--log-level`` accepts.
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -106,19 +107,32 @@ def add_queue_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_log_level(p: argparse.ArgumentParser) -> None:
-    """``--log-level``: the level of the ``spikard_tasks`` loggers on stderr."""
+    """``--log-level`` and ``--log-format``: how the ``spikard_tasks`` loggers (the
+    engine's included) print on stderr."""
     p.add_argument(
         "--log-level",
         type=str.upper,
         choices=LOG_LEVELS,
         default="INFO",
-        help="log level of the spikard_tasks loggers (printed on stderr)",
+        help="log level of the spikard_tasks loggers, the engine's included (printed on stderr)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="text lines, or one JSON object per line (with job_id, task, queue, ... fields)",
     )
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, log_format: str = "text") -> None:
     """Logs to stderr: ``spikard_tasks`` loggers at ``level``, others at WARNING."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from .._logging import JsonFormatter, refresh
+
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("spikard_tasks").setLevel(level)
+    refresh()

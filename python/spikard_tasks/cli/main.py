@@ -114,6 +114,17 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--no-scheduler", action="store_true", help="do not run the cron scheduler in this worker"
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int_range(0, 65535),
+        help="serve /metrics (Prometheus), /healthz and /readyz on this port (0: a free one; "
+        "default: not served)",
+    )
+    p.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        help="address the metrics port listens on (0.0.0.0 for every interface)",
+    )
     add_log_level(p)
     p.set_defaults(func=cmd_worker)
 
@@ -224,7 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spikard-tasks`` command."""
     args = build_parser().parse_args(argv)
-    setup_logging(getattr(args, "log_level", None) or ("INFO" if args.verbose else "WARNING"))
+    setup_logging(
+        getattr(args, "log_level", None) or ("INFO" if args.verbose else "WARNING"),
+        getattr(args, "log_format", "text"),
+    )
     try:
         code: int = args.func(args)
     except CliError as exc:

@@ -118,7 +118,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     path = sqlite_path(queue.config.url)
     if path is not None:
         log.info("database: SQLite file %s", path)
-    report = _run(worker, queue)
+    metrics = None
+    if args.metrics_port is not None:
+        from ..metrics import serve_metrics
+
+        metrics = serve_metrics(queue, args.metrics_port, args.metrics_host, queues=worker.queues)
+        log.info(
+            "metrics on http://%s:%d/metrics (and /healthz, /readyz)", metrics.host, metrics.port
+        )
+    try:
+        report = _run(worker, queue)
+    finally:
+        if metrics is not None:
+            metrics.close()
     print(json.dumps({"worker": "stopped", **report}), flush=True)
     return 0
 

@@ -6,6 +6,7 @@ from .._targets import import_target
 from ..exceptions import ConfigError
 from ..queue import TaskQueue
 from .app import DEFAULT_MAX_BODY_BYTES, TasksApp, create_app
+from .health import metrics_app, with_health
 
 __all__ = ["load_app", "serve"]
 
@@ -48,8 +49,9 @@ def serve(
     access_log: bool = True,
 ) -> None:
     """Serves the app for ``target`` (see :func:`load_app`) with uvicorn until
-    SIGINT/SIGTERM. Needs the ``serve`` extra (``pip install 'spikard-tasks[serve]'``);
-    raises ``ConfigError`` saying so when uvicorn is missing."""
+    SIGINT/SIGTERM, with ``/metrics``, ``/healthz`` and ``/readyz`` at the root. Needs
+    the ``serve`` extra (``pip install 'spikard-tasks[serve]'``); raises ``ConfigError``
+    saying so when uvicorn is missing."""
     try:
         import uvicorn
     except ImportError:
@@ -57,8 +59,10 @@ def serve(
             "serving over HTTP needs uvicorn: pip install 'spikard-tasks[serve]'"
         ) from None
     app = load_app(target, prefix=prefix, max_body_bytes=max_body_bytes)
+    # /metrics, /healthz and /readyz next to the enqueue routes.
+    served = with_health(app, metrics_app(app.queue))
     uvicorn.run(
-        app,
+        served,
         host=host,
         port=port,
         root_path=root_path,

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import _otel
 from .._backend import EnqueueSpec
 from .._chain import task_runner
 from ..config import Backoff, TaskQueueConfig
@@ -218,7 +219,8 @@ class InProcessBackend:
             if cached is not None and cached[1] == code:
                 runner = cached[2].runner
             else:
-                runner = json_runner(task_runner(task, code[1:], self._loop), task.is_async)
+                run = task_runner(task, code[1:], self._loop, tracing=_otel.available())
+                runner = json_runner(run, task.is_async)
             plan = _Plan(runner, options, self._config)
             plan.retry = self._policy(plan.max_attempts, task.backoff or self._config.backoff)
             cached = self._plans[name] = (options, code, plan)

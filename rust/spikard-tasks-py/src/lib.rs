@@ -68,6 +68,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(backend_kind, m)?)?;
     m.add_function(wrap_pyfunction!(to_json, m)?)?;
     m.add_function(wrap_pyfunction!(default_config_json, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::start_log_forwarding, m)?)?;
+    m.add_function(wrap_pyfunction!(logging::stop_log_forwarding, m)?)?;
     m.add_function(wrap_pyfunction!(rules::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(rules::backoff_delay, m)?)?;
     m.add_function(wrap_pyfunction!(rules::next_attempt_delay, m)?)?;

@@ -215,7 +215,7 @@ fn run_caught(py: Python<'_>, work: Work, ctx: &ThreadContext) -> bool {
         // The reply sender was dropped with the panic: the awaiting task records a
         // failed attempt. The thread itself keeps serving.
         Err(_) => {
-            eprintln!("spikard-tasks: a panic in the handler bridge was caught");
+            tracing::error!("a panic in the handler bridge was caught");
             false
         }
     }
