@@ -31,8 +31,9 @@ from .exceptions import ConfigError, NoCurrentJob
 __all__ = ["JobContext", "ProgressSink", "current_job"]
 
 #: Set by the worker around each attempt: a durable job's fields as a tuple
-#: ``(sink, id, task, queue, attempt, max_attempts, enqueued_at_ms, timeout)``, or an
-#: object with a ``_job_context()`` method (the in-process runtime's job).
+#: ``(sink, id, task, queue, attempt, max_attempts, enqueued_at_ms, timeout,
+#: trace_context)``, or an object with a ``_job_context()`` method (the in-process
+#: runtime's job).
 CURRENT: contextvars.ContextVar[Any] = contextvars.ContextVar("spikard_tasks.current_job")
 
 #: The longest progress message accepted (characters).
@@ -60,6 +61,9 @@ class JobContext:
         max_attempts: attempts the job may use.
         enqueued_at: when the job was enqueued (aware UTC), if known.
         timeout: this attempt's timeout in seconds, if any.
+        trace_context: the W3C trace context of the span that enqueued the job
+            (``traceparent``, then ``;`` and the ``tracestate`` when there is one), if
+            it was enqueued with one; the parent of the handler's span.
     """
 
     id: str
@@ -70,6 +74,7 @@ class JobContext:
     enqueued_at: dt.datetime | None
     timeout: float | None
     _sink: ProgressSink = dataclasses.field(repr=False, compare=False)
+    trace_context: str | None = None
 
     @property
     def is_last_attempt(self) -> bool:
@@ -124,9 +129,17 @@ def current_job() -> JobContext:
             "calls, or a middleware) runs inside one"
         )
     if type(fields) is tuple:
-        sink, job_id, task, queue, attempt, max_attempts, enqueued_at_ms, timeout = fields
+        sink, job_id, task, queue, attempt, max_attempts, enqueued_at_ms, timeout, trace = fields
         return JobContext(
-            job_id, task, queue, attempt, max_attempts, from_ms(enqueued_at_ms), timeout, sink
+            job_id,
+            task,
+            queue,
+            attempt,
+            max_attempts,
+            from_ms(enqueued_at_ms),
+            timeout,
+            sink,
+            trace,
         )
     context: JobContext = fields._job_context()
     return context

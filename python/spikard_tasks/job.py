@@ -71,6 +71,9 @@ class JobInfo:
     progress: Progress | None = None
     """The last progress its handler reported; kept when the job finishes, and over a
     retry until the next attempt reports its own."""
+    trace_context: str | None = None
+    """The W3C trace context of the span that enqueued the job (``traceparent``, then
+    ``;`` and the ``tracestate`` when there is one), if it was enqueued with one."""
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> JobInfo:
@@ -97,6 +100,7 @@ class JobInfo:
             unique_key=rec.get("unique_key"),
             cancel_reason=rec.get("cancel_reason"),
             progress=Progress.from_record(rec.get("progress")),
+            trace_context=rec.get("trace_context"),
         )
 
     def outcome(self) -> Any:

@@ -10,12 +10,21 @@ from ._limits import MAX_ATTEMPTS, MAX_INSTANT_MS, check_seconds
 from ._text import check_text
 from .exceptions import ConfigError
 
-__all__ = ["OPTION_NAMES", "build_options"]
+__all__ = ["INTERNAL_OPTION_NAMES", "MAX_TRACE_CONTEXT", "OPTION_NAMES", "build_options"]
 
 #: Option names accepted by every enqueue call.
 OPTION_NAMES = frozenset(
     {"priority", "delay", "run_at", "max_attempts", "unique_key", "timeout", "queue"}
 )
+
+#: Options the library sets itself, accepted too but not offered to users:
+#: ``trace_context``, the W3C trace context of the span that enqueues the job
+#: (``traceparent``, then ``;`` and the ``tracestate``), stored with the job so the
+#: worker's span of each attempt is its child.
+INTERNAL_OPTION_NAMES = frozenset({"trace_context"})
+
+#: The longest ``trace_context`` (ASCII characters), as the engine allows.
+MAX_TRACE_CONTEXT = 512
 
 
 def _seconds(
@@ -37,7 +46,7 @@ def build_options(options: dict[str, Any]) -> dict[str, Any]:
     """
     if not options:
         return {}
-    unknown = sorted(set(options) - OPTION_NAMES)
+    unknown = sorted(set(options) - OPTION_NAMES - INTERNAL_OPTION_NAMES)
     if unknown:
         raise ConfigError(f"unknown enqueue options: {', '.join(unknown)}")
     out: dict[str, Any] = {}
@@ -80,4 +89,16 @@ def build_options(options: dict[str, Any]) -> dict[str, Any]:
     queue = out.get("queue")
     if queue is not None and not 1 <= len(queue) <= 200:
         raise ConfigError("queue name must be 1 to 200 characters")
+    trace_context = options.get("trace_context")
+    if trace_context is not None:
+        out["trace_context"] = _trace_context(trace_context)
     return out
+
+
+def _trace_context(value: Any) -> str:
+    """``value`` if the engine stores it as a trace context, else ``ConfigError``."""
+    if not isinstance(value, str):
+        raise ConfigError("trace_context must be a string")
+    if len(value) > MAX_TRACE_CONTEXT or not value.isascii():
+        raise ConfigError(f"trace_context must be at most {MAX_TRACE_CONTEXT} ASCII characters")
+    return check_text("trace_context", value)

@@ -188,10 +188,10 @@ impl NativeQueue {
     /// `submit(fn, args, kwargs, done, fields)` of the worker's event loop thread when
     /// any handler is async. `job_context` is `(context_var, reporter)`: each attempt
     /// runs with `context_var` set to `(reporter, id, task, queue, attempt,
-    /// max_attempts, enqueued_at_ms, timeout)` (an async attempt gets that tuple as
-    /// `fields`). `options` may set `concurrency`, `queues`, `name`, `drain_timeout`,
-    /// `poll_interval`, `lease`, `heartbeat` and `task_backoff` (JSON: task name →
-    /// backoff).
+    /// max_attempts, enqueued_at_ms, timeout, trace_context)` (an async attempt gets
+    /// that tuple as `fields`). `options` may set `concurrency`, `queues`, `name`,
+    /// `drain_timeout`, `poll_interval`, `lease`, `heartbeat` and `task_backoff` (JSON:
+    /// task name → backoff).
     #[pyo3(signature = (handlers, options, async_submit=None, job_context=None))]
     fn start_worker(
         &self,

@@ -124,6 +124,11 @@ pub struct JobOptions {
     pub timeout: Option<f64>,
     /// Queue to put the job in (defaults to the configured queue).
     pub queue: Option<String>,
+    /// The W3C trace context of the span that enqueued the job: its `traceparent`,
+    /// optionally followed by `;` and its `tracestate`. Opaque to the engine (checked
+    /// by [`check_trace_context`] only), stored with the job and handed to the handler
+    /// of every attempt ([`ClaimedJob::trace_context`]).
+    pub trace_context: Option<String>,
 }
 
 /// Refuses a name or key that no backend can store the same way: PostgreSQL text
@@ -135,6 +140,21 @@ pub fn check_text(field: &str, value: &str) -> CoreResult<()> {
         )));
     }
     Ok(())
+}
+
+/// Longest trace context ([`JobOptions::trace_context`]), in characters.
+pub const MAX_TRACE_CONTEXT: usize = 512;
+
+/// Refuses a trace context no backend should store: longer than
+/// [`MAX_TRACE_CONTEXT`] characters, not ASCII, or with a NUL ([`CoreError::Config`]
+/// naming the field). Its content is otherwise not looked at.
+pub fn check_trace_context(value: &str) -> CoreResult<()> {
+    if value.len() > MAX_TRACE_CONTEXT || !value.is_ascii() {
+        return Err(CoreError::config(format!(
+            "trace_context must be at most {MAX_TRACE_CONTEXT} ASCII characters"
+        )));
+    }
+    check_text("trace_context", value)
 }
 
 /// Longest progress message, in characters.
@@ -231,6 +251,8 @@ pub struct JobRow {
     pub unique_key: Option<String>,
     /// When it was enqueued, ms since epoch.
     pub enqueued_at_ms: i64,
+    /// The enqueuing span's trace context ([`JobOptions::trace_context`]), if any.
+    pub trace_context: Option<String>,
 }
 
 /// What an enqueue returned for one job.
@@ -298,6 +320,9 @@ pub struct JobRecord {
     /// reports again.
     #[serde(default)]
     pub progress: Option<Value>,
+    /// The enqueuing span's trace context ([`JobOptions::trace_context`]), if any.
+    #[serde(default)]
+    pub trace_context: Option<String>,
 }
 
 /// A job a worker has claimed: it holds the lease for `attempt`.
@@ -328,6 +353,9 @@ pub struct ClaimedJob {
     /// job is only claimed (held ahead of a free slot). Set by the worker, written with
     /// the outcome, so a finished job shows when its last attempt really started.
     pub started_at_ms: Option<i64>,
+    /// The enqueuing span's trace context ([`JobOptions::trace_context`]), if any: the
+    /// parent of the span this attempt runs in.
+    pub trace_context: Option<String>,
 }
 
 /// The outcome of an attempt, as written back to the backend.

@@ -9,7 +9,10 @@ use tokio::sync::Notify;
 use crate::config::TaskQueueConfig;
 use crate::config::MAX_ATTEMPTS;
 use crate::error::{CoreError, CoreResult};
-use crate::job::{check_text, progress_value, Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
+use crate::job::{
+    check_text, check_trace_context, progress_value, Enqueued, JobRecord, JobRow, NewJob,
+    QueueCounts,
+};
 use crate::store::{self, Store};
 use crate::time::{check_instant, check_secs, secs_to_ms};
 
@@ -128,6 +131,9 @@ impl TaskQueueClient {
             }
             check_text("unique_key", key)?;
         }
+        if let Some(trace) = &o.trace_context {
+            check_trace_context(trace)?;
+        }
         let queue = o.queue.unwrap_or_else(|| self.config.queue.clone());
         if queue.is_empty() {
             return Err(CoreError::config("queue name must not be empty"));
@@ -145,6 +151,7 @@ impl TaskQueueClient {
             timeout_ms,
             unique_key: o.unique_key,
             enqueued_at_ms: now,
+            trace_context: o.trace_context,
         })
     }
 

@@ -1195,3 +1195,58 @@ async fn handlers_report_progress_and_bad_reports_are_refused() {
         assert_eq!(again.progress, Some(progress));
     }
 }
+
+/// A job enqueued with a trace context reaches its handler with it (a job without one
+/// with none) and its record keeps it; a trace context longer than 512 characters, not
+/// ASCII or with a NUL is refused with a `Config` error naming the field, and nothing
+/// of its batch is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_contexts_reach_the_handler_and_bad_ones_are_refused() {
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01;congo=t61rcWkgMzE";
+    let traced = |text: &str| {
+        job("t", json!([])).options(JobOptions {
+            trace_context: Some(text.to_owned()),
+            ..JobOptions::default()
+        })
+    };
+    let (_dir, clients) = clients().await;
+    for client in clients {
+        let long = "a".repeat(513);
+        for bad in [long.as_str(), "00-abc\0def", "00-café"] {
+            let batch = vec![job("t", json!([])), traced(bad)];
+            match client.enqueue(batch).await {
+                Err(CoreError::Config(text)) => {
+                    assert!(text.starts_with("trace_context must"), "{text}")
+                }
+                other => panic!("not refused: {other:?}"),
+            }
+        }
+        let counts = client.counts(None).await.unwrap();
+        assert_eq!(counts.unfinished(), 0, "nothing written: {counts:?}");
+
+        let longest = format!("{trace};{}", "k".repeat(512 - trace.len() - 1));
+        let ids: Vec<String> = client
+            .enqueue(vec![traced(trace), job("t", json!([])), traced(&longest)])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        let handler = Arc::new(FnHandler(|job: ClaimedJob| {
+            std::future::ready(TaskOutcome::Success(json!(job.trace_context)))
+        }));
+        let opts = WorkerOptions::from_config(client.config());
+        let mut worker = spawn_worker(&client, handler, opts).unwrap();
+        for (id, expected) in ids.iter().zip([Some(trace), None, Some(longest.as_str())]) {
+            let rec = client
+                .wait(id, Some(Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(rec.status, JobStatus::Succeeded, "{rec:?}");
+            assert_eq!(rec.result, Some(json!(expected)));
+            assert_eq!(rec.trace_context.as_deref(), expected);
+        }
+        worker.stop().await.unwrap();
+    }
+}

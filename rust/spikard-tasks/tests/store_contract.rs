@@ -30,6 +30,8 @@ mod rescue;
 mod schedules;
 #[path = "store_contract/support.rs"]
 mod support;
+#[path = "store_contract/trace_context.rs"]
+mod trace_context;
 
 /// Every case, by name.
 mod cases {
@@ -44,6 +46,7 @@ mod cases {
     pub use super::progress::*;
     pub use super::rescue::*;
     pub use super::schedules::*;
+    pub use super::trace_context::*;
 }
 
 /// One `#[tokio::test]` per case, for the backend `$kind`.
@@ -88,6 +91,8 @@ macro_rules! store_contract {
             set_progress_writes_only_onto_a_running_job,
             set_progress_is_kept_when_the_job_finishes,
             set_progress_is_kept_over_a_retry_until_the_next_report,
+            // trace contexts
+            trace_context_is_stored_and_read_by_get_and_every_claim,
             // mark_started, heartbeat, release
             mark_started_records_starts_of_jobs_the_worker_holds,
             heartbeat_returns_running_jobs_whose_cancel_was_requested,
@@ -129,7 +134,11 @@ macro_rules! store_contract {
 /// What the SQL backends promise: tables of earlier versions are brought up to date.
 macro_rules! sql_contract {
     ($kind:expr) => {
-        tests!($kind; opening_a_table_of_an_earlier_version_adds_the_progress_column);
+        tests!(
+            $kind;
+            opening_a_table_of_an_earlier_version_adds_the_progress_column,
+            opening_a_table_of_an_earlier_version_adds_the_trace_context_column,
+        );
     };
 }
 

@@ -31,6 +31,9 @@ pub struct HandlerEntry {
 }
 
 /// What the Python threads are asked to do.
+// `Run` is a claimed job's size (a few hundred bytes): moved once per attempt through
+// the work queue, not worth a box of its own.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Work {
     /// Run one attempt and reply with its outcome.
     Run {

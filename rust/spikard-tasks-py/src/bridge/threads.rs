@@ -30,7 +30,8 @@ pub struct JobContextVar {
 }
 
 impl JobContextVar {
-    /// `(reporter, id, task, queue, attempt, max_attempts, enqueued_at_ms, timeout)`.
+    /// `(reporter, id, task, queue, attempt, max_attempts, enqueued_at_ms, timeout,
+    /// trace_context)`.
     fn fields<'py>(
         &self,
         py: Python<'py>,
@@ -45,6 +46,7 @@ impl JobContextVar {
             job.max_attempts,
             job.enqueued_at_ms,
             job.timeout,
+            job.trace_context.as_deref(),
         )
             .into_pyobject(py)
     }

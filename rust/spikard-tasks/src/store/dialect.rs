@@ -48,7 +48,7 @@ macro_rules! dialect {
             // binds: id
             get: concat!("SELECT id, queue, task, args, kwargs, status, priority, attempts, \
                 max_attempts, run_at, timeout_ms, unique_key, result, ", $errors, ", \
-                cancel_reason, enqueued_at, started_at, finished_at, progress FROM ", $jobs,
+                cancel_reason, enqueued_at, started_at, finished_at, progress, trace_context FROM ", $jobs,
                 " WHERE id = ", $p1),
             // binds: now, id
             cancel: concat!("UPDATE ", $jobs, " SET status = 'cancelled', finished_at = ", $p1,
@@ -130,7 +130,8 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
     finished_at INTEGER,
     locked_by TEXT,
     lease_until INTEGER,
-    progress TEXT
+    progress TEXT,
+    trace_context TEXT
 );
 CREATE INDEX IF NOT EXISTS spikard_jobs_ready
     ON spikard_jobs(queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
@@ -197,14 +198,19 @@ CREATE TABLE IF NOT EXISTS spikard_tasks.jobs (
     finished_at BIGINT,
     locked_by TEXT,
     lease_until BIGINT,
-    progress TEXT
+    progress TEXT,
+    trace_context TEXT
 );
--- Tables of earlier versions lack the column (setup runs under an advisory lock). Looked
--- up first: ALTER TABLE locks the table exclusively even when the column exists.
+-- Tables of earlier versions lack these columns (setup runs under an advisory lock).
+-- Looked up first: ALTER TABLE locks the table exclusively even when the column exists.
 DO $$ BEGIN
     IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'spikard_tasks'
         AND table_name = 'jobs' AND column_name = 'progress') THEN
         ALTER TABLE spikard_tasks.jobs ADD COLUMN progress TEXT;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'spikard_tasks'
+        AND table_name = 'jobs' AND column_name = 'trace_context') THEN
+        ALTER TABLE spikard_tasks.jobs ADD COLUMN trace_context TEXT;
     END IF;
 END $$;
 CREATE INDEX IF NOT EXISTS jobs_ready
@@ -236,22 +242,23 @@ INSERT INTO spikard_tasks.meta (key, value) VALUES ('schema_version', '1') ON CO
 #[cfg(feature = "postgres")]
 pub(crate) mod pg {
     /// Inserts jobs without a unique key from arrays and notifies their queues (binds: id,
-    /// queue, task, args, kwargs, priority, max_attempts, run_at, timeout_ms, enqueued_at as
-    /// arrays, then the channel).
+    /// queue, task, args, kwargs, priority, max_attempts, run_at, timeout_ms, enqueued_at,
+    /// trace_context as arrays, then the channel).
     pub(crate) const INSERT_PLAIN: &str =
         "WITH ins AS (INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, \
-        status, priority, max_attempts, run_at, timeout_ms, enqueued_at) \
+        status, priority, max_attempts, run_at, timeout_ms, enqueued_at, trace_context) \
         SELECT id, queue, task, args, kwargs, 'pending', priority, max_attempts, run_at, \
-        timeout_ms, enqueued_at FROM UNNEST($1::text[], $2::text[], $3::text[], \
-        $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::bigint[], \
-        $10::bigint[]) AS t(id, queue, task, args, kwargs, priority, max_attempts, \
-        run_at, timeout_ms, enqueued_at) RETURNING queue) \
-        SELECT pg_notify($11, q) FROM (SELECT DISTINCT queue AS q FROM ins) AS s";
+        timeout_ms, enqueued_at, trace_context FROM UNNEST($1::text[], $2::text[], \
+        $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::bigint[], \
+        $9::bigint[], $10::bigint[], $11::text[]) AS t(id, queue, task, args, kwargs, \
+        priority, max_attempts, run_at, timeout_ms, enqueued_at, trace_context) \
+        RETURNING queue) \
+        SELECT pg_notify($12, q) FROM (SELECT DISTINCT queue AS q FROM ins) AS s";
     /// Inserts a job with a unique key unless an unfinished job holds it; returns its id.
     pub(crate) const INSERT_KEYED: &str =
         "INSERT INTO spikard_tasks.jobs (id, queue, task, args, kwargs, status, priority, \
-        max_attempts, run_at, timeout_ms, unique_key, enqueued_at) \
-        VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11) \
+        max_attempts, run_at, timeout_ms, unique_key, enqueued_at, trace_context) \
+        VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11, $12) \
         ON CONFLICT (queue, unique_key) \
         WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying') \
         DO NOTHING RETURNING id";
@@ -269,7 +276,7 @@ pub(crate) mod pg {
         locked_by = $4, lease_until = $5, started_at = NULL \
         FROM picked WHERE j.id = picked.id \
         RETURNING j.id, j.queue, j.task, j.args, j.kwargs, j.attempts, j.max_attempts, \
-        j.timeout_ms, j.priority, j.run_at, j.enqueued_at";
+        j.timeout_ms, j.priority, j.run_at, j.enqueued_at, j.trace_context";
     /// Writes outcomes (binds: id, attempt, status, result, run_at, error, reason, finished
     /// as arrays, worker, started as an array).
     pub(crate) const COMPLETE: &str =
@@ -308,11 +315,16 @@ pub(crate) mod my {
     /// The progress column, added by `MySqlStore::migrate` to tables of earlier versions.
     pub(crate) const PROGRESS_COLUMN: &str =
         "ALTER TABLE spikard_jobs ADD COLUMN progress TEXT NULL";
+    /// The trace context column, added by `MySqlStore::migrate` to tables of earlier
+    /// versions.
+    pub(crate) const TRACE_CONTEXT_COLUMN: &str =
+        "ALTER TABLE spikard_jobs ADD COLUMN trace_context TEXT NULL";
     /// One queue's ready jobs in claim order, locked (binds: queue, now, limit): one
     /// ordered range of the claim index, read with everything a claimed job needs.
     pub(crate) const CLAIM: &str =
         "SELECT id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
-        priority, run_at, enqueued_at FROM spikard_jobs FORCE INDEX (spikard_jobs_claim) \
+        priority, run_at, enqueued_at, trace_context FROM spikard_jobs \
+        FORCE INDEX (spikard_jobs_claim) \
         WHERE ready_queue = ? AND run_at <= ? \
         ORDER BY priority DESC, run_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
 }
@@ -363,6 +375,7 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
     locked_by VARCHAR(255) NULL,
     lease_until BIGINT NULL,
     progress TEXT NULL,
+    trace_context TEXT NULL,
     INDEX spikard_jobs_ready (queue, status, priority, run_at),
     INDEX spikard_jobs_lease (status, lease_until),
     INDEX spikard_jobs_locked (locked_by),

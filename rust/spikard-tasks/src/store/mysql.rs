@@ -60,12 +60,13 @@ impl MySqlStore {
     }
 
     /// Brings a table of an earlier version up to date: adds the claim index and the
-    /// progress column where they are missing; safe when several workers start together
+    /// progress and trace context columns where they are missing; safe when several workers start together
     /// (the loser of a race sees "already exists" and goes on).
     async fn migrate(pool: &MySqlPool) -> CoreResult<()> {
         for (column, ddl) in [
             ("ready_queue", my::CLAIM_INDEX),
             ("progress", my::PROGRESS_COLUMN),
+            ("trace_context", my::TRACE_CONTEXT_COLUMN),
         ] {
             let present: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM information_schema.COLUMNS \

@@ -69,6 +69,7 @@ impl PostgresStore {
             .bind(column(plain, |r| r.run_at_ms))
             .bind(column(plain, |r| r.timeout_ms))
             .bind(column(plain, |r| r.enqueued_at_ms))
+            .bind(column(plain, |r| r.trace_context.as_deref()))
             .bind(CHANNEL)
             .execute(executor)
             .await?;
@@ -133,6 +134,7 @@ impl PostgresStore {
                 .bind(row.timeout_ms)
                 .bind(key)
                 .bind(row.enqueued_at_ms)
+                .bind(&row.trace_context)
                 .fetch_optional(&mut **tx)
                 .await?;
             if let Some(id) = inserted {

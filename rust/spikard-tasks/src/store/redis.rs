@@ -251,7 +251,8 @@ struct Hash<'a>(&'a str, HashMap<String, String>);
 struct ClaimRow(Vec<Option<String>>);
 
 const CLAIM_FIELDS: &str =
-    "id queue task args kwargs attempts max_attempts timeout_ms priority enqueued_at";
+    "id queue task args kwargs attempts max_attempts timeout_ms priority enqueued_at \
+     trace_context";
 
 impl Fields for Hash<'_> {
     fn text(&self, name: &str) -> CoreResult<Option<String>> {
@@ -283,7 +284,8 @@ fn push_rows(inv: &mut ScriptInvocation<'_>, rows: &[JobRow], now: i64) {
             .arg(r.run_at_ms)
             .arg(opt(r.timeout_ms.map(|t| t.to_string()).as_deref()))
             .arg(opt(r.unique_key.as_deref()))
-            .arg(r.enqueued_at_ms);
+            .arg(r.enqueued_at_ms)
+            .arg(opt(r.trace_context.as_deref()));
     }
 }
 
@@ -645,6 +647,7 @@ mod fire_reply_tests {
             timeout_ms: None,
             unique_key: None,
             enqueued_at_ms: 0,
+            trace_context: None,
         }
     }
 

@@ -72,6 +72,7 @@ pub(crate) fn record_from(f: &impl Fields, now: i64) -> CoreResult<JobRecord> {
         started_at_ms: f.big("started_at")?,
         finished_at_ms: f.big("finished_at")?,
         progress: json(f, "progress", &id)?,
+        trace_context: f.text("trace_context")?,
         id,
     })
 }
@@ -87,6 +88,7 @@ fn claimed_from(f: &impl Fields, id: &str, attempt: u32) -> CoreResult<ClaimedJo
         timeout: f.big("timeout_ms")?.map(|ms| ms as f64 / 1000.0),
         priority: need(f.int("priority")?, id, "priority")?,
         enqueued_at_ms: f.big("enqueued_at")?,
+        trace_context: f.text("trace_context")?,
         started_at_ms: None,
         id: id.to_owned(),
     })
@@ -147,13 +149,13 @@ pub(crate) fn in_claim_order(mut keyed: Vec<(ClaimedJob, i64)>) -> Vec<ClaimedJo
 
 /// A multi-row `INSERT` of `n` new jobs into `table` with `?` placeholders (SQLite, MySQL);
 /// the binds per row are id, queue, task, args, kwargs, priority, max_attempts, run_at,
-/// timeout_ms, unique_key, enqueued_at.
+/// timeout_ms, unique_key, enqueued_at, trace_context.
 #[cfg(any(feature = "sqlite", feature = "mysql"))]
 pub(crate) fn insert_jobs_sql(table: &str, n: usize) -> String {
     format!(
         "INSERT INTO {table} (id, queue, task, args, kwargs, status, priority, \
-         max_attempts, run_at, timeout_ms, unique_key, enqueued_at) VALUES {}",
-        vec!["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)"; n].join(", ")
+         max_attempts, run_at, timeout_ms, unique_key, enqueued_at, trace_context) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?)"; n].join(", ")
     )
 }
 
@@ -181,7 +183,8 @@ macro_rules! insert_jobs_query {
                 .bind(r.run_at_ms)
                 .bind(r.timeout_ms)
                 .bind(&r.unique_key)
-                .bind(r.enqueued_at_ms);
+                .bind(r.enqueued_at_ms)
+                .bind(&r.trace_context);
         }
         q
     }};

@@ -198,19 +198,30 @@ impl SqliteStore {
     }
 }
 
-/// Brings a table of an earlier version up to date: adds the `progress` column where
-/// it is missing. Runs inside setup's write transaction, so processes opening the file
-/// at once take turns and only the first adds it.
+/// Brings a table of an earlier version up to date: adds the `progress` and
+/// `trace_context` columns where they are missing. Runs inside setup's write
+/// transaction, so processes opening the file at once take turns and only the first
+/// adds them.
 async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
-    let present: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM pragma_table_info('spikard_jobs') WHERE name = 'progress'",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    if present == 0 {
-        sqlx::query("ALTER TABLE spikard_jobs ADD COLUMN progress TEXT")
-            .execute(&mut *conn)
-            .await?;
+    for (column, ddl) in [
+        (
+            "progress",
+            "ALTER TABLE spikard_jobs ADD COLUMN progress TEXT",
+        ),
+        (
+            "trace_context",
+            "ALTER TABLE spikard_jobs ADD COLUMN trace_context TEXT",
+        ),
+    ] {
+        let present: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pragma_table_info('spikard_jobs') WHERE name = ?",
+        )
+        .bind(column)
+        .fetch_one(&mut *conn)
+        .await?;
+        if present == 0 {
+            sqlx::query(ddl).execute(&mut *conn).await?;
+        }
     }
     Ok(())
 }
@@ -305,7 +316,7 @@ impl Store for SqliteStore {
                  WHERE queue IN ({}) AND status IN ('pending', 'retrying') AND run_at <= ? \
                  ORDER BY priority DESC, run_at, id LIMIT ?) \
              RETURNING id, queue, task, args, kwargs, attempts, max_attempts, timeout_ms, \
-             priority, run_at, enqueued_at",
+             priority, run_at, enqueued_at, trace_context",
             placeholders(queues.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql))

@@ -66,7 +66,7 @@ impl DirectWriter {
 fn insert_chunk(conn: &Connection, rows: &[JobRow]) -> rusqlite::Result<()> {
     let sql = super::rows::insert_jobs_sql("spikard_jobs", rows.len());
     let mut stmt = conn.prepare_cached(&sql)?;
-    let values = rows.iter().flat_map(|r| -> [&dyn ToSql; 11] {
+    let values = rows.iter().flat_map(|r| -> [&dyn ToSql; 12] {
         [
             &r.id,
             &r.queue,
@@ -79,6 +79,7 @@ fn insert_chunk(conn: &Connection, rows: &[JobRow]) -> rusqlite::Result<()> {
             &r.timeout_ms,
             &r.unique_key,
             &r.enqueued_at_ms,
+            &r.trace_context,
         ]
     });
     stmt.execute(params_from_iter(values))?;
@@ -104,6 +105,7 @@ mod tests {
             timeout_ms: Some(1000),
             unique_key: unique_key.map(Into::into),
             enqueued_at_ms: 1,
+            trace_context: None,
         }
     }
 
@@ -138,6 +140,17 @@ mod tests {
         );
         let last = rt.block_on(store.get("m0999")).unwrap();
         assert!(last.is_some_and(|j| j.status == JobStatus::Pending));
+        assert_eq!(a.trace_context, None);
+        let traced = JobRow {
+            trace_context: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            ..row("t", None)
+        };
+        store
+            .enqueue_blocking(std::slice::from_ref(&traced))
+            .unwrap()
+            .unwrap();
+        let t = rt.block_on(store.get("t")).unwrap().expect("stored");
+        assert_eq!(t.trace_context, traced.trace_context);
 
         // A duplicate id fails as a whole and inserts nothing of its batch.
         let dup = vec![row("fresh", None), row("a", None)];

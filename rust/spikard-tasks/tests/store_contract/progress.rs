@@ -199,6 +199,7 @@ pub async fn opening_a_table_of_an_earlier_version_adds_the_progress_column(kind
         timeout_ms: None,
         unique_key: None,
         enqueued_at_ms,
+        trace_context: None,
     };
     if kind == Kind::Sqlite {
         // A job written by the earlier version, in its columns.

@@ -359,6 +359,7 @@ impl Fixture {
             timeout_ms: None,
             unique_key: None,
             enqueued_at_ms: now,
+            trace_context: None,
         }
     }
 

@@ -1,11 +1,12 @@
 -- Inserts a batch of jobs, all or nothing.
--- ARGV: prefix, now, n, then 11 per job: id, queue, task, args, kwargs, priority,
--- max_attempts, run_at, timeout_ms (opt), unique_key (opt), enqueued_at.
+-- ARGV: prefix, now, n, then 12 per job: id, queue, task, args, kwargs, priority,
+-- max_attempts, run_at, timeout_ms (opt), unique_key (opt), enqueued_at,
+-- trace_context (opt).
 -- Returns, for each job not created because an unfinished job has its unique key, its
 -- 0-based position and that job's id (an empty reply: every job was created).
 local now = tonumber(ARGV[2])
 local n = tonumber(ARGV[3])
-local F = 11
+local F = 12
 
 -- Validate everything before the first write: one EXISTS per 1000 ids, and a look at
 -- each id of a slice only when that slice has a taken one.
@@ -60,6 +61,11 @@ for i = 0, n - 1 do
       fields[#fields + 1] = 'unique_key'
       fields[#fields + 1] = unique_key
       redis.call('HSET', qkey(queue, 'unique'), unique_key, id)
+    end
+    local trace_context = opt(ARGV[b + 11])
+    if trace_context then
+      fields[#fields + 1] = 'trace_context'
+      fields[#fields + 1] = trace_context
     end
     redis.call('HSET', jkey(id), unpack(fields))
     if tonumber(run_at) > now then
