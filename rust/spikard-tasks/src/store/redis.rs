@@ -251,7 +251,7 @@ struct Hash<'a>(&'a str, HashMap<String, String>);
 struct ClaimRow(Vec<Option<String>>);
 
 const CLAIM_FIELDS: &str =
-    "id queue task args kwargs attempts max_attempts timeout_ms priority enqueued_at";
+    "id queue task args kwargs attempts max_attempts timeout_ms priority enqueued_at run_at";
 
 impl Fields for Hash<'_> {
     fn text(&self, name: &str) -> CoreResult<Option<String>> {
