@@ -201,7 +201,12 @@ impl Registry {
 
     /// The pairs' series sorted by task then queue, and the queues' latency sorted.
     #[allow(clippy::type_complexity)]
-    fn sorted(&self) -> (Vec<(String, String, Arc<Series>)>, Vec<(String, Arc<Histogram>)>) {
+    fn sorted(
+        &self,
+    ) -> (
+        Vec<(String, String, Arc<Series>)>,
+        Vec<(String, Arc<Histogram>)>,
+    ) {
         let pairs = self.0.read().unwrap_or_else(|e| e.into_inner());
         let mut series: Vec<(String, String, Arc<Series>)> = pairs
             .by_queue
@@ -335,7 +340,12 @@ fn render_registry(registry: &Registry) -> String {
         }
     }
     let name = "spikard_tasks_job_duration_seconds";
-    header(&mut out, name, "histogram", "Run time of attempts, in seconds.");
+    header(
+        &mut out,
+        name,
+        "histogram",
+        "Run time of attempts, in seconds.",
+    );
     for (task, queue, series) in &pairs {
         histogram(&mut out, name, Some(task), queue, &series.duration);
     }

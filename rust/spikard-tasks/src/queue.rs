@@ -9,8 +9,8 @@ use tokio::sync::Notify;
 use crate::config::TaskQueueConfig;
 use crate::config::MAX_ATTEMPTS;
 use crate::error::{CoreError, CoreResult};
-use crate::metrics::{self, Series};
 use crate::job::{check_text, progress_value, Enqueued, JobRecord, JobRow, NewJob, QueueCounts};
+use crate::metrics::{self, Series};
 use crate::store::{self, Store};
 use crate::time::{check_instant, check_secs, secs_to_ms};
 

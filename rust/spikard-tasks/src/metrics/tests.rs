@@ -42,7 +42,10 @@ fn parse(text: &str) -> (Vec<(String, String)>, Vec<Sample>) {
             let (name, kind) = rest.split_once(' ').expect("TYPE has a type");
             assert_eq!(helped.as_deref(), Some(name), "TYPE right after its HELP");
             assert!(["counter", "histogram"].contains(&kind));
-            assert!(families.iter().all(|(n, _)| n != name), "one block per family");
+            assert!(
+                families.iter().all(|(n, _)| n != name),
+                "one block per family"
+            );
             families.push((name.to_owned(), kind.to_owned()));
         } else {
             let (family, _) = families.last().expect("a sample after its TYPE");
@@ -56,7 +59,10 @@ fn parse_sample(line: &str, family: &str) -> Sample {
     let open = line.find('{').expect("labels");
     let name = &line[..open];
     let suffix = name.strip_prefix(family).expect("sample of its family");
-    assert!(["", "_bucket", "_sum", "_count"].contains(&suffix), "{line}");
+    assert!(
+        ["", "_bucket", "_sum", "_count"].contains(&suffix),
+        "{line}"
+    );
     let mut labels = BTreeMap::new();
     let mut chars = line[open + 1..].chars();
     loop {
@@ -115,7 +121,13 @@ fn counters_count_each_outcome_of_their_pair() {
     }
     let ms = Duration::from_millis(1);
     s.finished(&Completion::Succeeded(Value::Null), ms);
-    s.finished(&Completion::Retry { run_at_ms: 5, error: error() }, ms);
+    s.finished(
+        &Completion::Retry {
+            run_at_ms: 5,
+            error: error(),
+        },
+        ms,
+    );
     s.finished(&Completion::Failed(error()), ms);
     s.finished(&Completion::Cancelled { reason: None }, ms);
     s.finished(&Completion::Succeeded(Value::Null), ms);
@@ -130,8 +142,14 @@ fn counters_count_each_outcome_of_their_pair() {
     assert_eq!(get("failed"), 1.0);
     assert_eq!(get("cancelled"), 1.0);
     let other = [("task", "other"), ("queue", "mail")];
-    assert_eq!(value(&samples, "spikard_tasks_jobs_enqueued_total", &other), 1.0);
-    assert_eq!(value(&samples, "spikard_tasks_jobs_started_total", &other), 0.0);
+    assert_eq!(
+        value(&samples, "spikard_tasks_jobs_enqueued_total", &other),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "spikard_tasks_jobs_started_total", &other),
+        0.0
+    );
     // The same pair is the same series.
     assert!(Arc::ptr_eq(&s, &reg.series("send", "mail")));
 }
@@ -176,18 +194,29 @@ fn histogram_buckets_are_cumulative_with_count_and_sum() {
 #[test]
 fn start_latency_is_per_queue() {
     let reg = Registry::default();
-    reg.series("a", "q1").started(Some(Duration::from_millis(20)));
+    reg.series("a", "q1")
+        .started(Some(Duration::from_millis(20)));
     reg.series("b", "q1").started(Some(Duration::from_secs(2)));
     reg.series("c", "q2").started(None);
     let (_, samples) = parse(&render_registry(&reg));
     let name = "spikard_tasks_job_start_latency_seconds";
-    assert_eq!(value(&samples, &format!("{name}_count"), &[("queue", "q1")]), 2.0);
+    assert_eq!(
+        value(&samples, &format!("{name}_count"), &[("queue", "q1")]),
+        2.0
+    );
     let le = |q: &str, le: &str| {
-        value(&samples, &format!("{name}_bucket"), &[("queue", q), ("le", le)])
+        value(
+            &samples,
+            &format!("{name}_bucket"),
+            &[("queue", q), ("le", le)],
+        )
     };
     assert_eq!(le("q1", "0.025"), 1.0);
     assert_eq!(le("q1", "2.5"), 2.0);
-    assert_eq!(value(&samples, &format!("{name}_count"), &[("queue", "q2")]), 0.0);
+    assert_eq!(
+        value(&samples, &format!("{name}_count"), &[("queue", "q2")]),
+        0.0
+    );
 }
 
 #[test]
@@ -202,7 +231,10 @@ fn label_values_are_escaped() {
     );
     let (_, samples) = parse(&text);
     let labels = [("task", task), ("queue", "q\\")];
-    assert_eq!(value(&samples, "spikard_tasks_jobs_enqueued_total", &labels), 1.0);
+    assert_eq!(
+        value(&samples, "spikard_tasks_jobs_enqueued_total", &labels),
+        1.0
+    );
 }
 
 #[test]
@@ -223,9 +255,17 @@ fn pairs_beyond_the_cap_are_counted_under_other() {
         .collect();
     assert_eq!(enqueued.len(), MAX_PAIRS + 1);
     let name = "spikard_tasks_jobs_enqueued_total";
-    assert_eq!(value(&samples, name, &[("task", OTHER), ("queue", OTHER)]), 10.0);
-    assert_eq!(value(&samples, name, &[("task", "t0"), ("queue", "q")]), 2.0);
-    assert!(!samples.iter().any(|s| s.labels.get("queue").map(String::as_str) == Some("late")));
+    assert_eq!(
+        value(&samples, name, &[("task", OTHER), ("queue", OTHER)]),
+        10.0
+    );
+    assert_eq!(
+        value(&samples, name, &[("task", "t0"), ("queue", "q")]),
+        2.0
+    );
+    assert!(!samples
+        .iter()
+        .any(|s| s.labels.get("queue").map(String::as_str) == Some("late")));
 }
 
 #[test]

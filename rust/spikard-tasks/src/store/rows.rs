@@ -87,7 +87,7 @@ fn claimed_from(f: &impl Fields, id: &str, attempt: u32) -> CoreResult<ClaimedJo
         timeout: f.big("timeout_ms")?.map(|ms| ms as f64 / 1000.0),
         priority: need(f.int("priority")?, id, "priority")?,
         enqueued_at_ms: f.big("enqueued_at")?,
-        run_at_ms: f.big("run_at")?,
+        run_at_ms: f.big("run_at")?.unwrap_or(0),
         started_at_ms: None,
         id: id.to_owned(),
     })

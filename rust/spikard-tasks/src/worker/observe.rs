@@ -30,7 +30,8 @@ pub(crate) struct Attempt {
 /// When the job was due: its enqueue time, or its `run_at` when later (a delayed job, a
 /// retry). `None` when neither is known, or for a later attempt without its `run_at`.
 fn due_ms(job: &ClaimedJob) -> Option<i64> {
-    match (job.enqueued_at_ms, job.run_at_ms) {
+    let run_at = Some(job.run_at_ms).filter(|&at| at > 0);
+    match (job.enqueued_at_ms, run_at) {
         (Some(enqueued), Some(run_at)) => Some(enqueued.max(run_at)),
         (None, Some(run_at)) => Some(run_at),
         (Some(enqueued), None) if job.attempt <= 1 => Some(enqueued),
