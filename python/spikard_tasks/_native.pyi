@@ -14,6 +14,7 @@ __all__ = [
     "backoff_delay",
     "check_config",
     "default_config_json",
+    "metrics_text",
     "next_attempt_delay",
     "redact_url",
     "to_json",
@@ -41,6 +42,14 @@ def start_log_forwarding(emit: Callable[..., Any], level: Callable[[], int]) -> 
 
 def stop_log_forwarding() -> None:
     """Hands over what is queued and stops forwarding log events."""
+
+def metrics_text() -> str:
+    """The job metrics of this process in the Prometheus text exposition format 0.0.4:
+    ``spikard_tasks_jobs_{enqueued,started,succeeded,failed,retried,cancelled}_total``
+    and the ``spikard_tasks_job_duration_seconds`` histogram by ``task`` and ``queue``,
+    and the ``spikard_tasks_job_start_latency_seconds`` histogram by ``queue``. At most
+    1000 (task, queue) pairs get series of their own; later ones are counted under
+    ``task="_other",queue="_other"``."""
 
 def check_config(config_json: str) -> None:
     """Validates a configuration as the engine does (``ConfigError``)."""

@@ -36,6 +36,13 @@ fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(value.to_string())
 }
 
+/// The job metrics of this process in the Prometheus text exposition format 0.0.4
+/// (counters and histograms by task and queue; see `spikard_tasks::metrics`).
+#[pyfunction]
+fn metrics_text() -> String {
+    spikard_tasks::metrics::render()
+}
+
 /// The engine's default configuration as JSON.
 #[pyfunction]
 fn default_config_json() -> String {
@@ -70,6 +77,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(default_config_json, m)?)?;
     m.add_function(wrap_pyfunction!(logging::start_log_forwarding, m)?)?;
     m.add_function(wrap_pyfunction!(logging::stop_log_forwarding, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics_text, m)?)?;
     m.add_function(wrap_pyfunction!(rules::check_config, m)?)?;
     m.add_function(wrap_pyfunction!(rules::backoff_delay, m)?)?;
     m.add_function(wrap_pyfunction!(rules::next_attempt_delay, m)?)?;

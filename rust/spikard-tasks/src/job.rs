@@ -349,6 +349,11 @@ pub struct ClaimedJob {
     /// When the job was enqueued, ms since epoch, as stored (`None` only for a row
     /// that lacks it).
     pub enqueued_at_ms: Option<i64>,
+    /// The `run_at` the job was claimed with (when it was due: its enqueue time, the time
+    /// it was delayed to, or a retry's time), ms since epoch; 0 where it is not known.
+    /// (Not an `Option`: the job travels by value through the bindings' channels and is
+    /// kept small.)
+    pub run_at_ms: i64,
     /// When this attempt began running in the worker, ms since epoch; `None` while the
     /// job is only claimed (held ahead of a free slot). Set by the worker, written with
     /// the outcome, so a finished job shows when its last attempt really started.

@@ -67,6 +67,7 @@ pub mod cron;
 pub mod error;
 pub mod handler;
 pub mod job;
+pub mod metrics;
 pub mod queue;
 pub mod redact;
 pub mod retry;

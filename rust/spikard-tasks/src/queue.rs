@@ -13,6 +13,7 @@ use crate::job::{
     check_text, check_trace_context, progress_value, Enqueued, JobRecord, JobRow, NewJob,
     QueueCounts,
 };
+use crate::metrics::{self, Series};
 use crate::store::{self, Store};
 use crate::time::{check_instant, check_secs, secs_to_ms};
 
@@ -173,7 +174,14 @@ impl TaskQueueClient {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
+        // The store takes the rows: keep their series to count the ones created.
+        let series: Vec<_> = series_of(&rows);
         let out = self.store.enqueue(rows).await?;
+        for (series, e) in series.iter().zip(&out) {
+            if e.created {
+                series.enqueued(1);
+            }
+        }
         self.enqueued.notify_one();
         Ok(out)
     }
@@ -186,7 +194,9 @@ impl TaskQueueClient {
             return Some(Ok(Vec::new()));
         }
         let out = self.store.enqueue_blocking(rows)?;
-        if out.is_ok() {
+        if let Ok(done) = &out {
+            let created = rows.iter().zip(done).filter(|(_, e)| e.created);
+            metrics::count_enqueued(created.map(|(r, _)| (r.task.as_str(), r.queue.as_str())));
             self.enqueued.notify_one();
         }
         Some(out)
@@ -287,4 +297,18 @@ pub fn json_args<T: serde::Serialize>(args: T) -> CoreResult<Value> {
     } else {
         Ok(Value::Array(vec![v]))
     }
+}
+
+/// The metric series of each row (one lookup per run of rows of the same task and queue).
+fn series_of(rows: &[JobRow]) -> Vec<Arc<Series>> {
+    let mut out: Vec<Arc<Series>> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let same = i > 0 && rows[i - 1].task == row.task && rows[i - 1].queue == row.queue;
+        let series = match out.last() {
+            Some(last) if same => last.clone(),
+            _ => metrics::series(&row.task, &row.queue),
+        };
+        out.push(series);
+    }
+    out
 }

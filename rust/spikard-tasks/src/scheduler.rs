@@ -280,11 +280,15 @@ async fn fire(
         options,
     };
     let row = client.resolve(job, now_ms())?;
+    let series = crate::metrics::series(&row.task, &row.queue);
     let fired = client
         .store
         .fire_schedule(&schedule.name, tick_ms, Some(row))
         .await?;
     if let Some(job) = &fired {
+        if job.created {
+            series.enqueued(1);
+        }
         tracing::debug!(schedule = %schedule.name, tick_ms, job_id = %job.id, "schedule fired");
         client.enqueued.notify_one();
     }

@@ -252,7 +252,7 @@ struct ClaimRow(Vec<Option<String>>);
 
 const CLAIM_FIELDS: &str =
     "id queue task args kwargs attempts max_attempts timeout_ms priority enqueued_at \
-     trace_context";
+     trace_context run_at";
 
 impl Fields for Hash<'_> {
     fn text(&self, name: &str) -> CoreResult<Option<String>> {

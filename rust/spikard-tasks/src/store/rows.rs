@@ -89,6 +89,7 @@ fn claimed_from(f: &impl Fields, id: &str, attempt: u32) -> CoreResult<ClaimedJo
         priority: need(f.int("priority")?, id, "priority")?,
         enqueued_at_ms: f.big("enqueued_at")?,
         trace_context: f.text("trace_context")?,
+        run_at_ms: f.big("run_at")?.unwrap_or(0),
         started_at_ms: None,
         id: id.to_owned(),
     })

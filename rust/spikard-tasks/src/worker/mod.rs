@@ -5,6 +5,7 @@
 mod backend;
 mod completer;
 mod held;
+mod observe;
 mod service;
 mod stats;
 
@@ -236,6 +237,7 @@ async fn run(
     (stats, inflight): (Arc<WorkerStats>, Arc<AtomicUsize>),
 ) -> CoreResult<WorkerReport> {
     let worker_name: Arc<str> = options.name.clone().into();
+    log_start(&client, &options);
     let held = Arc::new(HeldJobs::default());
     let store = client.store.clone();
     let backend = StoreBackend::new(BackendParts {
@@ -326,7 +328,35 @@ async fn run(
     });
     let mut report = stats.snapshot();
     report.released = released;
+    tracing::info!(
+        target: "spikard_tasks::worker",
+        worker = &*worker_name,
+        succeeded = report.succeeded,
+        retried = report.retried,
+        failed = report.failed,
+        cancelled = report.cancelled,
+        released = report.released,
+        error = result.as_ref().err().map(|e| e.to_string()),
+        "worker stopped"
+    );
     result.map(|_| report)
+}
+
+/// The INFO event of a worker's start: who it is, where it works (the URL without its
+/// password) and how.
+fn log_start(client: &TaskQueueClient, options: &WorkerOptions) {
+    let url = &client.config().url;
+    let backend = crate::url::BackendUrl::parse(url).map_or("unknown", |u| u.kind());
+    tracing::info!(
+        target: "spikard_tasks::worker",
+        worker = options.name.as_str(),
+        backend,
+        url = crate::url::redact(url).as_str(),
+        queues = options.queues.join(",").as_str(),
+        concurrency = options.concurrency,
+        version = env!("CARGO_PKG_VERSION"),
+        "worker started"
+    );
 }
 
 /// Heartbeats this worker's leases, forwards cancel requests and, when no other worker

@@ -3,6 +3,7 @@
 //! It runs the [`TaskHandler`] (with the job's timeout, catching panics), turns the
 //! handler's [`TaskOutcome`] into a [`Completion`] (retry with backoff, fail, cancel)
 //! and hands it to the completer, which writes it while this worker holds the lease.
+//! Each start and outcome is counted and logged (`observe.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::completer::Completer;
 use super::held::HeldJobs;
+use super::observe::Attempt;
 use super::stats::WorkerStats;
 use crate::config::Backoff;
 use crate::handler::{TaskHandler, TaskOutcome};
@@ -71,10 +73,13 @@ impl tower::Service<Task<ClaimedJob>> for JobService {
             let started = this.store.now_ms();
             job.started_at_ms = Some(started);
             this.completer.started(job.id.clone(), started);
+            let attempt = Attempt::start(&job, started);
             let outcome = this.run(&job).await;
             let backoff = this.task_backoff.get(&job.task).unwrap_or(&this.backoff);
-            let completion = decide(&job, outcome, backoff, this.store.now_ms());
+            let now = this.store.now_ms();
+            let completion = decide(&job, outcome, backoff, now);
             this.stats.record(&completion);
+            attempt.finish(&job, &completion, now);
             let id = job.id.clone();
             this.completer.complete(job, completion).await;
             this.held.remove(&id);

@@ -260,13 +260,14 @@ pub async fn claim_counts_the_next_attempt_of_a_retrying_job(kind: Kind) {
     }
 }
 
-/// A claimed job carries its enqueue time as stored (not the claim's time), on its
-/// first attempt and on a retry.
+/// A claimed job carries its enqueue time and its `run_at` as stored (not the claim's
+/// time), on its first attempt and on a retry (the retry's `run_at`).
 pub async fn claim_carries_the_jobs_enqueue_time(kind: Kind) {
     let fx = open!(shared(kind));
     let enqueued_at_ms = now_ms() - 123_456;
     let row = JobRow {
         enqueued_at_ms,
+        run_at_ms: enqueued_at_ms + 1_000,
         ..fx.row()
     };
     let id = fx.enqueue(vec![row]).await.remove(0);
@@ -274,8 +275,10 @@ pub async fn claim_carries_the_jobs_enqueue_time(kind: Kind) {
     let claimed = fx.claim(&w, 1).await;
     assert_eq!(claimed.len(), 1, "{kind:?}");
     assert_eq!(claimed[0].enqueued_at_ms, Some(enqueued_at_ms), "{kind:?}");
+    assert_eq!(claimed[0].run_at_ms, enqueued_at_ms + 1_000, "{kind:?}");
+    let retry_at = now_ms() - 10;
     let retry = Completion::Retry {
-        run_at_ms: now_ms(),
+        run_at_ms: retry_at,
         error: AttemptError {
             attempt: 1,
             error: "Flaky: 1".into(),
@@ -289,6 +292,7 @@ pub async fn claim_carries_the_jobs_enqueue_time(kind: Kind) {
     assert_eq!(again.len(), 1, "{kind:?}");
     assert_eq!((again[0].id.as_str(), again[0].attempt), (id.as_str(), 2));
     assert_eq!(again[0].enqueued_at_ms, Some(enqueued_at_ms), "{kind:?}");
+    assert_eq!(again[0].run_at_ms, retry_at, "{kind:?}");
     assert_eq!(fx.get(&id).await.enqueued_at_ms, enqueued_at_ms, "{kind:?}");
 }
 

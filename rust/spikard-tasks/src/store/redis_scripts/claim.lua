@@ -1,7 +1,7 @@
 -- Claims up to `limit` ready jobs of the given queues for a worker.
 -- ARGV: prefix, now, lease_until, worker, limit, promote_cap, queues...
 -- Returns one array per job: id, queue, task, args, kwargs, attempts, max_attempts,
--- timeout_ms, priority, enqueued_at, trace_context (missing fields are nil).
+-- timeout_ms, priority, enqueued_at, trace_context, run_at (missing fields are nil).
 local now, lease_until, worker = ARGV[2], ARGV[3], ARGV[4]
 local limit, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
 local queues = {}
@@ -51,7 +51,7 @@ for _ = 1, 8 do
     local id = string.sub(m, MEMBER_PREFIX + 1)
     local k = jkey(id)
     local h = redis.call('HMGET', k, 'status', 'attempts', 'queue', 'task', 'args', 'kwargs',
-      'max_attempts', 'timeout_ms', 'priority', 'enqueued_at', 'trace_context')
+      'max_attempts', 'timeout_ms', 'priority', 'enqueued_at', 'trace_context', 'run_at')
     if h[1] == 'pending' or h[1] == 'retrying' then
       local attempts = int((tonumber(h[2]) or 0) + 1)
       -- Not started until the worker says so (mark.lua, or the outcome).
@@ -63,7 +63,7 @@ for _ = 1, 8 do
       count(queue, h[1], -1)
       count(queue, 'running', 1)
       claimed[#claimed + 1] = { id, h[3], h[4], h[5], h[6], attempts, h[7], h[8], h[9], h[10],
-        h[11] }
+        h[11], h[12] }
     else
       stale = true
     end
