@@ -141,7 +141,7 @@ def test_public_import_paths_keep_working(module: str, names: list[str]) -> None
 #: ending in "." is a package prefix (the longest matching one wins); others are exact.
 LAYERS = [
     ["spikard_tasks", "spikard_tasks.__main__", "spikard_tasks.asgi", "spikard_tasks.bench"],
-    ["spikard_tasks.cli.", "spikard_tasks.http.", "spikard_tasks.testing"],
+    ["spikard_tasks.cli.", "spikard_tasks.http.", "spikard_tasks.testing", "spikard_tasks.metrics"],
     ["spikard_tasks.queue"],
     ["spikard_tasks.worker", "spikard_tasks.inprocess", "spikard_tasks.inprocess.worker"],
     [
