@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use tracing::field::{Field, Visit};
+use tracing::level_filters::LevelFilter;
 use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::Layer;
@@ -71,6 +72,11 @@ fn rank_of(metadata: &Metadata<'_>) -> u8 {
     } else {
         rank
     }
+}
+
+/// An event at a level Python wants (spans never are).
+fn wanted(metadata: &Metadata<'_>) -> bool {
+    metadata.is_event() && rank_of(metadata) <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
 fn rank(level: &Level) -> u8 {
@@ -135,14 +141,32 @@ struct ToPython;
 impl<S: Subscriber> Layer<S> for ToPython {
     fn register_callsite(
         &self,
-        _metadata: &'static Metadata<'static>,
+        metadata: &'static Metadata<'static>,
     ) -> tracing::subscriber::Interest {
-        // The level can change at any time: ask `enabled` per event.
-        tracing::subscriber::Interest::sometimes()
+        // Cached per callsite until the level changes (`set_level` rebuilds the cache):
+        // a disabled event then costs one comparison where it is written. Spans are never
+        // wanted: only events are handed over, and a span per job (apalis opens one at
+        // INFO) would cost the registry an allocation and bookkeeping per job.
+        if wanted(metadata) {
+            tracing::subscriber::Interest::always()
+        } else {
+            tracing::subscriber::Interest::never()
+        }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(match MAX_LEVEL.load(Ordering::Relaxed) {
+            0 => LevelFilter::OFF,
+            1 => LevelFilter::ERROR,
+            2 => LevelFilter::WARN,
+            3 => LevelFilter::INFO,
+            4 => LevelFilter::DEBUG,
+            _ => LevelFilter::TRACE,
+        })
     }
 
     fn enabled(&self, metadata: &Metadata<'_>, _ctx: Context<'_, S>) -> bool {
-        rank_of(metadata) <= MAX_LEVEL.load(Ordering::Relaxed)
+        wanted(metadata)
     }
 
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
@@ -160,6 +184,14 @@ impl<S: Subscriber> Layer<S> for ToPython {
         if let Err(TrySendError::Full(_)) = sender.try_send(Message::Record(record)) {
             DROPPED.fetch_add(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// Makes `rank` the most verbose level passed on; when it changes, every callsite's
+/// cached interest is computed again.
+fn set_level(rank: u8) {
+    if MAX_LEVEL.swap(rank, Ordering::Relaxed) != rank {
+        tracing::callsite::rebuild_interest_cache();
     }
 }
 
@@ -222,7 +254,7 @@ fn forward(rx: Receiver<Message>, emit: Py<PyAny>, level: Py<PyAny>) {
                 }
             }
             if let Ok(rank) = level.bind(py).call0().and_then(|v| v.extract::<u8>()) {
-                MAX_LEVEL.store(rank, Ordering::Relaxed);
+                set_level(rank);
             }
         });
         if stop {
@@ -238,7 +270,7 @@ fn forward(rx: Receiver<Message>, emit: Py<PyAny>, level: Py<PyAny>) {
 #[pyfunction]
 pub fn start_log_forwarding(py: Python<'_>, emit: Py<PyAny>, level: Py<PyAny>) -> PyResult<()> {
     let rank: u8 = level.bind(py).call0()?.extract()?;
-    MAX_LEVEL.store(rank, Ordering::Relaxed);
+    set_level(rank);
     let Some(rx) = RECEIVER.lock().ok().and_then(|mut slot| slot.take()) else {
         return Ok(());
     };
