@@ -17,6 +17,8 @@ __all__ = [
     "metrics_text",
     "next_attempt_delay",
     "redact_url",
+    "start_log_forwarding",
+    "stop_log_forwarding",
     "to_json",
     "validate_schedule",
 ]
