@@ -202,3 +202,43 @@ def test_the_worker_cli_logs_json_lines(tmp_path: Path) -> None:
     assert final and "Traceback" in final[-1]["exception"]
     assert final[-1]["task"] == "boom"
     producer.close()
+
+
+def test_spikard_tasks_log_sets_the_level_and_prints_without_a_handler(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import sys
+        from spikard_tasks import TaskQueue
+        queue = TaskQueue(sys.argv[1])
+
+        @queue.task(name="fine")
+        def fine():
+            return 1
+
+        job = fine.delay()
+        with queue.worker():
+            assert job.result(timeout=20) == 1
+        """
+    )
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "SPIKARD_TASKS_LOG": "debug"}
+    out = subprocess.run(
+        [sys.executable, "-c", script, url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "DEBUG spikard_tasks.engine.job: job succeeded" in out.stderr, out.stderr
+    assert "db.statement" not in out.stderr  # sqlx's statements are TRACE
+    quiet = subprocess.run(
+        [sys.executable, "-c", script, url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in env.items() if k != "SPIKARD_TASKS_LOG"},
+    )
+    assert quiet.returncode == 0 and "job succeeded" not in quiet.stderr, quiet.stderr
