@@ -208,7 +208,7 @@ async fn run_schedule(
     last_tick_ms: i64,
     mut stop_rx: watch::Receiver<bool>,
 ) {
-    catch_up(&client, &schedule, &parsed, last_tick_ms).await;
+    catch_up(&client, &schedule, &parsed, last_tick_ms, now_ms()).await;
     let backend = CronScheduler::new(parsed.schedule.clone()).with_timezone(parsed.tz);
     let worker = WorkerBuilder::new(format!("cron:{}", schedule.name))
         .backend(backend)
@@ -237,8 +237,9 @@ async fn catch_up(
     schedule: &CronSchedule,
     parsed: &ParsedSchedule,
     last_tick_ms: i64,
+    now_ms: i64,
 ) {
-    let missed = parsed.ticks_between(last_tick_ms, now_ms(), MAX_CATCH_UP);
+    let missed = parsed.ticks_between(last_tick_ms, now_ms, MAX_CATCH_UP);
     let Some(&latest) = missed.last() else {
         return;
     };
@@ -350,17 +351,20 @@ mod tests {
         .await
         .unwrap();
         let s = schedule("s", missed);
-        // Created 10 s ago, and no scheduler ran since: 5 ticks were missed.
-        let ten_s_ago = now_ms() - 10_000;
+        // Created 10 s ago, and no scheduler ran since: 5 ticks were missed. One clock
+        // reading for the whole test: a 2-second tick passing between the two catch-ups
+        // below must not count as a new missed tick.
+        let now = now_ms();
+        let ten_s_ago = now - 10_000;
         client
             .store
             .save_schedule(&s.name, &serde_json::to_string(&s).unwrap(), ten_s_ago)
             .await
             .unwrap();
-        catch_up(&client, &s, &s.parse().unwrap(), ten_s_ago).await;
+        catch_up(&client, &s, &s.parse().unwrap(), ten_s_ago, now).await;
         // Running the catch-up again (a second scheduler starting) adds nothing.
         let last = client.store.schedules().await.unwrap()[0].last_tick_ms;
-        catch_up(&client, &s, &s.parse().unwrap(), ten_s_ago).await;
+        catch_up(&client, &s, &s.parse().unwrap(), ten_s_ago, now).await;
         assert_eq!(
             client.store.schedules().await.unwrap()[0].last_tick_ms,
             last
