@@ -25,10 +25,9 @@ from .worker import Worker, running_workers
 __all__ = ["TaskQueue"]
 
 
-def _with_trace_context(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` plus the active span's trace context, when there is one (a copy:
-    option dicts are shared between calls)."""
-    context = _otel.current_trace_context()
+def _with_trace_context(options: dict[str, Any], context: str | None) -> dict[str, Any]:
+    """``options`` plus the span's trace ``context``, when there is one (a copy: option
+    dicts are shared between calls)."""
     if context is None or "trace_context" in options:
         return options
     return {**options, "trace_context": context}
@@ -166,7 +165,7 @@ class TaskQueue(TaskRegistry):
         self, name: str, args: list[Any], kwargs: dict[str, Any], options: dict[str, Any]
     ) -> Job[Any]:
         if _otel.available() and self.is_durable:
-            options = _with_trace_context(options)
+            options = _with_trace_context(options, _otel.current_trace_context())
         return self._backend.enqueue([(name, args, kwargs, options)])[0]
 
     def enqueue(
@@ -236,11 +235,7 @@ class TaskQueue(TaskRegistry):
             return []
         if _otel.available() and self.is_durable:
             context = _otel.current_trace_context()  # once for the whole batch
-            if context is not None:
-                batch = [
-                    (n, a, k, o if "trace_context" in o else {**o, "trace_context": context})
-                    for n, a, k, o in batch
-                ]
+            batch = [(n, a, k, _with_trace_context(o, context)) for n, a, k, o in batch]
         return self._backend.enqueue(batch)
 
     async def aenqueue(

@@ -133,9 +133,12 @@ class Task(Generic[P, R]):
 
     async def adelay(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
         """Awaitable twin of :meth:`delay` (the write runs off the event loop)."""
-        self.arguments.check(args, kwargs)
+        self.arguments.check(args, kwargs)  # here, so that the error is raised in the caller
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, lambda: self.delay(*args, **kwargs))
+        return await loop.run_in_executor(
+            None,
+            lambda: self.queue._enqueue_one(self.name, list(args), dict(kwargs), self.defaults),
+        )
 
     async def aenqueue(
         self,

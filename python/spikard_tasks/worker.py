@@ -169,17 +169,18 @@ class Worker:
                     self._loop = None
                 raise
             _running.add(self)
+            url = describe_url(self.queue.config.url)
             log.info(
                 "worker %s started: url=%s queues=%s concurrency=%d tasks=%s version=%s",
                 self._native.name,
-                describe_url(self.queue.config.url),
+                url,
                 self.queues,
                 self.concurrency,
                 sorted(handlers),
                 _native.__version__,
                 extra={
                     "worker": self._native.name,
-                    "url": describe_url(self.queue.config.url),
+                    "url": url,
                     "queues": list(self.queues),
                     "concurrency": self.concurrency,
                 },
