@@ -22,12 +22,15 @@ use crate::job::{
 };
 use crate::url::BackendUrl;
 
+pub use ops::{Cursor, JobFilter, OpsStore, QueueStats, WorkerInfo, MAX_PAGE, OPS_BATCH};
+
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod conn_stack;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod dialect;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod ops;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod pool;
 #[cfg(feature = "postgres")]
@@ -209,7 +212,7 @@ pub trait ScheduleStore: Send + Sync + 'static {
 /// Persistence of jobs. Implementations must be safe to share between tasks and
 /// processes (several workers may claim from one store at once).
 #[async_trait]
-pub trait Store: ScheduleStore {
+pub trait Store: ScheduleStore + OpsStore {
     /// Inserts rows in one transaction (all or nothing). A row whose `unique_key` matches
     /// an unfinished job in its queue is not inserted; that job's id is returned instead.
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>>;

@@ -606,3 +606,7 @@ fn complete_statement<'q>(
 const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 sql_schedule_store!(MySqlStore);
+
+// The operations ([`super::OpsStore`]): being written; each method answers "not implemented" until then.
+#[async_trait]
+impl super::OpsStore for MySqlStore {}

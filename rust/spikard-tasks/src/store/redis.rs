@@ -665,3 +665,7 @@ mod fire_reply_tests {
         assert!(fire_reply(&s(&["a", "b", "c"]), Some(&row())).is_err());
     }
 }
+
+// The operations ([`super::OpsStore`]): being written; each method answers "not implemented" until then.
+#[async_trait]
+impl super::OpsStore for RedisStore {}

@@ -478,3 +478,7 @@ impl Store for SqliteStore {
 }
 
 sql_schedule_store!(SqliteStore);
+
+// The operations ([`super::OpsStore`]): being written; each method answers "not implemented" until then.
+#[async_trait]
+impl super::OpsStore for SqliteStore {}
