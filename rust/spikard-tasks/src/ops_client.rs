@@ -37,7 +37,11 @@ pub struct JobPage {
 const RETRYABLE: [JobStatus; 2] = [JobStatus::Failed, JobStatus::Cancelled];
 
 /// The states a job can be purged in.
-const FINISHED: [JobStatus; 3] = [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled];
+const FINISHED: [JobStatus; 3] = [
+    JobStatus::Succeeded,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
 
 impl TaskQueueClient {
     /// Figures per queue: counts per state, the oldest ready job, what finished in the
@@ -312,7 +316,9 @@ mod tests {
             }
         );
         assert_eq!(parse_cursor("-5:a").unwrap().enqueued_at_ms, -5);
-        for bad in ["", "123", "abc:id", "12:", ":id", "+1:id", "1.5:id", "9:a\0b"] {
+        for bad in [
+            "", "123", "abc:id", "12:", ":id", "+1:id", "1.5:id", "9:a\0b",
+        ] {
             assert!(
                 matches!(parse_cursor(bad), Err(CoreError::Config(m)) if m.contains("malformed cursor")),
                 "{bad:?}"
@@ -369,7 +375,10 @@ mod tests {
             },
         ];
         for f in bad {
-            assert!(matches!(check_filter(&f), Err(CoreError::Config(_))), "{f:?}");
+            assert!(
+                matches!(check_filter(&f), Err(CoreError::Config(_))),
+                "{f:?}"
+            );
         }
         assert!(check_filter(&JobFilter::default()).is_ok());
     }
