@@ -273,8 +273,10 @@ async fn retry_and_purge_keep_every_index_in_step() {
     assert_eq!(fx.fail_all().await, 2);
     let mut conn = fx.conn().await;
     let fin = format!("spikard:q:{}:fin:failed", fx.queue);
+    let by_state = format!("spikard:q:{}:s:failed", fx.queue);
+    let in_queue = format!("spikard:q:{}:jobs", fx.queue);
     for id in [&a, &b] {
-        assert!(zscore(&mut conn, "spikard:s:failed", id).await.is_some());
+        assert!(zscore(&mut conn, &by_state, id).await.is_some());
         assert!(zscore(&mut conn, &fin, id).await.is_some());
     }
     let only_a = JobFilter {
@@ -296,18 +298,22 @@ async fn retry_and_purge_keep_every_index_in_step() {
             .unwrap(),
         1
     );
-    for key in [
+    let every = [
         "spikard:jobs",
-        "spikard:s:failed",
+        in_queue.as_str(),
+        by_state.as_str(),
         fin.as_str(),
         "spikard:finished",
-    ] {
+    ];
+    for key in every {
         assert!(zscore(&mut conn, key, &purged).await.is_none(), "{key}");
     }
-    for key in ["spikard:s:failed", fin.as_str(), "spikard:finished"] {
+    for key in [by_state.as_str(), fin.as_str(), "spikard:finished"] {
         assert!(zscore(&mut conn, key, &retried).await.is_none(), "{key}");
     }
-    assert!(zscore(&mut conn, "spikard:jobs", &retried).await.is_some());
+    for key in ["spikard:jobs", in_queue.as_str()] {
+        assert!(zscore(&mut conn, key, &retried).await.is_some(), "{key}");
+    }
     let pending = JobFilter {
         statuses: vec![JobStatus::Pending],
         ..fx.only_mine()
@@ -335,7 +341,10 @@ async fn stats_forgets_a_queue_once_its_last_job_is_purged() {
     assert!(listed(&fx.store.stats(now_ms()).await.unwrap()));
     let mine = fx.only_mine();
     assert_eq!(fx.store.cancel_batch(&mine, now_ms(), 10).await.unwrap(), 1);
-    assert_eq!(fx.store.purge_batch(&mine, now_ms() + 1, 10).await.unwrap(), 1);
+    assert_eq!(
+        fx.store.purge_batch(&mine, now_ms() + 1, 10).await.unwrap(),
+        1
+    );
     assert!(!listed(&fx.store.stats(now_ms()).await.unwrap()));
     let mut conn = fx.conn().await;
     let known: bool = redis::cmd("SISMEMBER")

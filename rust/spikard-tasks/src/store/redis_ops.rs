@@ -4,16 +4,19 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `jobs` | zset by enqueued_at | every job (the job list walks it newest first: equal scores order by id) |
-//! | `s:{state}` | zset by enqueued_at | finished jobs of one state, every queue (the list of finished states) |
+//! | `q:{queue}:jobs` | zset by enqueued_at | the queue's jobs (the job list of one queue) |
+//! | `q:{queue}:s:{state}` | zset by enqueued_at | the queue's finished jobs of one state (the list of finished states) |
 //! | `q:{queue}:fin:{state}` | zset by finished_at | finished jobs of one queue and state (last-minute figures, retry, purge) |
 //! | `queues` | set | known queues (`stats` forgets one with no job left) |
 //! | `paused` | hash | paused queue → when it was paused |
 //! | `workers` | hash | worker name → its [`WorkerInfo`] as JSON |
 //! | `ops_index` | string | set once the jobs of earlier versions are in the indexes above |
 //!
-//! `stats` reads cardinalities: O(queues), never a scan of jobs. `list_jobs` walks the
-//! `jobs` index (or the `s:{state}` ones when only finished states are asked for)
-//! newest first from the cursor inside one script, checking each job's fields, and
+//! `stats` reads cardinalities: O(queues), never a scan of jobs. `list_jobs` walks an
+//! index by enqueued_at newest first from the cursor inside one script (the
+//! `q:{queue}:s:{state}` sets when only finished states are asked for, of the filter's
+//! queue or of every queue merged; else `q:{queue}:jobs` or `jobs`), checking each
+//! job's fields (task, time, state as shown), and
 //! stops once it has its page or has examined [`LIST_BUDGET`] entries; then it goes on
 //! in another script call (`list_jobs` always fills its page, `list_page` answers
 //! with what it found and a cursor at the last entry examined). The bulk operations walk
@@ -41,7 +44,7 @@ const GONE_BATCH: usize = 100;
 const GONE_KEPT_MS: i64 = 3_600_000;
 /// The version of the operations indexes; `ops_index` holds it once jobs written
 /// before them were added.
-const INDEX_VERSION: &str = "1";
+const INDEX_VERSION: &str = "2";
 
 /// An optional number as a script argument.
 fn opt_num(value: Option<i64>) -> String {

@@ -99,7 +99,7 @@ local function purge(k, id, h)
   if not is_finished(status) or not finished_at or finished_at >= before then return false end
   redis.call('DEL', k)
   unfinish(queue, status, id)
-  defer('ZREM', JOBS, id)
+  unindex_job(queue, id)
   count(queue, status, -1)
   return true
 end

@@ -75,7 +75,7 @@ for i = 0, n - 1 do
       woken[queue] = true
     end
     count(queue, 'pending', 1)
-    defer('ZADD', JOBS, ARGV[b + 10], id)
+    index_job(queue, ARGV[b + 10], id)
     if not known[queue] then
       known[queue] = true
       defer('SADD', QUEUES, queue)

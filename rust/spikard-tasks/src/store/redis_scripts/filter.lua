@@ -41,43 +41,45 @@ end
 
 -- A zset walked newest first (score DESC, member DESC), strictly after the entry
 -- (s, m) (s nil: from the top; m '': after every entry of score s), down to `floor`
--- (a score string, inclusive; nil for none).
+-- (a score string, inclusive; nil for none), reading `chunk` entries at a time.
 local WALK_CHUNK = 256
-local function source(key, s, m, floor)
-  return { key = key, s = s, m = m or '', floor = floor, buf = {}, i = 1, done = false }
+local function source(key, s, m, floor, chunk)
+  return { key = key, s = s, m = m or '', floor = floor, chunk = chunk or WALK_CHUNK, buf = {},
+    i = 1, done = false }
 end
 
 local function fill(src)
   local key, s, m = src.key, src.s, src.m
   local low = src.floor or '-inf'
+  local n = src.chunk
   local raw
   if s == nil then
-    raw = redis.call('ZREVRANGEBYSCORE', key, '+inf', low, 'WITHSCORES', 'LIMIT', 0, WALK_CHUNK)
+    raw = redis.call('ZREVRANGEBYSCORE', key, '+inf', low, 'WITHSCORES', 'LIMIT', 0, n)
   else
     local at = m ~= '' and redis.call('ZSCORE', key, m)
     if at and tonumber(at) == tonumber(s) then
       -- The cursor's entry is still there: continue from its rank.
       local r = redis.call('ZREVRANK', key, m)
-      raw = redis.call('ZREVRANGE', key, r + 1, r + WALK_CHUNK, 'WITHSCORES')
+      raw = redis.call('ZREVRANGE', key, r + 1, r + n, 'WITHSCORES')
     else
       -- It is gone: the rest of its score (members below it), then lower scores.
       raw = {}
       if m ~= '' then
         local off = 0
         repeat
-          local eq = redis.call('ZREVRANGEBYSCORE', key, s, s, 'WITHSCORES', 'LIMIT', off, WALK_CHUNK)
+          local eq = redis.call('ZREVRANGEBYSCORE', key, s, s, 'WITHSCORES', 'LIMIT', off, n)
           for j = 1, #eq, 2 do
             if lex_lt(eq[j], m) then
               raw[#raw + 1] = eq[j]
               raw[#raw + 1] = eq[j + 1]
             end
           end
-          off = off + WALK_CHUNK
-        until #eq < 2 * WALK_CHUNK or #raw >= 2 * WALK_CHUNK
+          off = off + n
+        until #eq < 2 * n or #raw >= 2 * n
       end
-      if #raw < 2 * WALK_CHUNK then
+      if #raw < 2 * n then
         local lower = redis.call('ZREVRANGEBYSCORE', key, '(' .. s, low, 'WITHSCORES', 'LIMIT', 0,
-          WALK_CHUNK - #raw / 2)
+          n - #raw / 2)
         for _, v in ipairs(lower) do raw[#raw + 1] = v end
       end
     end

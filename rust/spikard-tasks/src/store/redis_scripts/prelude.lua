@@ -12,8 +12,10 @@ local function jkey(id) return P .. 'job:' .. id end
 -- `queue or ''`: a corrupt hash without a queue must not abort a script half-way.
 local function qkey(queue, what) return P .. 'q:' .. (queue or '') .. ':' .. what end
 local function wkey(worker) return P .. 'worker:' .. worker end
--- Finished jobs of one state, of every queue, by enqueued_at (the job list's index).
-local function skey(status) return P .. 's:' .. status end
+-- Jobs of one queue by enqueued_at, and its finished jobs of one state by enqueued_at
+-- (the job list's indexes besides JOBS).
+local function qjobs(queue) return qkey(queue, 'jobs') end
+local function skey(queue, status) return qkey(queue, 's:' .. status) end
 -- Finished jobs of one queue and state by finished_at (last-minute figures, purge).
 local function fkey(queue, status) return qkey(queue, 'fin:' .. status) end
 local function int(n) return string.format('%d', n) end
@@ -119,7 +121,7 @@ end
 -- index and the queue's by-time set at the next flush).
 local function finish(queue, id, unique_key, now, status, enqueued_at)
   defer('ZADD', FINISHED, now, id)
-  defer('ZADD', skey(status), enqueued_at or '0', id)
+  defer('ZADD', skey(queue, status), enqueued_at or '0', id)
   defer('ZADD', fkey(queue, status), now, id)
   release_unique(queue, unique_key, id)
 end
@@ -127,6 +129,16 @@ end
 -- A finished job leaves the finished indexes (retried or purged; at the next flush).
 local function unfinish(queue, status, id)
   defer('ZREM', FINISHED, id)
-  defer('ZREM', skey(status), id)
+  defer('ZREM', skey(queue, status), id)
   defer('ZREM', fkey(queue, status), id)
+end
+
+-- A job joins (or leaves) the job list's indexes (at the next flush).
+local function index_job(queue, enqueued_at, id)
+  defer('ZADD', JOBS, enqueued_at or '0', id)
+  defer('ZADD', qjobs(queue), enqueued_at or '0', id)
+end
+local function unindex_job(queue, id)
+  defer('ZREM', JOBS, id)
+  defer('ZREM', qjobs(queue), id)
 end

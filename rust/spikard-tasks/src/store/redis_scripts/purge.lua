@@ -9,7 +9,7 @@ for _, id in ipairs(ids) do
   if is_finished(h[1]) then
     count(h[2], h[1], -1)
     unfinish(h[2], h[1], id)
-    defer('ZREM', JOBS, id)
+    unindex_job(h[2], id)
     redis.call('DEL', k)
     deleted = deleted + 1
   else
