@@ -24,7 +24,13 @@ STATES = {"pending", "scheduled", "running", "retrying", "succeeded", "failed", 
 @pytest.fixture
 def queue(backend_url: str) -> Iterator[TaskQueue]:
     """A queue of this test's own on each backend."""
-    q = TaskQueue(backend_url, queue=f"q-ops-{uuid.uuid4().hex[:8]}", poll_interval=0.05)
+    q = TaskQueue(
+        backend_url,
+        queue=f"q-ops-{uuid.uuid4().hex[:8]}",
+        poll_interval=0.05,
+        heartbeat=0.2,
+        lease=5.0,
+    )
     yield q
     q.close()
 

@@ -172,12 +172,7 @@ impl TaskQueueClient {
     pub async fn resume(&self, queue: &str) -> CoreResult<bool> {
         check_queue(queue)?;
         let now = self.store.now_ms();
-        let resumed = self.store.set_paused(queue, false, now).await?;
-        if resumed {
-            // An idle worker of this process need not wait for its poll interval.
-            self.enqueued.notify_waiters();
-        }
-        Ok(resumed)
+        self.store.set_paused(queue, false, now).await
     }
 
     /// The paused queues, by name.
