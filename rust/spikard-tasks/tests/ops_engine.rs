@@ -481,6 +481,22 @@ async fn retry_one_job_among_siblings_enqueued_together() {
                 "{backend}: only the named job"
             );
         }
+        // A filter naming jobs reaches those alone, in the list and in bulk operations.
+        let named = JobFilter {
+            ids: vec![ids[1].clone(), "no-such-job".into()],
+            ..queue_filter(&queue)
+        };
+        let page = client.list_jobs(named.clone(), 10, None).await.unwrap();
+        let listed: Vec<&str> = page.jobs.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(listed, vec![ids[1].as_str()], "{backend}");
+        assert_eq!(
+            client.cancel_jobs(named.clone()).await.unwrap(),
+            1,
+            "{backend}"
+        );
+        let failed = client.counts(Some(&queue)).await.unwrap().failed;
+        assert_eq!(failed, 2, "{backend}: the siblings stay failed");
+        assert_eq!(client.retry_jobs(named).await.unwrap(), 1, "{backend}");
         // Not failed or cancelled (any more), unknown, or an impossible id: false.
         assert!(!client.retry(&ids[1]).await.unwrap(), "{backend}");
         assert!(!client.retry("no-such-job").await.unwrap(), "{backend}");
