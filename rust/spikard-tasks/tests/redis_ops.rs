@@ -503,3 +503,67 @@ async fn jobs_of_an_earlier_version_are_indexed_when_the_store_opens() {
             .unwrap();
     }
 }
+
+/// A bulk operation whose matches lie behind more non-matching entries than one script
+/// call examines still reaches them within one batch call (the calls resume where the
+/// previous one stopped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_batches_go_past_the_scan_budget_of_one_script_call() {
+    let Some(fx) = Fx::open().await else { return };
+    let t0 = now_ms() - 60_000;
+    let common: Vec<JobRow> = (0..6000).map(|i| fx.row("common.task", t0 + i)).collect();
+    fx.store.enqueue(common).await.unwrap();
+    let rare: Vec<JobRow> = (0..3).map(|i| fx.row("rare.task", t0 + 7000 + i)).collect();
+    fx.store.enqueue(rare).await.unwrap();
+    let rare_filter = JobFilter {
+        task: Some("rare.task".into()),
+        ..fx.only_mine()
+    };
+    // Cancel: the ready set holds the 6000 older common jobs first.
+    assert_eq!(
+        fx.store
+            .cancel_batch(&rare_filter, now_ms(), 1000)
+            .await
+            .unwrap(),
+        3
+    );
+    // Retry: fail the common jobs, after the rare ones were cancelled (finished first).
+    while fx.fail_all().await > 0 {}
+    let done = JobFilter {
+        statuses: vec![JobStatus::Failed, JobStatus::Cancelled],
+        ..rare_filter.clone()
+    };
+    assert_eq!(
+        fx.store.retry_batch(&done, now_ms(), 1000).await.unwrap(),
+        3
+    );
+    let pending = JobFilter {
+        statuses: vec![JobStatus::Pending],
+        ..rare_filter.clone()
+    };
+    let listed = fx
+        .store
+        .list_jobs(&pending, None, 10, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 3);
+    // Purge: cancel the rare ones again; they finished after the 6000 failed ones.
+    assert_eq!(
+        fx.store
+            .cancel_batch(&rare_filter, now_ms(), 1000)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        fx.store
+            .purge_batch(&rare_filter, now_ms() + 1, 1000)
+            .await
+            .unwrap(),
+        3
+    );
+    let stats = fx.store.stats(now_ms()).await.unwrap();
+    let q = stats.iter().find(|q| q.queue == fx.queue).unwrap();
+    assert_eq!((q.counts.failed, q.counts.cancelled), (6000, 0));
+    fx.clean().await;
+}
