@@ -19,6 +19,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .. import _native
 from .._ops_filter import JobFilter, parse_cursor
 from ..exceptions import QueueFull, RuntimeShutDown
 from ..job import JobInfo
@@ -179,7 +180,7 @@ class InProcessOps:
                     started_at=started,
                     last_heartbeat=beat,
                     jobs_held=held,
-                    version="inprocess",
+                    version=_native.__version__,
                 )
             )
         return out
