@@ -149,6 +149,7 @@ LAYERS = [
         "spikard_tasks.runtime",
         "spikard_tasks._backend",
         "spikard_tasks._registry",
+        "spikard_tasks.operations",
     ],
     [
         "spikard_tasks.inprocess.",
@@ -157,6 +158,7 @@ LAYERS = [
         "spikard_tasks._chain",
     ],
     ["spikard_tasks.task"],
+    ["spikard_tasks.ops_types"],
     ["spikard_tasks.job", "spikard_tasks.options", "spikard_tasks.config"],
     ["spikard_tasks._targets"],
     ["spikard_tasks."],  # the rest: exceptions, status, limits, text, the bridge, _native

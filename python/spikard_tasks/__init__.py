@@ -31,6 +31,7 @@ from .exceptions import (
 )
 from .inprocess.runtime import BackgroundRuntime, DrainReport, RuntimeJob, RuntimeStats
 from .job import AttemptError, Job, JobInfo, Progress
+from .ops_types import JobPage, QueueStats, Stats, WorkerInfo
 from .queue import TaskQueue
 from .status import JobStatus
 from .task import AsyncTask, Task, TaskHandler
@@ -67,10 +68,12 @@ __all__ = [
     "JobContext",
     "JobFailed",
     "JobInfo",
+    "JobPage",
     "JobStatus",
     "NoCurrentJob",
     "Progress",
     "QueueFull",
+    "QueueStats",
     "Retry",
     "RuntimeJob",
     "RuntimeShutDown",
@@ -78,12 +81,14 @@ __all__ = [
     "ScheduleState",
     "SerializationError",
     "SpikardTasksError",
+    "Stats",
     "Task",
     "TaskHandler",
     "TaskQueue",
     "TaskQueueConfig",
     "UnknownTask",
     "Worker",
+    "WorkerInfo",
     "__version__",
     "current_job",
 ]

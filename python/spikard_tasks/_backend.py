@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from . import _native
+from ._ops_filter import JobFilter
 from .config import TaskQueueConfig
 from .exceptions import RuntimeShutDown
 from .job import Job, JobBackend, JobInfo
+from .ops_types import JobPage, Stats, WorkerInfo
 from .status import JobStatus
 
 __all__ = ["Backend", "DurableBackend", "EnqueueSpec"]
@@ -47,6 +49,48 @@ class Backend(JobBackend, Protocol):
 
     def close(self) -> None:
         """Releases what the backend holds (connections, a runtime); idempotent."""
+        ...
+
+    # The operations (``spikard_tasks.operations``), with checked arguments.
+
+    def stats(self) -> Stats:
+        """Figures per queue."""
+        ...
+
+    def list_jobs(self, flt: JobFilter, limit: int, cursor: str | None) -> JobPage:
+        """One page of matching jobs, newest first."""
+        ...
+
+    def retry(self, job_id: str) -> bool:
+        """A failed or cancelled job back to pending with a fresh budget."""
+        ...
+
+    def retry_jobs(self, flt: JobFilter) -> int:
+        """``retry`` for every matching job (``flt.statuses`` failed/cancelled only)."""
+        ...
+
+    def cancel_jobs(self, flt: JobFilter) -> int:
+        """Cancels (or asks to stop) every matching unfinished job."""
+        ...
+
+    def purge(self, flt: JobFilter, older_than: float) -> int:
+        """Deletes matching finished jobs that finished ``older_than`` seconds ago."""
+        ...
+
+    def pause(self, queue: str) -> bool:
+        """Pauses ``queue``; whether that changed anything."""
+        ...
+
+    def resume(self, queue: str) -> bool:
+        """Resumes ``queue``; whether that changed anything."""
+        ...
+
+    def paused(self) -> list[str]:
+        """The paused queues."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers."""
         ...
 
 
@@ -135,3 +179,47 @@ class DurableBackend:
     def counts(self, queue: str | None) -> dict[str, int]:
         """Counts the stored jobs of a queue per state."""
         return dict(self.native.counts(queue))
+
+    # -- operations (the checks are done: ``spikard_tasks._ops_filter``) ----------------
+
+    def stats(self) -> Stats:
+        """Figures per queue of the store."""
+        return Stats.from_record(self.native.stats())
+
+    def list_jobs(self, flt: JobFilter, limit: int, cursor: str | None) -> JobPage:
+        """One page of matching jobs, newest first (keyset pagination in the store)."""
+        page = self.native.list_jobs(flt.to_json(), limit, cursor)
+        jobs = [JobInfo.from_record(rec) for rec in page["jobs"]]
+        return JobPage(jobs, page.get("next_cursor"))
+
+    def retry(self, job_id: str) -> bool:
+        """Puts a failed or cancelled job back to pending."""
+        return bool(self.native.retry(job_id))
+
+    def retry_jobs(self, flt: JobFilter) -> int:
+        """Puts matching failed/cancelled jobs back, in batches."""
+        return int(self.native.retry_jobs(flt.to_json()))
+
+    def cancel_jobs(self, flt: JobFilter) -> int:
+        """Cancels matching jobs, in batches."""
+        return int(self.native.cancel_jobs(flt.to_json()))
+
+    def purge(self, flt: JobFilter, older_than: float) -> int:
+        """Deletes matching finished jobs, in batches."""
+        return int(self.native.purge(flt.to_json(), older_than))
+
+    def pause(self, queue: str) -> bool:
+        """Pauses ``queue`` in the store."""
+        return bool(self.native.pause(queue))
+
+    def resume(self, queue: str) -> bool:
+        """Resumes ``queue`` in the store."""
+        return bool(self.native.resume(queue))
+
+    def paused(self) -> list[str]:
+        """The store's paused queues."""
+        return list(self.native.paused())
+
+    def workers(self) -> list[WorkerInfo]:
+        """The store's live workers."""
+        return [WorkerInfo.from_record(rec) for rec in self.native.workers()]

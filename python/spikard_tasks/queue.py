@@ -19,6 +19,7 @@ from .config import DEFAULT_URL, TaskQueueConfig, describe_url
 from .cron import CronSchedule, ScheduleState
 from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
 from .job import Job, JobInfo
+from .operations import Operations
 from .task import Task
 from .worker import Worker, running_workers
 
@@ -33,7 +34,7 @@ def _with_trace_context(options: dict[str, Any], context: str | None) -> dict[st
     return {**options, "trace_context": context}
 
 
-class TaskQueue(TaskRegistry):
+class TaskQueue(TaskRegistry, Operations):
     """A task queue on one backend.
 
     ``TaskQueue()`` uses the embedded default, a SQLite file ``spikard_tasks.db`` in the
@@ -322,7 +323,8 @@ class TaskQueue(TaskRegistry):
 
     def counts(self, queue: str | None = None) -> dict[str, int]:
         """Job counts per state in this queue (or ``queue``). On ``inprocess://``: the
-        jobs of this process, all queue names together, since the queue was created."""
+        jobs of this process, all queue names together, since the queue was created.
+        :meth:`stats` has every queue's counts, and more."""
         return self._backend.counts(queue)
 
     # -- workers -----------------------------------------------------------------------

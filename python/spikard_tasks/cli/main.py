@@ -24,6 +24,15 @@ from .args import (
 )
 from .dashboard_cmd import add_dashboard
 from .jobs import cmd_cancel, cmd_cron_list, cmd_cron_remove, cmd_enqueue, cmd_status
+from .ops_args import add_ops_commands
+from .ops_cmds import (
+    cmd_info,
+    cmd_queues_list,
+    cmd_queues_pause,
+    cmd_queues_resume,
+    cmd_workers,
+)
+from .ops_jobs import cmd_jobs_cancel, cmd_jobs_list, cmd_jobs_purge, cmd_jobs_retry, cmd_jobs_show
 from .targets import CliError, load_queue
 from .worker_cmd import cmd_scheduler, cmd_worker
 
@@ -231,6 +240,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_worker(sub)
     _add_jobs(sub)
+    add_ops_commands(
+        sub,
+        {
+            "info": cmd_info,
+            "jobs list": cmd_jobs_list,
+            "jobs show": cmd_jobs_show,
+            "jobs retry": cmd_jobs_retry,
+            "jobs cancel": cmd_jobs_cancel,
+            "jobs purge": cmd_jobs_purge,
+            "queues list": cmd_queues_list,
+            "queues pause": cmd_queues_pause,
+            "queues resume": cmd_queues_resume,
+            "workers": cmd_workers,
+        },
+    )
     _add_tools(sub)
     return parser
 

@@ -18,43 +18,18 @@ from .._backend import EnqueueSpec
 from .._chain import task_runner
 from ..config import Backoff, TaskQueueConfig
 from ..exceptions import RuntimeShutDown, UnknownTask
-from ..job import Job, JobInfo, Progress
+from ..job import Job, JobInfo
 from ..status import JobStatus
 from ..task import Task
+from .meta import STATUS, JobMeta, job_info
+from .ops import InProcessOps, WorkerEntry
 from .rules import json_args, json_kwargs, json_runner, retry_policy
 from .runtime import BackgroundRuntime, DrainReport
-from .runtime_job import RetryPolicy, RuntimeJob, _utc
+from .runtime_job import RetryPolicy, RuntimeJob
 from .settings import SCHEME as _SCHEME
 from .settings import InProcessSettings, check_config
 
 __all__ = ["InProcessBackend"]
-
-_STATUS = {status.value: status for status in JobStatus}
-
-
-# -- the backend ----------------------------------------------------------------------
-
-
-class _Meta:
-    """What a job of an ``inprocess://`` queue keeps besides the runtime's own fields."""
-
-    __slots__ = ("args", "kwargs", "max_attempts", "queue", "task", "unique_key")
-
-    def __init__(
-        self,
-        task: str,
-        queue: str,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        max_attempts: int,
-        unique_key: str | None,
-    ) -> None:
-        self.task = task
-        self.queue = queue
-        self.args = args
-        self.kwargs = kwargs
-        self.max_attempts = max_attempts
-        self.unique_key = unique_key
 
 
 class _Plan:
@@ -87,7 +62,7 @@ class _Plan:
         self.retry: RetryPolicy | None = None
 
 
-class InProcessBackend:
+class InProcessBackend(InProcessOps):
     """Runs a ``TaskQueue``'s jobs on a :class:`BackgroundRuntime` of its own.
 
     The runtime starts on first use; stopping the queue's worker drains it, and the next
@@ -119,6 +94,8 @@ class InProcessBackend:
         )
         self._recent: deque[RuntimeJob[Any]] = deque(maxlen=self.settings.keep_results)
         self._unique: dict[str, RuntimeJob[Any]] = {}
+        self._paused: set[str] = set()  # queue names whose jobs do not start
+        self._workers: dict[str, WorkerEntry] = {}
         # Per task name: (options dict, handler and middleware, plan) of the latest enqueue.
         self._plans: dict[str, tuple[dict[str, Any], tuple[Any, ...], _Plan]] = {}
         self._policies: dict[tuple[int, Backoff], RetryPolicy | None] = {}
@@ -142,6 +119,7 @@ class InProcessBackend:
                         drain_timeout=s.drain_timeout,
                         name=f"spikard-tasks-{self._config.queue}",
                     )
+                    runtime._ex._gate = self._gate()
                     self._runtime = runtime
         return runtime
 
@@ -260,7 +238,7 @@ class InProcessBackend:
             delay=delay,
             timeout=plan.timeout,
             retry=plan.retry,
-            meta=_Meta(name, plan.queue, args, kwargs, plan.max_attempts, plan.unique_key),
+            meta=JobMeta(name, plan.queue, args, kwargs, plan.max_attempts, plan.unique_key, plan),
         )
 
     def _admit(
@@ -306,22 +284,22 @@ class InProcessBackend:
     # -- lookup ------------------------------------------------------------------------
 
     def _find(self, job: Job[Any]) -> RuntimeJob[Any] | None:
-        handle = job._handle
-        if isinstance(handle, RuntimeJob):
-            return handle
-        return self._jobs.get(job.id)
+        found = self._jobs.get(job.id)  # first: a retried job runs under a new handle
+        if found is None and isinstance(job._handle, RuntimeJob):
+            return job._handle
+        return found
 
     def info(self, job: Job[Any]) -> JobInfo | None:
         """A snapshot of the job (``None`` if it is not known in this process)."""
         found = self._find(job)
-        return None if found is None else _info(found)
+        return None if found is None else job_info(found)
 
     def status(self, job: Job[Any]) -> JobStatus:
         """The job's state."""
         found = self._find(job)
         if found is None:
             raise LookupError(f"job {job.id} is not a job of this process (or expired)")
-        return _STATUS[found.status()]
+        return STATUS[found.status()]
 
     def result(self, job: Job[Any], timeout: float | None) -> Any:
         """Waits on the job itself (no polling)."""
@@ -360,36 +338,3 @@ class InProcessBackend:
             "failed": totals["failed"],
             "cancelled": totals["cancelled"],
         }
-
-
-def _progress(report: tuple[float, str | None, float] | None) -> Progress | None:
-    if report is None:
-        return None
-    fraction, message, at = report
-    return Progress(fraction, message, _utc(at))
-
-
-def _info(job: RuntimeJob[Any]) -> JobInfo:
-    """A ``JobInfo`` snapshot of an in-process job."""
-    state = job.status()  # first: the outcome fields are written before the state
-    meta: _Meta = job.meta
-    return JobInfo(
-        id=job.id,
-        task=meta.task,
-        queue=meta.queue,
-        status=_STATUS[state],
-        attempts=job.attempts,
-        max_attempts=meta.max_attempts,
-        priority=job.priority,
-        run_at=_utc(job.run_at if job.run_at is not None else job.enqueued_at),
-        result=job.value,
-        errors=job.errors,
-        enqueued_at=_utc(job.enqueued_at),
-        started_at=_utc(job.started_at),
-        finished_at=_utc(job.finished_at),
-        args=list(meta.args),
-        kwargs=dict(meta.kwargs),
-        unique_key=meta.unique_key,
-        cancel_reason=job.error if state == "cancelled" else None,
-        progress=_progress(job.progress),
-    )

@@ -47,6 +47,7 @@ from .runtime_job import (
     RuntimeJobStatus,
     _notify,
     _resolve_future,
+    take_open,
 )
 
 if TYPE_CHECKING:
@@ -103,6 +104,7 @@ class Executor:
         self._abandoned = False  # drain timed out: leftovers are cancelled
         self._drain_deadline = math.inf  # wall-clock end of the drain
         self._cut_off: list[RuntimeJob[Any]] = []  # cancelled for being due after it
+        self._gate: Callable[[RuntimeJob[Any]], bool] | None = None  # paused queues
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -248,7 +250,9 @@ class Executor:
                 idle: asyncio.Future[None] | None = None
                 with lock:
                     if pending:
-                        job = pending.popleft()
+                        gate = self._gate  # None unless a queue is paused
+                        job = pending.popleft() if gate is None else take_open(pending, gate)
+                    if job is not None:
                         self._running += 1
                         slots[slot] = job
                         job._attempts += 1
@@ -459,6 +463,7 @@ class Executor:
             if (
                 take
                 and pending
+                and self._gate is None
                 and (take == _TAKE_ANY or not pending[0]._is_async)
                 and not self._abandoned
             ):

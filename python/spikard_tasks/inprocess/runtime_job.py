@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
@@ -139,6 +140,18 @@ def _notify(waiters: list[_Waiter]) -> None:
                 loop.call_soon_threadsafe(_resolve_future, fut)
         else:
             waiter.release()
+
+
+def take_open(
+    pending: deque[RuntimeJob[Any]], gate: Callable[[RuntimeJob[Any]], bool]
+) -> RuntimeJob[Any] | None:
+    """Takes the first queued job ``gate`` lets start off ``pending`` (the runtime's
+    queue, with its lock held), or ``None``: how jobs of a paused queue wait."""
+    for index, job in enumerate(pending):
+        if gate(job):
+            del pending[index]
+            return job
+    return None
 
 
 def _utc(seconds: float | None) -> dt.datetime | None:

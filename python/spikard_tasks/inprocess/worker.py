@@ -75,6 +75,7 @@ class InProcessWorker(Worker):
                 raise
             self._baseline = self._backend.totals()
             self._started = True
+            self._backend.worker_started(str(self.name), self.queues)
         log.info("in-process worker %s started: tasks=%s", self.name, sorted(self.queue.tasks))
         return self
 
@@ -102,6 +103,7 @@ class InProcessWorker(Worker):
             }
             self._report["released"] = released
             run_stop_hooks(self.queue.worker_hooks[1], None)
+            self._backend.worker_stopped(str(self.name))
             self._done.set()
             log.info("in-process worker %s stopped: %s", self.name, self._report)
 
