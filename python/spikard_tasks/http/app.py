@@ -365,7 +365,7 @@ class TasksApp:
 
     def _open(self) -> None:
         try:
-            _ = self.queue.native
+            self.queue.open()
         except SpikardTasksError as exc:
             log.error("cannot open the task backend: %s: %s", type(exc).__name__, exc)
             raise unavailable() from None

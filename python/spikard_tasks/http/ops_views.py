@@ -1,6 +1,6 @@
-"""JSON views of the operations model for the HTTP routes (:mod:`.ops_routes`) and the
-dashboard: a job's full record, the stats, a worker. Times are ISO-8601 UTC strings,
-ages are seconds."""
+"""JSON views of jobs and of the operations model for the HTTP routes and the dashboard:
+a job's default view and its full record, the stats, a worker. Times are ISO-8601 UTC
+strings, ages are seconds."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from starlette.requests import Request
 
 from ..job import JobInfo
+from ..ops_types import Stats, WorkerInfo
 from ..status import JobStatus
 from .wire import HTTPError
 
@@ -18,7 +19,6 @@ __all__ = [
     "iso",
     "job_record",
     "job_view",
-    "queue_view",
     "stats_view",
     "view_of",
     "worker_view",
@@ -62,41 +62,15 @@ def job_record(info: JobInfo) -> dict[str, Any]:
     }
 
 
-def queue_view(stats: Any) -> dict[str, Any]:
-    """One queue's figures (a ``QueueStats``)."""
-    return {
-        "queue": stats.queue,
-        "counts": dict(stats.counts),
-        "oldest_ready_age": stats.oldest_ready_age,
-        "succeeded_last_minute": stats.succeeded_last_minute,
-        "failed_last_minute": stats.failed_last_minute,
-        "paused": stats.paused,
-    }
-
-
-def stats_view(stats: Any) -> dict[str, Any]:
+def stats_view(stats: Stats) -> dict[str, Any]:
     """``GET {prefix}/stats``: when they were read, the counts summed over the queues,
-    and each queue's figures."""
-    return {
-        "at": iso(stats.at),
-        "counts": dict(stats.counts),
-        "queues": [queue_view(q) for q in stats.queues],
-    }
+    and each queue's figures (``Stats.to_dict()``, the CLI's ``info --json``)."""
+    return stats.to_dict()
 
 
-def worker_view(worker: Any) -> dict[str, Any]:
-    """One live worker (a ``WorkerInfo``)."""
-    return {
-        "name": worker.name,
-        "host": worker.host,
-        "pid": worker.pid,
-        "queues": list(worker.queues),
-        "concurrency": worker.concurrency,
-        "started_at": iso(worker.started_at),
-        "last_heartbeat": iso(worker.last_heartbeat),
-        "jobs_held": worker.jobs_held,
-        "version": worker.version,
-    }
+def worker_view(worker: WorkerInfo) -> dict[str, Any]:
+    """One live worker (``WorkerInfo.to_dict()``)."""
+    return worker.to_dict()
 
 
 def view_of(request: Request) -> Callable[[JobInfo], dict[str, Any]]:
