@@ -5,6 +5,7 @@ test works in queues of its own and reads only them."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
 import os
@@ -240,6 +241,7 @@ def test_bulk_retry_cancel_and_purge_count_what_they_touch(ops_queue: TaskQueue)
     assert queue.retry_jobs(queue=name, status="cancelled") == 3
     assert all(j.status() is JobStatus.PENDING for j in mine)
     assert queue.cancel_jobs(queue=name) == 5
+    time.sleep(0.01)  # purge takes jobs finished strictly before now (ms)
     assert queue.purge(queue=name, older_than=3600) == 0  # finished just now
     assert queue.purge(queue=name, task="other", older_than=dt.timedelta(0)) == 2
     assert queue.purge(queue=name) == 3
@@ -324,6 +326,7 @@ async def test_async_twins(ops_queue: TaskQueue) -> None:
     assert await queue.acancel_jobs(queue=name) == 1
     assert await queue.aretry_jobs(queue=name) == 1
     assert await queue.acancel_jobs(queue=name) == 1
+    await asyncio.sleep(0.01)  # purge takes jobs finished strictly before now (ms)
     assert await queue.apurge(queue=name) == 1
     assert await queue.aresume(name) is True
     assert isinstance(await queue.aworkers(), list)

@@ -99,6 +99,40 @@ class NativeQueue:
     def schedules(self) -> list[dict[str, Any]]: ...
     def remove_schedule(self, name: str) -> bool: ...
     def start_scheduler(self) -> NativeScheduler: ...
+    def stats(self) -> dict[str, Any]:
+        """Figures per queue: ``{"now_ms": int, "queues": [{"queue": str, "counts":
+        {state: int}, "oldest_ready_ms": int | None, "succeeded_last_minute": int,
+        "failed_last_minute": int, "paused": bool}]}`` (every queue with a job or
+        paused; ``now_ms`` is the store's clock)."""
+    def list_jobs(self, filter_json: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
+        """A page of jobs matching ``filter_json`` (a ``JobFilter``: ``{"statuses":
+        [...], "task", "queue", "since_ms", "until_ms", "ids": [...]}``, absent = any),
+        newest first: ``{"jobs": [record as get() returns], "next_cursor": str | None}``.
+        ``ConfigError`` for a limit outside 1..=1000, a malformed cursor or filter, or
+        ``since_ms`` after ``until_ms``."""
+    def retry(self, job_id: str) -> bool:
+        """Puts a failed or cancelled job back to pending, due now, with a fresh attempt
+        budget (its errors kept); ``False`` for any other or unknown job."""
+    def retry_jobs(self, filter_json: str) -> int:
+        """Retries every failed or cancelled job matching the filter (its statuses
+        narrowed to those two); returns how many went back to pending."""
+    def cancel_jobs(self, filter_json: str) -> int:
+        """Cancels every matching job that has not started and asks running ones to
+        stop; returns how many of both."""
+    def purge(self, filter_json: str, older_than: float) -> int:
+        """Deletes matching finished jobs that finished more than ``older_than`` seconds
+        ago (>= 0, finite, else ``ConfigError``); returns how many."""
+    def pause(self, queue: str) -> bool:
+        """Pauses a queue: no worker claims from it (each notices within its poll
+        interval); enqueueing still works. ``False`` if it was paused already."""
+    def resume(self, queue: str) -> bool:
+        """Resumes a paused queue; ``False`` if it was not paused."""
+    def paused(self) -> list[str]:
+        """The paused queues, by name."""
+    def workers(self) -> list[dict[str, Any]]:
+        """The live workers (missed fewer than two heartbeats): ``name``, ``host``,
+        ``pid``, ``queues``, ``concurrency``, ``started_at_ms``, ``heartbeat_at_ms``,
+        ``heartbeat_interval_ms``, ``jobs_held``, ``version``."""
     def start_worker(
         self,
         handlers: dict[str, tuple[Callable[..., Any], bool]],

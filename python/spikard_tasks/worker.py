@@ -10,6 +10,7 @@ import inspect
 import json
 import logging
 import signal
+import socket
 import threading
 import types
 import weakref
@@ -152,6 +153,7 @@ class Worker:
                 "name": self._name,
                 "drain_timeout": self.drain_timeout,
                 "scheduler": self.scheduler,
+                "host": socket.gethostname(),  # for workers(): where this one runs
             }
             backoffs = {n: dataclasses.asdict(t.backoff) for n, t in tasks.items() if t.backoff}
             if backoffs and self.task_backoff:

@@ -119,7 +119,7 @@ class InProcessBackend(InProcessOps):
                         drain_timeout=s.drain_timeout,
                         name=f"spikard-tasks-{self._config.queue}",
                     )
-                    runtime._ex._gate = self._gate()
+                    runtime._ex._gate = self._pause_gate()
                     self._runtime = runtime
         return runtime
 

@@ -91,7 +91,7 @@ class InProcessOps:
             return list(self._jobs.values())
 
     def _matching(self, flt: JobFilter) -> list[tuple[RuntimeJob[Any], str]]:
-        out = []
+        out: list[tuple[RuntimeJob[Any], str]] = []
         for job in self._kept():
             state = job.status()
             if _matches(job, state, flt):
@@ -265,7 +265,7 @@ class InProcessOps:
 
     # -- pausing -----------------------------------------------------------------------
 
-    def _gate(self) -> Callable[[RuntimeJob[Any]], bool] | None:
+    def _pause_gate(self) -> Callable[[RuntimeJob[Any]], bool] | None:
         """What the runtime asks before it starts a job: ``None`` when nothing is paused."""
         paused = frozenset(self._paused)
         if not paused:
@@ -282,7 +282,7 @@ class InProcessOps:
         if runtime is not None:  # the gate is read under the runtime's lock
             ex = runtime._ex
             with ex._lock:
-                ex._gate = self._gate()
+                ex._gate = self._pause_gate()
             ex._call_on_loop(ex._wake)
 
     def pause(self, queue: str) -> bool:

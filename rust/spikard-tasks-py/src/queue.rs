@@ -182,6 +182,69 @@ impl NativeQueue {
         to_py_value(py, &counts)
     }
 
+    /// Figures per queue: `{"now_ms", "queues": [{"queue", "counts", "oldest_ready_ms",
+    /// "succeeded_last_minute", "failed_last_minute", "paused"}]}`.
+    fn stats(&self, py: Python<'_>) -> Result<Py<PyAny>> {
+        crate::ops::stats(py, &self.client)
+    }
+
+    /// A page of jobs matching the filter (JSON of a `JobFilter`), newest first:
+    /// `{"jobs": [record, …], "next_cursor": str | None}`.
+    #[pyo3(signature = (filter_json, limit, cursor=None))]
+    fn list_jobs(
+        &self,
+        py: Python<'_>,
+        filter_json: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<Py<PyAny>> {
+        crate::ops::list_jobs(py, &self.client, filter_json, limit, cursor)
+    }
+
+    /// Puts a failed or cancelled job back to pending with a fresh attempt budget.
+    fn retry(&self, py: Python<'_>, job_id: &Bound<'_, PyString>) -> Result<bool> {
+        crate::ops::retry(py, &self.client, job_id.to_string_lossy().into_owned())
+    }
+
+    /// Retries every failed or cancelled job matching the filter; returns how many.
+    fn retry_jobs(&self, py: Python<'_>, filter_json: &str) -> Result<u64> {
+        crate::ops::retry_jobs(py, &self.client, filter_json)
+    }
+
+    /// Cancels (or asks to stop) every unfinished job matching the filter; returns how
+    /// many.
+    fn cancel_jobs(&self, py: Python<'_>, filter_json: &str) -> Result<u64> {
+        crate::ops::cancel_jobs(py, &self.client, filter_json)
+    }
+
+    /// Deletes the finished jobs matching the filter that finished more than
+    /// `older_than` seconds ago; returns how many.
+    fn purge(&self, py: Python<'_>, filter_json: &str, older_than: f64) -> Result<u64> {
+        crate::ops::purge(py, &self.client, filter_json, older_than)
+    }
+
+    /// Pauses a queue (no worker claims from it); false if it was paused already.
+    fn pause(&self, py: Python<'_>, queue: &Bound<'_, PyString>) -> Result<bool> {
+        let queue = name_text(queue, "queue name")?;
+        crate::ops::set_paused(py, &self.client, queue, true)
+    }
+
+    /// Resumes a paused queue; false if it was not paused.
+    fn resume(&self, py: Python<'_>, queue: &Bound<'_, PyString>) -> Result<bool> {
+        let queue = name_text(queue, "queue name")?;
+        crate::ops::set_paused(py, &self.client, queue, false)
+    }
+
+    /// The paused queues, by name.
+    fn paused(&self, py: Python<'_>) -> Result<Vec<String>> {
+        crate::ops::paused(py, &self.client)
+    }
+
+    /// The live workers of the store, as dicts of their registry rows.
+    fn workers(&self, py: Python<'_>) -> Result<Py<PyAny>> {
+        crate::ops::workers(py, &self.client)
+    }
+
     /// Starts a worker in this process.
     ///
     /// `handlers` maps task names to `(callable, is_async)`. `async_submit` is
@@ -190,8 +253,8 @@ impl NativeQueue {
     /// runs with `context_var` set to `(reporter, id, task, queue, attempt,
     /// max_attempts, enqueued_at_ms, timeout, trace_context)` (an async attempt gets
     /// that tuple as `fields`). `options` may set `concurrency`, `queues`, `name`,
-    /// `drain_timeout`, `poll_interval`, `lease`, `heartbeat` and `task_backoff` (JSON:
-    /// task name → backoff).
+    /// `host`, `drain_timeout`, `poll_interval`, `lease`, `heartbeat` and
+    /// `task_backoff` (JSON: task name → backoff).
     #[pyo3(signature = (handlers, options, async_submit=None, job_context=None))]
     fn start_worker(
         &self,
@@ -324,6 +387,7 @@ fn apply_worker_options(opts: &mut WorkerOptions, options: &Bound<'_, PyDict>) -
             "concurrency" => opts.concurrency = value.extract()?,
             "queues" => opts.queues = value.extract()?,
             "name" => opts.name = value.extract()?,
+            "host" => opts.host = value.extract()?,
             "drain_timeout" => opts.drain_timeout = secs(value, "drain_timeout")?,
             "poll_interval" => opts.poll_interval = secs(value, "poll_interval")?,
             "lease" => opts.lease = secs(value, "lease")?,

@@ -68,6 +68,7 @@ pub mod error;
 pub mod handler;
 pub mod job;
 pub mod metrics;
+pub mod ops_client;
 pub mod queue;
 pub mod redact;
 pub mod retry;
@@ -85,7 +86,9 @@ pub use job::{
     AttemptError, ClaimedJob, Completion, Enqueued, JobOptions, JobRecord, JobStatus, NewJob,
     QueueCounts,
 };
+pub use ops_client::{JobPage, Stats};
 pub use queue::TaskQueueClient;
+pub use store::{Cursor, JobFilter, QueueStats, WorkerInfo};
 pub use worker::{
     spawn_worker, InFlight, WorkerHandle, WorkerOptions, WorkerReport, WorkerStopper,
 };

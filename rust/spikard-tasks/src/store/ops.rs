@@ -19,7 +19,10 @@ pub const MAX_PAGE: usize = 1000;
 pub const OPS_BATCH: usize = 1000;
 
 /// Which jobs an operation concerns. Every field narrows; the default matches every job.
+/// An unknown field is an error when read from JSON (a misspelt narrowing must not
+/// widen a bulk operation to every job).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct JobFilter {
     /// Any of these states (empty: any state). `Scheduled` is a `pending` job whose
     /// `run_at` is after `now`, `Pending` one whose `run_at` is not (as [`JobRecord`]
@@ -38,6 +41,11 @@ pub struct JobFilter {
     /// Enqueued strictly before this time (ms since epoch).
     #[serde(default)]
     pub until_ms: Option<i64>,
+    /// Only these jobs, by id (empty: any job). The engine's single-job operations
+    /// (`TaskQueueClient::retry`) name their job this way, so a store must honour it in
+    /// every method that takes a filter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<String>,
 }
 
 /// Where a page of [`OpsStore::list_jobs`] continues: the `(enqueued_at_ms, id)` of

@@ -5,8 +5,10 @@
 //! jobs for every free slot plus up to `concurrency` ahead, on its own task, started
 //! while the buffer still holds jobs so that freed slots never wait for it. When nothing
 //! is ready it sleeps until the poll interval passes or a wake-up (a producer in this
-//! process, or the store's listener) comes. On shutdown, jobs claimed but not yet started
-//! are released back to the queue.
+//! process, or the store's listener) comes. Claims skip the worker's paused queues
+//! (`paused.rs`); when all of them are paused it waits a poll interval (at least 50 ms)
+//! and looks again. On shutdown, jobs claimed but not yet started are released back to
+//! the queue.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +27,7 @@ use tokio::task::JoinHandle;
 use tower::layer::util::Identity;
 
 use super::held::HeldJobs;
+use super::paused::ActiveQueues;
 use crate::error::{CoreError, CoreResult};
 use crate::handler::TaskHandler;
 use crate::job::ClaimedJob;
@@ -36,8 +39,9 @@ const ERROR_PAUSE: Duration = Duration::from_millis(100);
 enum Phase {
     /// Ready to claim.
     Idle,
-    /// A claim query is in flight, on its own task so that it runs while jobs do.
-    Claiming(JoinHandle<CoreResult<Vec<ClaimedJob>>>),
+    /// A claim query is in flight, on its own task so that it runs while jobs do
+    /// (`None` from it: every queue of the worker is paused, nothing was asked).
+    Claiming(JoinHandle<CoreResult<Option<Vec<ClaimedJob>>>>),
     /// Nothing was ready (or the store failed): waiting before the next claim.
     Waiting(BoxFuture<'static, ()>),
     /// Shutting down: buffered jobs are being released.
@@ -47,7 +51,8 @@ enum Phase {
 /// Everything the backend needs to claim jobs.
 pub(crate) struct BackendParts {
     pub store: Arc<dyn Store>,
-    pub queues: Arc<[String]>,
+    /// The worker's queues that are not paused.
+    pub queues: Arc<ActiveQueues>,
     pub worker: Arc<str>,
     pub concurrency: usize,
     pub lease: Duration,
@@ -117,23 +122,31 @@ impl StoreBackend {
         let lease = self.parts.lease;
         let held = self.parts.held.clone();
         self.phase = Phase::Claiming(tokio::spawn(async move {
+            let queues = queues.get().await;
+            if queues.is_empty() {
+                return Ok(None);
+            }
             let jobs = store.claim(&queues, &worker, limit, lease).await?;
             // Held (and so heartbeated) from the moment the claim returns, not from when
             // apalis next asks for a job: with every slot busy that may be long after
             // the claim's lease ran out.
             held.add(jobs.iter().map(|j| j.id.as_str()));
-            Ok(jobs)
+            Ok(Some(jobs))
         }));
     }
 
     /// Takes the result of a finished claim.
-    fn claimed(&mut self, result: CoreResult<Vec<ClaimedJob>>) {
+    fn claimed(&mut self, result: CoreResult<Option<Vec<ClaimedJob>>>) {
         match result {
-            Ok(jobs) if jobs.is_empty() => {
+            Ok(None) => {
+                self.error_pause = ERROR_PAUSE;
+                self.start_wait(self.parts.queues.refresh_interval());
+            }
+            Ok(Some(jobs)) if jobs.is_empty() => {
                 self.error_pause = ERROR_PAUSE;
                 self.start_wait(self.parts.poll_interval);
             }
-            Ok(jobs) => {
+            Ok(Some(jobs)) => {
                 self.error_pause = ERROR_PAUSE;
                 self.buffer.extend(jobs);
                 self.phase = Phase::Idle;
@@ -226,7 +239,7 @@ impl Backend for StoreBackend {
                     // Let an in-flight claim land so its jobs are released, not orphaned.
                     match handle.poll_unpin(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(Ok(jobs))) => self.buffer.extend(jobs),
+                        Poll::Ready(Ok(Ok(Some(jobs)))) => self.buffer.extend(jobs),
                         Poll::Ready(_) => {}
                     }
                     self.phase = Phase::Idle;

@@ -6,6 +6,8 @@ mod backend;
 mod completer;
 mod held;
 mod observe;
+mod paused;
+mod registry;
 mod service;
 mod stats;
 
@@ -30,6 +32,8 @@ use crate::time::{check_secs, duration_ms, secs};
 use backend::{BackendParts, StoreBackend};
 use completer::Completer;
 use held::HeldJobs;
+use paused::ActiveQueues;
+use registry::Registry;
 use service::JobService;
 
 /// How a worker runs. Build it with [`WorkerOptions::from_config`] and adjust.
@@ -55,6 +59,9 @@ pub struct WorkerOptions {
     pub result_ttl: Option<Duration>,
     /// Worker name (unique: host, pid and a random suffix by default).
     pub name: String,
+    /// Host name shown in the worker registry (`TaskQueueClient::workers`); by default
+    /// the kernel's host name ([`default_host`]).
+    pub host: String,
 }
 
 impl WorkerOptions {
@@ -71,6 +78,7 @@ impl WorkerOptions {
             task_backoff: HashMap::new(),
             result_ttl: cfg.result_ttl.map(secs),
             name: default_worker_name(),
+            host: default_host(),
         }
     }
 }
@@ -90,6 +98,16 @@ impl WorkerOptions {
         }
         self.backoff.validate()
     }
+}
+
+/// This machine's host name: the kernel's (`/proc/sys/kernel/hostname`), else
+/// `"localhost"`.
+pub fn default_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// `host-pid-random`: unique across processes and restarts.
@@ -208,6 +226,7 @@ pub fn spawn_worker(
     for queue in &options.queues {
         crate::job::check_text("queue name", queue)?;
     }
+    crate::job::check_text("worker host", &options.host)?;
     options.validate()?;
     let (stop, stop_rx) = watch::channel(false);
     let stats = Arc::new(WorkerStats::default());
@@ -242,7 +261,11 @@ async fn run(
     let store = client.store.clone();
     let backend = StoreBackend::new(BackendParts {
         store: store.clone(),
-        queues: options.queues.clone().into(),
+        queues: Arc::new(ActiveQueues::new(
+            store.clone(),
+            options.queues.clone().into(),
+            options.poll_interval,
+        )),
         worker: worker_name.clone(),
         concurrency: options.concurrency,
         lease: options.lease,
@@ -271,12 +294,14 @@ async fn run(
 
     let listener = store.spawn_listener(options.queues.clone(), client.enqueued.clone());
     let (maintenance_stop, maintenance_stop_rx) = watch::channel(false);
+    let registry = Arc::new(Registry::new(store.clone(), &options));
     let maintenance = tokio::spawn(maintain(
         store.clone(),
         handler,
         worker_name.clone(),
         held.clone(),
         options.clone(),
+        registry.clone(),
         maintenance_stop_rx,
     ));
 
@@ -326,6 +351,8 @@ async fn run(
         tracing::error!(error = %e, "releasing unfinished jobs failed; their leases will expire");
         0
     });
+    // Drained: no longer a live worker.
+    registry.remove().await;
     let mut report = stats.snapshot();
     report.released = released;
     tracing::info!(
@@ -359,17 +386,19 @@ fn log_start(client: &TaskQueueClient, options: &WorkerOptions) {
     );
 }
 
-/// Heartbeats this worker's leases, forwards cancel requests and, when no other worker
-/// of the store is doing it, rescues expired leases of dead workers and expires old
-/// results (in bounded batches).
+/// Registers this worker and beats its registry row, heartbeats its leases, forwards
+/// cancel requests and, when no other worker of the store is doing it, rescues expired
+/// leases of dead workers and expires old results (in bounded batches).
 async fn maintain(
     store: Arc<dyn Store>,
     handler: Arc<dyn TaskHandler>,
     worker: Arc<str>,
     held: Arc<HeldJobs>,
     options: WorkerOptions,
+    registry: Arc<Registry>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let mut registered = false;
     let mut tick = tokio::time::interval(options.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_purge = 0i64;
@@ -391,6 +420,14 @@ async fn maintain(
                 }
                 Err(e) => tracing::warn!(error = %e, "lease heartbeat failed"),
             }
+        }
+        // The first tick (at once) registers; a failed registration is made good by a
+        // beat, which re-creates a missing row.
+        if registered {
+            registry.beat(ids.len()).await;
+        } else {
+            registry.register().await;
+            registered = true;
         }
         // Keep the offset to the database's clock fresh (clocks drift).
         if let Err(e) = store.sync_clock().await {
