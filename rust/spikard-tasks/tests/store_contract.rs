@@ -1,4 +1,5 @@
-//! The store contract: one test per documented rule of a `Store` / `ScheduleStore`
+//! The store contract: one test per documented rule of a `Store` / `ScheduleStore` /
+//! `OpsStore`
 //! method, generated for every backend (`sqlite::claim_…`, `postgres::claim_…`, …),
 //! each checking what the method's doc comment promises.
 //!
@@ -22,6 +23,8 @@ mod lease;
 mod lock;
 #[path = "store_contract/maintenance.rs"]
 mod maintenance;
+#[path = "store_contract/ops.rs"]
+mod ops;
 #[path = "store_contract/progress.rs"]
 mod progress;
 #[path = "store_contract/rescue.rs"]
@@ -43,6 +46,7 @@ mod cases {
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
     pub use super::lock::*;
     pub use super::maintenance::*;
+    pub use super::ops::*;
     pub use super::progress::*;
     pub use super::rescue::*;
     pub use super::schedules::*;
@@ -127,6 +131,26 @@ macro_rules! store_contract {
             fire_schedule_returns_the_unfinished_job_of_a_unique_key,
             fire_schedule_without_a_job_claims_the_tick,
             fire_schedule_claims_no_tick_when_its_job_cannot_be_inserted,
+            // operations: stats, list_jobs, retry/cancel/purge batches, pause, workers
+            stats_counts_each_state_per_queue,
+            stats_reports_the_oldest_ready_job,
+            stats_counts_jobs_finished_in_the_last_minute,
+            stats_lists_a_paused_queue_without_jobs,
+            list_jobs_orders_newest_first_then_by_id,
+            list_jobs_filters_by_status_task_queue_and_time,
+            list_jobs_pages_by_cursor_without_repeats_or_gaps,
+            retry_batch_puts_failed_and_cancelled_jobs_back,
+            retry_batch_clears_the_cancel_request,
+            retry_batch_skips_a_job_whose_unique_key_is_held,
+            retry_batch_respects_filter_and_limit,
+            cancel_batch_cancels_waiting_jobs_and_asks_running_ones,
+            cancel_batch_respects_the_status_filter,
+            purge_batch_deletes_matching_finished_jobs_before_the_cutoff,
+            purge_batch_respects_task_and_time,
+            set_paused_is_persisted_and_idempotent,
+            register_worker_lists_it_until_removed,
+            beat_worker_keeps_a_worker_listed,
+            workers_deletes_rows_gone_for_an_hour,
         );
     };
 }
