@@ -71,9 +71,9 @@ def until(driver: Any, check: Callable[[Any], Any], what: str) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, WAIT, ignored_exceptions=[StaleElementReferenceException]).until(
-            check
-        )
+        return WebDriverWait(
+            driver, WAIT, ignored_exceptions=[StaleElementReferenceException]
+        ).until(check)
     except TimeoutException:
         logs = driver.get_log("browser")
         raise AssertionError(f"timed out waiting for {what}; browser log: {logs}") from None
@@ -121,8 +121,10 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
     try:
         browser.get(server.base + "/")
         until(browser, lambda d: count(d, "succeeded") == 1, "the first job to show as succeeded")
-        assert text(browser, f'tr[data-queue="{name}"] th') .startswith(name)
-        until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-worker]"), "a worker row")
+        assert text(browser, f'tr[data-queue="{name}"] th').startswith(name)
+        until(
+            browser, lambda d: d.find_elements(By.CSS_SELECTOR, "tr[data-worker]"), "a worker row"
+        )
 
         # counts change as jobs run
         for n in range(1, 6):
@@ -204,7 +206,9 @@ def test_dashboard_escapes_job_data_and_reads_on_a_phone(browser: Any, tmp_path:
 
     url = f"sqlite:///{tmp_path / 'jobs.db'}"
     name = f"web-{uuid.uuid4().hex[:8]}"
-    payload = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+    payload = (
+        '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+    )
     with TaskQueue(url, queue=name, environment=False) as queue:
         job = queue.enqueue(payload, [payload], strict=False)
     server = start_http(url, name, tmp_path / "dash.log", "dashboard", "--url", url, "--read-only")
