@@ -22,7 +22,9 @@ use crate::job::{
 };
 use crate::url::BackendUrl;
 
-pub use ops::{Cursor, JobFilter, OpsStore, QueueStats, WorkerInfo, MAX_PAGE, OPS_BATCH};
+pub use ops::{
+    Cursor, JobFilter, OpsStore, QueueStats, StorePage, WorkerInfo, MAX_PAGE, OPS_BATCH,
+};
 
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod conn_stack;

@@ -60,6 +60,17 @@ pub struct Cursor {
     pub id: String,
 }
 
+/// One page of the job list as a store reads it ([`OpsStore::list_page`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StorePage {
+    /// At most `limit` jobs, newest first.
+    pub jobs: Vec<JobRecord>,
+    /// Where the next page starts; `None` when no job is left after this page. A store
+    /// whose scan is bounded may end a page early (even empty) with a cursor at the
+    /// last job it looked at: more may follow.
+    pub next: Option<Cursor>,
+}
+
 /// One queue's figures in [`OpsStore::stats`].
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
@@ -139,6 +150,30 @@ pub trait OpsStore: Send + Sync + 'static {
         Err(CoreError::Backend(
             "list_jobs: not implemented by this store yet".into(),
         ))
+    }
+
+    /// One page of the job list: up to `limit` jobs as [`OpsStore::list_jobs`] reads
+    /// them, and where the next page starts ([`StorePage::next`]). The default reads
+    /// `limit + 1` jobs to know whether one follows; a store whose filtered scans are
+    /// bounded (Redis) answers with what it found within its bound instead.
+    async fn list_page(
+        &self,
+        filter: &JobFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+        now_ms: i64,
+    ) -> CoreResult<StorePage> {
+        let mut jobs = self.list_jobs(filter, after, limit + 1, now_ms).await?;
+        let next = if jobs.len() > limit {
+            jobs.truncate(limit);
+            jobs.last().map(|j| Cursor {
+                enqueued_at_ms: j.enqueued_at_ms,
+                id: j.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(StorePage { jobs, next })
     }
 
     /// Puts up to `limit` `failed` or `cancelled` jobs matching `filter` back to

@@ -17,6 +17,10 @@
 //! | `worker:{name}` | set | ids a worker holds (heartbeat, release) |
 //! | `finished` | zset by finished_at | finished jobs (result expiry) |
 //!
+//! The operations (stats, job list, bulk retry/cancel/purge, pause, workers) keep a few
+//! more keys, described in `redis_ops.rs`: the hot path adds one ZADD (and SADD) per
+//! enqueue batch and two ZADDs per finished job.
+//!
 //! The claim script first moves due scheduled/retrying jobs (at most [`PROMOTE_BATCH`]
 //! per set per call, oldest first) into the ready set, comparing with the caller's
 //! clock like every backend. Enqueues (and retries, rescues and releases that make a
@@ -98,7 +102,15 @@ scripts! {
     mark: "mark.lua",
     progress: "progress.lua",
     maintenance: "maintenance.lua",
+    stats: "stats.lua",
+    list: "filter.lua" "list.lua",
+    bulk: "filter.lua" "bulk.lua",
+    workers: "workers.lua",
+    backfill: "backfill.lua",
 }
+
+#[path = "redis_ops.rs"]
+mod ops;
 
 /// A job store in Redis.
 #[derive(Clone)]
@@ -167,13 +179,18 @@ impl RedisStore {
             .map_err(failed)?;
         let calls =
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(failed)?;
-        Ok(Self {
+        let store = Self {
             work: Managed::new(work),
             calls: Managed::new(calls),
             client,
             secrets,
             clock: Arc::default(),
-        })
+        };
+        store
+            .backfill_ops_index(&mut first)
+            .await
+            .map_err(|e| store.error(e))?;
+        Ok(store)
     }
 
     /// Takes the maintenance lock: a key set with NX that expires by itself should this
@@ -665,7 +682,3 @@ mod fire_reply_tests {
         assert!(fire_reply(&s(&["a", "b", "c"]), Some(&row())).is_err());
     }
 }
-
-// The operations ([`super::OpsStore`]): being written; each method answers "not implemented" until then.
-#[async_trait]
-impl super::OpsStore for RedisStore {}

@@ -12,7 +12,7 @@ for i = 0, n - 1 do
   local id, attempt, status = ARGV[b], tonumber(ARGV[b + 1]), ARGV[b + 2]
   local k = jkey(id)
   local h = redis.call('HMGET', k, 'status', 'locked_by', 'attempts', 'queue', 'priority',
-    'run_at', 'errors', 'unique_key')
+    'run_at', 'errors', 'unique_key', 'enqueued_at')
   if h[1] == 'running' and h[2] == worker and tonumber(h[3]) == attempt then
     local queue = h[4]
     local result, run_at = opt(ARGV[b + 3]), opt(ARGV[b + 4]) or h[6]
@@ -46,7 +46,7 @@ for i = 0, n - 1 do
     count(queue, 'running', -1)
     count(queue, status, 1)
     if done then
-      finish(queue, id, h[8], now)
+      finish(queue, id, h[8], now, status, h[9])
     elseif tonumber(run_at) > tonumber(now) then
       defer('ZADD', qkey(queue, 'retry'), run_at, id)
     else

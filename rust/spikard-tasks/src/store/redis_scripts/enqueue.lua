@@ -29,7 +29,7 @@ for i = 1, #keys, 1000 do
 end
 
 local out = {}
-local woken = {}
+local woken, known = {}, {}
 for i = 0, n - 1 do
   local b = 4 + i * F
   local id, queue, run_at = ARGV[b], ARGV[b + 1], ARGV[b + 7]
@@ -75,6 +75,11 @@ for i = 0, n - 1 do
       woken[queue] = true
     end
     count(queue, 'pending', 1)
+    index_job(queue, ARGV[b + 10], id)
+    if not known[queue] then
+      known[queue] = true
+      defer('SADD', QUEUES, queue)
+    end
   end
 end
 flush()

@@ -4,11 +4,20 @@
 local P = ARGV[1]
 local RUNNING = P .. 'running'
 local FINISHED = P .. 'finished'
+-- Every job by enqueued_at (the job list walks it newest first), and the known queues.
+local JOBS = P .. 'jobs'
+local QUEUES = P .. 'queues'
 
 local function jkey(id) return P .. 'job:' .. id end
 -- `queue or ''`: a corrupt hash without a queue must not abort a script half-way.
 local function qkey(queue, what) return P .. 'q:' .. (queue or '') .. ':' .. what end
 local function wkey(worker) return P .. 'worker:' .. worker end
+-- Jobs of one queue by enqueued_at, and its finished jobs of one state by enqueued_at
+-- (the job list's indexes besides JOBS).
+local function qjobs(queue) return qkey(queue, 'jobs') end
+local function skey(queue, status) return qkey(queue, 's:' .. status) end
+-- Finished jobs of one queue and state by finished_at (last-minute figures, purge).
+local function fkey(queue, status) return qkey(queue, 'fin:' .. status) end
 local function int(n) return string.format('%d', n) end
 
 -- Ready-set member: every score is 0, so ZRANGE BYLEX orders by this string:
@@ -108,8 +117,28 @@ local function unlock(k, id, worker)
   drop_lease(id, worker)
 end
 
--- A job reaches a finished state (its place in `finished` at the next flush).
-local function finish(queue, id, unique_key, now)
+-- A job reaches the finished `status` (its places in `finished`, the state's list
+-- index and the queue's by-time set at the next flush).
+local function finish(queue, id, unique_key, now, status, enqueued_at)
   defer('ZADD', FINISHED, now, id)
+  defer('ZADD', skey(queue, status), enqueued_at or '0', id)
+  defer('ZADD', fkey(queue, status), now, id)
   release_unique(queue, unique_key, id)
+end
+
+-- A finished job leaves the finished indexes (retried or purged; at the next flush).
+local function unfinish(queue, status, id)
+  defer('ZREM', FINISHED, id)
+  defer('ZREM', skey(queue, status), id)
+  defer('ZREM', fkey(queue, status), id)
+end
+
+-- A job joins (or leaves) the job list's indexes (at the next flush).
+local function index_job(queue, enqueued_at, id)
+  defer('ZADD', JOBS, enqueued_at or '0', id)
+  defer('ZADD', qjobs(queue), enqueued_at or '0', id)
+end
+local function unindex_job(queue, id)
+  defer('ZREM', JOBS, id)
+  defer('ZREM', qjobs(queue), id)
 end

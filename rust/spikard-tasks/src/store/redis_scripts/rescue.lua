@@ -18,7 +18,7 @@ local rescued = 0
 for _, id in ipairs(expired) do
   local k = jkey(id)
   local h = redis.call('HMGET', k, 'status', 'locked_by', 'attempts', 'max_attempts', 'queue',
-    'priority', 'errors', 'unique_key', 'started_at')
+    'priority', 'errors', 'unique_key', 'started_at', 'enqueued_at')
   if h[1] == 'running' then
     local queue = h[5]
     local attempts = tonumber(h[3]) or 0
@@ -42,7 +42,7 @@ for _, id in ipairs(expired) do
     count(queue, 'running', -1)
     count(queue, status, 1)
     if failed then
-      finish(queue, id, h[8], now)
+      finish(queue, id, h[8], now, 'failed', h[10])
     else
       make_ready(queue, h[6], now, id)
       wake(queue)
