@@ -1,7 +1,7 @@
 """The operations routes (stats, job list, retry, bulk cancel/purge/retry, pause and
 resume, workers) and the dashboard's assets, over real HTTP: ``spikard-tasks serve``
 and ``spikard-tasks dashboard`` processes next to a real worker process, on a SQLite
-file and on PostgreSQL."""
+file, on PostgreSQL and on Redis."""
 
 from __future__ import annotations
 
@@ -39,11 +39,11 @@ def queue_name() -> str:
     return f"ops-{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'jobs.db'}"
-    return server_url("postgres")
+    return server_url(request.param)
 
 
 @pytest.fixture
