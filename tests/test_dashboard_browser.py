@@ -165,6 +165,7 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
         until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'[data-paused="{name}"]'),
               "the paused badge")  # fmt: skip
         assert queue.paused() == [name]
+        time.sleep(0.5)  # workers see a pause within one poll interval (0.05 s here)
         held = queue.enqueue("ops.ok", [21], strict=False)
         until(browser, lambda d: count(d, "pending") == 1, "the held job as pending")
         time.sleep(1.5)  # many poll intervals of the worker, and a refresh of the page

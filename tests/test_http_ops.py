@@ -175,6 +175,7 @@ def test_every_operation_route_against_a_worker(
         assert srv.post(f"/tasks/queues/{queue_name}/pause")["changed"] is False
         rows = {r["queue"]: r for r in srv.get("/tasks/queues")["queues"]}
         assert rows[queue_name]["paused"] is True
+        time.sleep(0.5)  # workers see a pause within one poll interval (0.05 s here)
         held = enqueue(srv, "ops.ok", 21)
         time.sleep(1.0)  # several poll intervals of the worker
         assert job(srv, held)["status"] == "pending"
