@@ -60,7 +60,7 @@ impl MySqlStore {
     }
 
     /// Brings a table of an earlier version up to date: adds the claim index and the
-    /// progress and trace context columns where they are missing; safe when several workers start together
+    /// progress and trace context columns and the job list's index where they are missing; safe when several workers start together
     /// (the loser of a race sees "already exists" and goes on).
     async fn migrate(pool: &MySqlPool) -> CoreResult<()> {
         for (column, ddl) in [
@@ -80,6 +80,22 @@ impl MySqlStore {
                 continue;
             }
             match sqlx::raw_sql(AssertSqlSafe(ddl)).execute(pool).await {
+                Err(err) if !already_exists(&err) => return Err(err.into()),
+                _ => {}
+            }
+        }
+        let listed: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'spikard_jobs' \
+             AND INDEX_NAME = 'spikard_jobs_enqueued'",
+        )
+        .fetch_one(pool)
+        .await?;
+        if listed == 0 {
+            match sqlx::raw_sql(AssertSqlSafe(my::LIST_INDEX))
+                .execute(pool)
+                .await
+            {
                 Err(err) if !already_exists(&err) => return Err(err.into()),
                 _ => {}
             }
@@ -607,6 +623,4 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 sql_schedule_store!(MySqlStore);
 
-// The operations ([`super::OpsStore`]): being written; each method answers "not implemented" until then.
-#[async_trait]
-impl super::OpsStore for MySqlStore {}
+super::sql_ops::sql_ops_store!(MySqlStore, |_s| ());

@@ -373,6 +373,4 @@ fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
     items.iter().map(value).collect()
 }
 
-// The operations ([`super::OpsStore`]): being written; each method answers "not implemented" until then.
-#[async_trait]
-impl super::OpsStore for PostgresStore {}
+super::sql_ops::sql_ops_store!(PostgresStore, |_s| ());

@@ -479,6 +479,4 @@ impl Store for SqliteStore {
 
 sql_schedule_store!(SqliteStore);
 
-// The operations ([`super::OpsStore`]): being written; each method answers "not implemented" until then.
-#[async_trait]
-impl super::OpsStore for SqliteStore {}
+super::sql_ops::sql_ops_store!(SqliteStore, |s| s.writes.lock().await);

@@ -32,6 +32,8 @@ async fn make(fx: &Fixture, mut row: JobRow, state: JobStatus) -> String {
     let queue = row.queue.clone();
     match state {
         JobStatus::Pending => {
+            // Due a second ago: also on a database clock a little behind ours.
+            row.run_at_ms = now_ms() - 1000;
             fx.enqueue(vec![row]).await;
         }
         JobStatus::Scheduled => {
