@@ -42,6 +42,14 @@ What each enqueue option does here (the same checks as on the durable path apply
 * ``strict=False`` with a task this process does not register raises ``UnknownTask``: no
   other process could run it.
 
+The operations of ``TaskQueue`` (``stats``, ``list_jobs``, ``retry``, ``cancel_jobs``,
+``purge``, ``pause``, ``workers``; see :mod:`spikard_tasks.operations`) work on the jobs
+this process keeps (the unfinished ones and the latest ``keep_results``): ``pause(name)``
+keeps the runtime from starting that queue name's jobs (they stay ``pending``; running
+ones finish; a drain cancels them), ``retry`` runs a failed or cancelled job again under
+its id with a fresh attempt budget and its errors kept, ``purge`` forgets finished jobs,
+and ``workers()`` lists the queue's running ``InProcessWorker``.
+
 Arguments and results follow the durable path's JSON rules: a non-JSON argument raises
 ``SerializationError`` at the enqueue call, handlers receive JSON-decoded copies (tuples
 become lists), and a result that is not JSON fails the job without a retry.

@@ -53,13 +53,17 @@ pub fn retry(py: Python<'_>, client: &TaskQueueClient, job_id: String) -> Result
 pub fn retry_jobs(py: Python<'_>, client: &TaskQueueClient, filter_json: &str) -> Result<u64> {
     let filter = parse_filter(filter_json)?;
     let client = client.clone();
-    Ok(block_on_interruptible(py, async move { client.retry_jobs(filter).await })??)
+    Ok(block_on_interruptible(py, async move {
+        client.retry_jobs(filter).await
+    })??)
 }
 
 pub fn cancel_jobs(py: Python<'_>, client: &TaskQueueClient, filter_json: &str) -> Result<u64> {
     let filter = parse_filter(filter_json)?;
     let client = client.clone();
-    Ok(block_on_interruptible(py, async move { client.cancel_jobs(filter).await })??)
+    Ok(block_on_interruptible(py, async move {
+        client.cancel_jobs(filter).await
+    })??)
 }
 
 pub fn purge(

@@ -37,7 +37,11 @@ pub struct JobPage {
 const RETRYABLE: [JobStatus; 2] = [JobStatus::Failed, JobStatus::Cancelled];
 
 /// The states a job can be purged in.
-const FINISHED: [JobStatus; 3] = [JobStatus::Succeeded, JobStatus::Failed, JobStatus::Cancelled];
+const FINISHED: [JobStatus; 3] = [
+    JobStatus::Succeeded,
+    JobStatus::Failed,
+    JobStatus::Cancelled,
+];
 
 impl TaskQueueClient {
     /// Figures per queue: counts per state, the oldest ready job, what finished in the
@@ -51,7 +55,9 @@ impl TaskQueueClient {
     /// Up to `limit` (1 to 1,000) jobs matching `filter`, newest first (by enqueue
     /// time, then id), starting after `cursor` (a page's `next_cursor`; `None`: the
     /// first page). Keyset pagination: a page never repeats or skips a job because
-    /// jobs were enqueued or deleted meanwhile.
+    /// jobs were enqueued or deleted meanwhile. A page may hold fewer than `limit` jobs
+    /// (even none) and still have a `next_cursor` when the store bounds the work of one
+    /// call (Redis, with a filter that few jobs match): keep going until it is `None`.
     ///
     /// A limit out of range, a malformed cursor or `since_ms` after `until_ms` is a
     /// [`CoreError::Config`].
@@ -69,18 +75,16 @@ impl TaskQueueClient {
         check_filter(&filter)?;
         let after = cursor.map(parse_cursor).transpose()?;
         let now = self.store.now_ms();
-        // One more than asked: whether it comes tells if there is a next page.
-        let mut jobs = self
+        // The store tells whether a page follows (most read one job more than asked; a
+        // store with bounded scans may end a page early, with a cursor to go on from).
+        let page = self
             .store
-            .list_jobs(&filter, after.as_ref(), limit + 1, now)
+            .list_page(&filter, after.as_ref(), limit, now)
             .await?;
-        let next_cursor = if jobs.len() > limit {
-            jobs.truncate(limit);
-            jobs.last().map(format_cursor)
-        } else {
-            None
-        };
-        Ok(JobPage { jobs, next_cursor })
+        Ok(JobPage {
+            jobs: page.jobs,
+            next_cursor: page.next.as_ref().map(format_cursor),
+        })
     }
 
     /// Puts a `failed` or `cancelled` job back to `pending`, due now, with a fresh
@@ -168,12 +172,7 @@ impl TaskQueueClient {
     pub async fn resume(&self, queue: &str) -> CoreResult<bool> {
         check_queue(queue)?;
         let now = self.store.now_ms();
-        let resumed = self.store.set_paused(queue, false, now).await?;
-        if resumed {
-            // An idle worker of this process need not wait for its poll interval.
-            self.enqueued.notify_waiters();
-        }
-        Ok(resumed)
+        self.store.set_paused(queue, false, now).await
     }
 
     /// The paused queues, by name.
@@ -263,9 +262,9 @@ where
     }
 }
 
-/// The opaque cursor of a page's last job: `<enqueued_at_ms>:<id>`.
-fn format_cursor(job: &JobRecord) -> String {
-    format!("{}:{}", job.enqueued_at_ms, job.id)
+/// The opaque form of a cursor: `<enqueued_at_ms>:<id>`.
+fn format_cursor(cursor: &Cursor) -> String {
+    format!("{}:{}", cursor.enqueued_at_ms, cursor.id)
 }
 
 /// Reads a cursor [`format_cursor`] wrote.
@@ -292,18 +291,11 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_malformed_ones_are_refused() {
-        let job = JobRecord {
-            id: "0190-abc:def".into(),
+        let text = format_cursor(&Cursor {
             enqueued_at_ms: 1_700_000_000_123,
-            ..serde_json::from_value(serde_json::json!({
-                "id": "x", "queue": "q", "task": "t", "status": "pending", "attempts": 0,
-                "max_attempts": 1, "priority": 0, "run_at_ms": 0, "args": [], "kwargs": {},
-                "result": null, "errors": [], "cancel_reason": null, "unique_key": null,
-                "enqueued_at_ms": 0, "started_at_ms": null, "finished_at_ms": null
-            }))
-            .unwrap()
-        };
-        let text = format_cursor(&job);
+            id: "0190-abc:def".into(),
+        });
+        assert_eq!(text, "1700000000123:0190-abc:def");
         assert_eq!(
             parse_cursor(&text).unwrap(),
             Cursor {
@@ -312,7 +304,9 @@ mod tests {
             }
         );
         assert_eq!(parse_cursor("-5:a").unwrap().enqueued_at_ms, -5);
-        for bad in ["", "123", "abc:id", "12:", ":id", "+1:id", "1.5:id", "9:a\0b"] {
+        for bad in [
+            "", "123", "abc:id", "12:", ":id", "+1:id", "1.5:id", "9:a\0b",
+        ] {
             assert!(
                 matches!(parse_cursor(bad), Err(CoreError::Config(m)) if m.contains("malformed cursor")),
                 "{bad:?}"
@@ -369,7 +363,10 @@ mod tests {
             },
         ];
         for f in bad {
-            assert!(matches!(check_filter(&f), Err(CoreError::Config(_))), "{f:?}");
+            assert!(
+                matches!(check_filter(&f), Err(CoreError::Config(_))),
+                "{f:?}"
+            );
         }
         assert!(check_filter(&JobFilter::default()).is_ok());
     }

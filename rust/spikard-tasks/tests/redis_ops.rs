@@ -127,7 +127,7 @@ impl Fx {
         let jobs = self
             .store
             .claim(
-                &[self.queue.clone()],
+                std::slice::from_ref(&self.queue),
                 &worker,
                 1000,
                 Duration::from_secs(60),

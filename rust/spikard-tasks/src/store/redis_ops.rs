@@ -61,6 +61,14 @@ fn push_filter(inv: &mut redis::ScriptInvocation<'_>, filter: &JobFilter) {
         .arg(opt_num(filter.until_ms));
 }
 
+/// Pushes the filter's job ids (`read_ids` in filter.lua), the last arguments of a
+/// script that takes a filter; none when it names no job.
+fn push_ids(inv: &mut redis::ScriptInvocation<'_>, filter: &JobFilter) {
+    for id in &filter.ids {
+        inv.arg(id);
+    }
+}
+
 /// What one call of `list.lua` found.
 struct Scan {
     jobs: Vec<JobRecord>,
@@ -140,6 +148,7 @@ impl RedisStore {
         push_filter(&mut inv, filter);
         inv.arg(opt_num(after.map(|c| c.enqueued_at_ms)))
             .arg(super::opt(after.map(|c| c.id.as_str())));
+        push_ids(&mut inv, filter);
         let rows: Vec<Vec<String>> = self.invoke(&self.calls, &inv).await?;
         let mut rows = rows.into_iter();
         let head = rows.next().unwrap_or_default();
@@ -201,6 +210,7 @@ impl RedisStore {
             inv.arg(before_ms.map_or_else(String::new, |b| b.to_string()))
                 .arg(&key)
                 .arg(skip);
+            push_ids(&mut inv, filter);
             let (n, done, next, next_skip): (u64, u64, String, u64) =
                 self.invoke(&self.calls, &inv).await?;
             touched += n;

@@ -124,6 +124,9 @@ fn filter_terms(filter: &JobFilter, now: i64, a: &mut Args) -> String {
     if let Some(until) = filter.until_ms {
         sql += &format!(" AND enqueued_at < {}", a.int(until));
     }
+    if !filter.ids.is_empty() {
+        sql += &format!(" AND id IN ({})", a.list(&filter.ids));
+    }
     sql
 }
 

@@ -8,13 +8,15 @@
 -- sets of the states concerned (retry, purge), or the ready, scheduled and retry sets
 -- and then `running` (cancel).
 -- ARGV: prefix, op, now, limit, budget, filter (5 arguments, see read_filter), before
--- (purge; '' otherwise), resume key ('' for the first source), skip.
+-- (purge; '' otherwise), resume key ('' for the first source), skip, then the filter's
+-- job ids if any (see read_ids: those jobs are looked up directly, no source walked).
 -- Returns { acted on, done (1 when every source was walked to its end), next source
 -- key, skip }.
 local op, now_s = ARGV[2], ARGV[3]
 local now = tonumber(now_s)
 local limit, budget = tonumber(ARGV[4]), tonumber(ARGV[5])
 local f = read_filter(6)
+read_ids(f, 14)
 local before = tonumber(ARGV[11])
 local resume_key, skip = ARGV[12], tonumber(ARGV[13])
 local CHUNK = 256
@@ -126,6 +128,28 @@ local function cancel(k, id, h, src, m)
 end
 
 local touched, examined = 0, 0
+if f.ids then
+  -- Named jobs: each looked up once, whatever index holds it; one call does them all.
+  for _, id in ipairs(f.id_list) do
+    if touched >= limit then break end
+    local k = jkey(id)
+    local h = redis.call('HMGET', k, unpack(FIELDS))
+    if matches(f, h, now, id) then
+      local acted
+      if op == 'retry' then
+        acted = retry(k, id, h)
+      elseif op == 'purge' then
+        acted = before ~= nil and purge(k, id, h)
+      else
+        acted = cancel(k, id, h, { lex = false }, nil)
+      end
+      if acted then touched = touched + 1 end
+    end
+  end
+  flush()
+  for queue in pairs(woken) do wake(queue) end
+  return { touched, 1, '', 0 }
+end
 while si <= #sources and touched < limit and examined < budget do
   local src = sources[si]
   local items = redis.call('ZRANGE', src.key, skip, skip + CHUNK - 1, 'WITHSCORES')
@@ -141,7 +165,7 @@ while si <= #sources and touched < limit and examined < budget do
     local k = jkey(id)
     local h = redis.call('HMGET', k, unpack(FIELDS))
     local acted = false
-    if matches(f, h, now) then
+    if matches(f, h, now, id) then
       if op == 'retry' then
         acted = retry(k, id, h)
       elseif op == 'purge' then

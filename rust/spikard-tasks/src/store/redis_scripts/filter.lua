@@ -21,13 +21,25 @@ local function read_filter(i)
   return f
 end
 
+-- The filter's job ids (`JobFilter::ids`): ARGV[i] to the last argument, each one id;
+-- none: any job. `f.ids` is the set, `f.id_list` the ids in order.
+local function read_ids(f, i)
+  if #ARGV < i then return end
+  f.ids, f.id_list = {}, {}
+  for j = i, #ARGV do
+    f.ids[ARGV[j]] = true
+    f.id_list[#f.id_list + 1] = ARGV[j]
+  end
+end
+
 -- The job fields `matches` reads, first in every HMGET of a filtered job.
 local FILTER_FIELDS = { 'status', 'queue', 'task', 'run_at', 'enqueued_at' }
 
--- Whether a job (`h`: HMGET of FILTER_FIELDS first) matches; its state as readers see it
--- at `now` (a pending job whose run_at is ahead is scheduled).
-local function matches(f, h, now)
+-- Whether a job (`h`: HMGET of FILTER_FIELDS first; `id` its id) matches; its state as
+-- readers see it at `now` (a pending job whose run_at is ahead is scheduled).
+local function matches(f, h, now, id)
   if not h[1] then return false end
+  if f.ids and not f.ids[id] then return false end
   if f.queue and h[2] ~= f.queue then return false end
   if f.task and h[3] ~= f.task then return false end
   local enqueued_at = tonumber(h[5]) or 0

@@ -4,12 +4,13 @@
 -- the `q:{queue}:s:{state}` sets of the filter's queue (or of every known queue,
 -- merged); else the queue's `q:{queue}:jobs`, or `jobs` for every queue.
 -- ARGV: prefix, now, limit, budget, filter (5 arguments, see read_filter), cursor
--- enqueued_at (opt), cursor id (opt).
+-- enqueued_at (opt), cursor id (opt), then the filter's job ids if any (see read_ids).
 -- Returns { { exhausted (1|0), last examined score, last examined id } } followed by one
 -- array per job: its id, then its hash as field, value pairs.
 local now = tonumber(ARGV[2])
 local limit, budget = tonumber(ARGV[3]), tonumber(ARGV[4])
 local f = read_filter(5)
+read_ids(f, 12)
 local cs, cm = opt(ARGV[10]), opt(ARGV[11]) or ''
 -- `until` is a cursor too: whichever comes later in the walk.
 if f.until_ and (cs == nil or tonumber(cs) >= f.until_) then cs, cm = f.until_s, '' end
@@ -39,7 +40,7 @@ for _, key in ipairs(keys) do sources[#sources + 1] = source(key, cs, cm, f.sinc
 local found = {}
 local last, exhausted = walk(sources, budget, function(e)
   local h = redis.call('HMGET', jkey(e.m), unpack(FILTER_FIELDS))
-  if matches(f, h, now) then found[#found + 1] = e.m end
+  if matches(f, h, now, e.m) then found[#found + 1] = e.m end
   return #found >= limit
 end)
 
