@@ -389,6 +389,11 @@ def test_wrong_methods_content_types_and_origins(servers_module: HttpServer) -> 
         "POST", "/tasks/jobs/cancel", {"queue": "none"}, headers={"Origin": f"http://{host}"}
     )
     assert same.status == 200 and same.body == {"cancelled": 0}
+    proxied = {"Origin": "https://ops.example", "X-Forwarded-Host": "ops.example"}
+    assert srv.request("POST", "/tasks/jobs/cancel", {}, headers=proxied).status == 200
+    for site, status in (("cross-site", 403), ("same-site", 403), ("same-origin", 200)):
+        reply = srv.request("POST", "/tasks/jobs/cancel", {}, headers={"Sec-Fetch-Site": site})
+        assert reply.status == status, (site, reply.raw)
     assert srv.request("GET", "/tasks/jobs/x?view=everything").status == 400
     assert srv.request("HEAD", "/tasks/stats").status == 200
 

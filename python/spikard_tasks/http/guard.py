@@ -57,15 +57,26 @@ def refuse_read_only(read_only: bool, scope: Scope) -> None:
 
 
 def refuse_cross_origin(scope: Scope) -> None:
-    """403 for a request a browser sent from another site: its ``Origin`` header names
-    a host other than the request's ``Host``. Operations such as retry or purge take
-    no body, so without this a page elsewhere could post them with the user's cookies.
-    Clients that send no ``Origin`` (curl, scripts) are not concerned."""
+    """403 for a request a browser sent from another site. Operations such as retry or
+    purge take no body, so without this a page elsewhere could post them with the
+    user's cookies. A browser says where a request comes from: ``Sec-Fetch-Site``
+    (refused unless ``same-origin`` or ``none``), or else ``Origin`` (refused unless it
+    names the request's ``Host`` or ``X-Forwarded-Host``). Clients that send neither
+    (curl, scripts) are not concerned."""
+    site = header(scope, b"sec-fetch-site")
+    if site is not None:
+        if site.strip().lower() not in (b"same-origin", b"none"):
+            raise HTTPError(403, "cross-origin request refused (Sec-Fetch-Site)")
+        return
     origin = header(scope, b"origin")
     if origin is None:
         return
-    host = header(scope, b"host")
-    text = origin.decode("latin-1").strip()
+    text = origin.decode("latin-1").strip().lower()
     sent = text.split("://", 1)[1] if "://" in text else text
-    if host is None or text == "null" or sent.lower() != host.decode("latin-1").strip().lower():
+    hosts = {
+        value.decode("latin-1").split(",", 1)[0].strip().lower()
+        for value in (header(scope, b"host"), header(scope, b"x-forwarded-host"))
+        if value is not None
+    }
+    if text == "null" or sent not in hosts:
         raise HTTPError(403, "cross-origin request refused (Origin does not match Host)")
