@@ -150,7 +150,10 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
         assert text(browser, ".job-status .badge") == "failed"
         assert str(marker) in text(browser, 'pre[data-field="args"]')
         if SCREENSHOTS:
+            browser.set_window_size(1280, 1500)
+            time.sleep(0.5)
             browser.save_screenshot(str(REPO / "docs" / "dashboard-job.png"))
+            browser.set_window_size(1280, 900)
 
         # retry it from the page: it succeeds the second time
         click(browser, 'button[data-action="retry"]')
