@@ -287,7 +287,7 @@ def test_workers_lists_a_running_worker_process(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["jobs", "list", "--status", "done"], "unknown status done; valid: pending"),
+        (["jobs", "list", "--status", "done"], "unknown status 'done'; valid: pending"),
         (["jobs", "list", "--limit", "0"], "must be from 1 to 1000"),
         (["jobs", "list", "--limit", "1001"], "must be from 1 to 1000"),
         (["jobs", "list", "--since", "yesterday"], "is not a time"),
