@@ -48,7 +48,11 @@ def add_dashboard(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Adds the ``dashboard`` command."""
     p = add_parser(sub, "dashboard", "serve the web dashboard of a queue (needs uvicorn)")
     p.add_argument("target", nargs="?", metavar="MODULE:QUEUE", help="the TaskQueue (or use --url)")
-    p.add_argument("--app", metavar="MODULE:QUEUE", help="the TaskQueue, as other commands")
+    p.add_argument(
+        "--app",
+        metavar="MODULE:QUEUE",
+        help="the TaskQueue, as other commands take it (default: the argument)",
+    )
     p.add_argument(
         "--url",
         help="backend URL, e.g. sqlite:///tasks.db (instead of MODULE:QUEUE; nothing imported)",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "list_query",
     "parse_statuses",
     "parse_time",
+    "query_pairs",
 ]
 
 #: Jobs per page unless ``limit`` says otherwise, and the most one page holds.
@@ -33,6 +35,14 @@ FILTER_FIELDS = ("status", "task", "queue", "since", "until")
 _LIST_FIELDS = (*FILTER_FIELDS, "limit", "cursor")
 #: Seconds since the epoch accepted as a time: up to the year 9999.
 _MAX_EPOCH = 253402300799
+
+
+def query_pairs(scope: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """The ``(name, value)`` pairs of a request's query string (none when the scope
+    has no ``query_string``)."""
+    raw = scope.get("query_string") or b""
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+    return urllib.parse.parse_qsl(text, keep_blank_values=True)
 
 
 def parse_statuses(value: Any, where: str, status: int) -> list[str] | None:

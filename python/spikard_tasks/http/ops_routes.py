@@ -37,7 +37,7 @@ from ..exceptions import BackendError, ConfigError, SpikardTasksError
 from ..queue import TaskQueue
 from .calls import check_content_type
 from .guard import AuthHook, authorize, refuse_cross_origin, refuse_read_only
-from .ops_params import body_filter, list_query
+from .ops_params import body_filter, list_query, query_pairs
 from .ops_views import job_record, stats_view, worker_view
 from .wire import JSON, Endpoint, HTTPError, parse_json, read_body
 
@@ -151,7 +151,7 @@ class OpsRoutes:
 
     async def _list(self, request: Request) -> Response:
         await self._read(request, "GET", "HEAD")
-        query = list_query(request.query_params.multi_items())
+        query = list_query(query_pairs(request.scope))
         page = await self.run(400, self.queue.list_jobs, **query)
         return JSON({"jobs": [job_record(j) for j in page.jobs], "next_cursor": page.next_cursor})
 

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from ..job import JobInfo
 from ..ops_types import Stats, WorkerInfo
 from ..status import JobStatus
+from .ops_params import query_pairs
 from .wire import HTTPError
 
 __all__ = [
@@ -75,7 +76,7 @@ def worker_view(worker: WorkerInfo) -> dict[str, Any]:
 
 def view_of(request: Request) -> Callable[[JobInfo], dict[str, Any]]:
     """``?view=full`` (the job's whole record) or the default view of a job."""
-    view = request.query_params.get("view", "")
+    view = dict(query_pairs(request.scope)).get("view", "")
     if view not in ("", "full"):
         raise HTTPError(400, f"query parameter view must be 'full' or absent, got {view!r}")
     return job_record if view == "full" else job_view
