@@ -182,6 +182,21 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
         assert held.result(timeout=10) == 42
         assert not browser.find_elements(By.CSS_SELECTOR, f'[data-paused="{name}"]')
 
+        # keyboard: Enter opens the confirmation on its Cancel button, Escape backs out
+        from selenium.webdriver.common.keys import Keys
+
+        pause = browser.find_element(
+            By.CSS_SELECTOR, f'tr[data-queue="{name}"] [data-action="pause"]'
+        )
+        pause.send_keys(Keys.ENTER)
+        until(browser, lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is not None,
+              "the dialog from the keyboard")  # fmt: skip
+        assert browser.switch_to.active_element.get_attribute("id") == "confirm-cancel"
+        browser.switch_to.active_element.send_keys(Keys.ESCAPE)
+        until(browser, lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is None,
+              "Escape to close the dialog")  # fmt: skip
+        assert queue.paused() == []
+
         # live refresh can be paused from the page
         toggle = browser.find_element(By.ID, "live-toggle")
         toggle.click()

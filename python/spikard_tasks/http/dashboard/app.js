@@ -54,6 +54,18 @@
     return append(el, children);
   }
 
+  // Re-renders a region; the control that had the focus (matched by its data-key) gets
+  // it back, so a keyboard user is not thrown out by the live refresh.
+  function rerender(el, ...children) {
+    const active = document.activeElement;
+    const key = active && el.contains(active) ? active.getAttribute("data-key") : null;
+    replace(el, ...children);
+    if (key) {
+      const again = [...el.querySelectorAll("[data-key]")].find((e) => e.getAttribute("data-key") === key);
+      if (again) again.focus();
+    }
+  }
+
   function announce(text) {
     announcer.textContent = "";
     window.setTimeout(() => { announcer.textContent = text; }, 30);
@@ -233,7 +245,12 @@
   }
 
   function overviewPage() {
-    const cards = h("section", { class: "cards", "aria-label": "Jobs per state" });
+    // built once and updated in place, so a focused card keeps its focus across refreshes
+    const values = {};
+    const cards = h("section", { class: "cards", "aria-label": "Jobs per state" },
+      STATES.map((state) => h("a", { class: "card s-" + state, href: queueFilterLink(null, state), "data-count": state },
+        h("span", { class: "card-label" }, state),
+        values[state] = h("span", { class: "card-value" }, "–"))));
     const sparks = h("section", { class: "sparks", "aria-label": "Last minutes" });
     const queues = h("div", { class: "table-wrap" });
     const workers = h("div", { class: "table-wrap" });
@@ -249,10 +266,7 @@
     let shownWorkers = "";
     return {
       async refresh(stats) {
-        replace(cards, STATES.map((state) => h("a", {
-          class: "card s-" + state, href: queueFilterLink(null, state), "data-count": state,
-        }, h("span", { class: "card-label" }, state),
-        h("span", { class: "card-value" }, number(stats.counts[state])))));
+        for (const state of STATES) values[state].textContent = number(stats.counts[state]);
         const throughput = samples.map((s) => s.succeeded);
         const rates = samples.map((s) => (s.succeeded + s.failed ? (100 * s.failed) / (s.succeeded + s.failed) : 0));
         replace(sparks,
@@ -262,14 +276,14 @@
         const key = JSON.stringify(stats.queues);
         if (key !== shownQueues) {
           shownQueues = key;
-          replace(queues, queuesTable(stats.queues));
+          rerender(queues, queuesTable(stats.queues));
         }
         const found = await api("workers");
         const wkey = JSON.stringify(found.workers);
         document.getElementById("worker-count").textContent = String(found.workers.length);
         if (wkey !== shownWorkers) {
           shownWorkers = wkey;
-          replace(workers, workersTable(found.workers));
+          rerender(workers, workersTable(found.workers));
         }
       },
     };
@@ -282,10 +296,11 @@
     return h("table", { class: "grid", "aria-label": "Queues" },
       h("thead", null, h("tr", null, head.filter(Boolean).map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", null, queues.map((q) => h("tr", { "data-queue": q.queue },
-        h("th", { scope: "row" }, h("a", { href: queueFilterLink(q.queue, null) }, q.queue),
+        h("th", { scope: "row" }, h("a", { href: queueFilterLink(q.queue, null), "data-key": "q:" + q.queue }, q.queue),
           q.paused ? h("span", { class: "badge paused", "data-paused": q.queue }, "paused") : null),
         ["pending", "scheduled", "running", "retrying", "failed"].map((state) =>
-          h("td", { class: "num" }, h("a", { href: queueFilterLink(q.queue, state) }, number(q.counts[state])))),
+          h("td", { class: "num" }, h("a", { href: queueFilterLink(q.queue, state), "data-key": `q:${q.queue}:${state}` },
+            number(q.counts[state])))),
         h("td", { class: "num" }, q.oldest_ready_age === null ? "—" : duration(q.oldest_ready_age)),
         h("td", { class: "num" }, number(q.succeeded_last_minute)),
         h("td", { class: "num" }, number(q.failed_last_minute)),
@@ -294,7 +309,8 @@
 
   function pauseButton(q) {
     const verb = q.paused ? "Resume" : "Pause";
-    return actionButton(verb, { "aria-label": `${verb} queue ${q.queue}`, "data-action": verb.toLowerCase() }, () =>
+    const attrs = { "aria-label": `${verb} queue ${q.queue}`, "data-action": verb.toLowerCase(), "data-key": "pause:" + q.queue };
+    return actionButton(verb, attrs, () =>
       act(`${verb} queue ${q.queue}?`,
         q.paused ? "Workers will claim jobs from this queue again."
           : "Workers stop claiming jobs from this queue within one poll interval. Running jobs finish; enqueueing still works.",
@@ -366,17 +382,17 @@
         const key = JSON.stringify(page);
         if (key === shown) return;
         shown = key;
-        replace(table, jobsTable(page.jobs));
+        rerender(table, jobsTable(page.jobs));
         const first = new URLSearchParams(params);
         first.delete("cursor");
-        const firstLink = params.get("cursor") ? h("a", { class: "btn", href: "#/jobs" + (first.toString() ? "?" + first : "") }, "« Newest") : null;
+        const firstLink = params.get("cursor") ? h("a", { class: "btn", href: "#/jobs" + (first.toString() ? "?" + first : ""), "data-key": "first" }, "« Newest") : null;
         let nextLink = null;
         if (page.next_cursor) {
           const next = new URLSearchParams(params);
           next.set("cursor", page.next_cursor);
-          nextLink = h("a", { class: "btn", href: "#/jobs?" + next, rel: "next", "data-next": "" }, "Older »");
+          nextLink = h("a", { class: "btn", href: "#/jobs?" + next, rel: "next", "data-next": "", "data-key": "next" }, "Older »");
         }
-        replace(pager, firstLink, h("span", { class: "muted" }, `${page.jobs.length} shown`), nextLink);
+        rerender(pager, firstLink, h("span", { class: "muted" }, `${page.jobs.length} shown`), nextLink);
       },
     };
   }
@@ -413,7 +429,7 @@
         const error = job.errors.length && job.status !== "succeeded" ? job.errors[job.errors.length - 1].error : "";
         return h("tr", { "data-job": job.task_id },
           h("th", { scope: "row" }, h("a", { class: "mono", href: "#/jobs/" + encodeURIComponent(job.task_id),
-            title: job.task_id }, shortId(job.task_id))),
+            title: job.task_id, "data-key": "job:" + job.task_id }, shortId(job.task_id))),
           h("td", { class: "mono" }, job.task), h("td", null, job.queue), h("td", null, badge(job.status)),
           h("td", { class: "num" }, `${job.attempts}/${job.max_attempts}`),
           h("td", null, when(job.enqueued_at)), h("td", null, when(job.finished_at)),
@@ -440,7 +456,7 @@
         if (key === shown) return;
         shown = key;
         const opened = new Set([...body.querySelectorAll("details[open]")].map((d) => d.dataset.attempt));
-        replace(body, jobDetail(job, opened, rendered));
+        rerender(body, jobDetail(job, opened, rendered));
         rendered = true;
       },
     };
@@ -449,12 +465,12 @@
   function jobDetail(job, opened, keep) {
     const actions = [];
     if (!READ_ONLY && (job.status === "failed" || job.status === "cancelled")) {
-      actions.push(actionButton("Retry", { class: "btn primary", "data-action": "retry" }, () =>
+      actions.push(actionButton("Retry", { class: "btn primary", "data-action": "retry", "data-key": "retry" }, () =>
         act("Retry this job?", `Job ${job.task_id} (${job.task}) goes back to pending with a fresh budget of ${job.max_attempts} attempt(s); its errors are kept.`,
           "Retry", async () => { await api(`jobs/${encodeURIComponent(job.task_id)}/retry`, { body: {} }); return "Job retried."; })));
     }
     if (!READ_ONLY && !FINISHED.has(job.status)) {
-      actions.push(actionButton("Cancel", { class: "btn danger-outline", "data-action": "cancel" }, () =>
+      actions.push(actionButton("Cancel", { class: "btn danger-outline", "data-action": "cancel", "data-key": "cancel" }, () =>
         act("Cancel this job?", job.status === "running" ? "The running attempt is asked to stop." : "The job will not run.",
           "Cancel job", async () => { await api(`jobs/${encodeURIComponent(job.task_id)}/cancel`, { body: {} }); return "Job cancelled."; })));
     }
@@ -517,12 +533,16 @@
     generation += 1;
     const [path, query] = hash.slice(1).split("?");
     const params = new URLSearchParams(query || "");
+    let jobId = null;
+    if (path.startsWith("/jobs/")) {
+      try { jobId = decodeURIComponent(path.slice("/jobs/".length)); } catch (_) { jobId = path.slice(6); }
+    }
     let nav = "overview";
     if (path === "/jobs") {
       view = jobsPage(params);
       nav = params.get("status") === "failed" && [...params.keys()].length === 1 ? "failed" : "jobs";
-    } else if (path.startsWith("/jobs/")) {
-      view = jobPage(decodeURIComponent(path.slice("/jobs/".length)));
+    } else if (jobId !== null) {
+      view = jobPage(jobId);
       nav = "jobs";
     } else {
       view = overviewPage();
