@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..exceptions import ConfigError
 from .args import add_log_level, add_parser, int_range
@@ -10,6 +11,9 @@ from .jobs import queue_from
 from .targets import CliError
 
 __all__ = ["add_dashboard", "cmd_dashboard"]
+
+#: Hosts that only this machine reaches.
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -29,6 +33,14 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         + (" (read-only)" if args.read_only else ""),
         flush=True,
     )
+    if not args.read_only and args.host not in _LOOPBACK:
+        print(
+            f"spikard-tasks dashboard: warning: listening on {args.host} without "
+            "authentication; anyone who reaches it can retry, cancel, purge and pause "
+            "(use --read-only, or mount dashboard_app() behind your auth)",
+            file=sys.stderr,
+            flush=True,
+        )
     serve_dashboard(
         queue,
         host=args.host,
