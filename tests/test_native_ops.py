@@ -56,8 +56,7 @@ def test_stats_list_retry_cancel_and_purge(queue: TaskQueue) -> None:
 
     jobs = [boom.delay() for _ in range(3)]
     with queue.worker(concurrency=2):
-        for job in jobs:
-            eventually("failed", lambda job=job: job.info().status.value == "failed")
+        eventually("all failed", lambda: all(j.info().status.value == "failed" for j in jobs))
 
     stats = native.stats()
     assert isinstance(stats["now_ms"], int)

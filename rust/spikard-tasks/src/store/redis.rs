@@ -18,8 +18,8 @@
 //! | `finished` | zset by finished_at | finished jobs (result expiry) |
 //!
 //! The operations (stats, job list, bulk retry/cancel/purge, pause, workers) keep a few
-//! more keys, described in `redis_ops.rs`: the hot path adds one ZADD (and SADD) per
-//! enqueue batch and two ZADDs per finished job.
+//! more keys, described in `redis_ops.rs`: the hot path adds one ZADD per enqueued job
+//! (and one SADD per batch) and two ZADDs per finished job.
 //!
 //! The claim script first moves due scheduled/retrying jobs (at most [`PROMOTE_BATCH`]
 //! per set per call, oldest first) into the ready set, comparing with the caller's

@@ -3,8 +3,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `jobs` | zset by enqueued_at | every job (the job list walks it newest first: equal scores order by id) |
-//! | `q:{queue}:jobs` | zset by enqueued_at | the queue's jobs (the job list of one queue) |
+//! | `q:{queue}:jobs` | zset by enqueued_at | the queue's jobs (the job list walks it newest first: equal scores order by id) |
 //! | `q:{queue}:s:{state}` | zset by enqueued_at | the queue's finished jobs of one state (the list of finished states) |
 //! | `q:{queue}:fin:{state}` | zset by finished_at | finished jobs of one queue and state (last-minute figures, retry, purge) |
 //! | `queues` | set | known queues (`stats` forgets one with no job left) |
@@ -14,9 +13,10 @@
 //!
 //! `stats` reads cardinalities: O(queues), never a scan of jobs. `list_jobs` walks an
 //! index by enqueued_at newest first from the cursor inside one script (the
-//! `q:{queue}:s:{state}` sets when only finished states are asked for, of the filter's
-//! queue or of every queue merged; else `q:{queue}:jobs` or `jobs`), checking each
-//! job's fields (task, time, state as shown), and
+//! `q:{queue}:s:{state}` sets when only finished states are asked for, else
+//! `q:{queue}:jobs`; of the filter's queue, or of every known queue merged: one index
+//! per queue keeps the enqueue at one more ZADD), checking each job's fields (task,
+//! time, state as shown), and
 //! stops once it has its page or has examined [`LIST_BUDGET`] entries; then it goes on
 //! in another script call (`list_jobs` always fills its page, `list_page` answers
 //! with what it found and a cursor at the last entry examined). The bulk operations walk

@@ -78,11 +78,18 @@ impl ActiveQueues {
                         .filter(|q| !active.contains(q))
                         .map(String::as_str)
                         .collect();
-                    tracing::info!(
-                        target: "spikard_tasks::worker",
-                        paused = paused.join(",").as_str(),
-                        "paused queues changed; claiming only from the others"
-                    );
+                    if paused.is_empty() {
+                        tracing::info!(
+                            target: "spikard_tasks::worker",
+                            "no queue of this worker is paused now; claiming from all"
+                        );
+                    } else {
+                        tracing::info!(
+                            target: "spikard_tasks::worker",
+                            paused = paused.join(",").as_str(),
+                            "queues paused; claiming only from the others"
+                        );
+                    }
                     state.active = active.into();
                 }
             }

@@ -1,5 +1,5 @@
 -- Adds jobs written before the operations indexes existed to them (idempotent): the job
--- list's `jobs`, per-queue and per-state sets, the per-queue finished-by-time sets, the known queues.
+-- list's per-queue and per-state sets, the per-queue finished-by-time sets, the known queues.
 -- ARGV: prefix, ids... Returns how many jobs were indexed.
 local known = {}
 local n = 0

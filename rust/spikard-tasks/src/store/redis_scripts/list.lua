@@ -1,8 +1,8 @@
 -- One page of the job list: jobs matching a filter, newest first (enqueued_at DESC, id
 -- DESC), strictly after a cursor, walking an index by enqueued_at until `limit` jobs
 -- matched or `budget` entries were examined: when only finished states are asked for,
--- the `q:{queue}:s:{state}` sets of the filter's queue (or of every known queue,
--- merged); else the queue's `q:{queue}:jobs`, or `jobs` for every queue.
+-- the `q:{queue}:s:{state}` sets of the filter's queue, else its `q:{queue}:jobs`;
+-- without a queue, those of every known queue merged.
 -- ARGV: prefix, now, limit, budget, filter (5 arguments, see read_filter), cursor
 -- enqueued_at (opt), cursor id (opt), then the filter's job ids if any (see read_ids).
 -- Returns { { exhausted (1|0), last examined score, last examined id } } followed by one
@@ -20,17 +20,15 @@ local finished_only = not f.any
 for s in pairs(f.want) do
   if not is_finished(s) then finished_only = false end
 end
-if finished_only then
-  local queues = f.queue and { f.queue } or redis.call('SMEMBERS', QUEUES)
-  for _, q in ipairs(queues) do
+local queues = f.queue and { f.queue } or redis.call('SMEMBERS', QUEUES)
+for _, q in ipairs(queues) do
+  if finished_only then
     for _, s in ipairs({ 'succeeded', 'failed', 'cancelled' }) do
       if f.want[s] then keys[#keys + 1] = skey(q, s) end
     end
+  else
+    keys[#keys + 1] = qjobs(q)
   end
-elseif f.queue then
-  keys[1] = qjobs(f.queue)
-else
-  keys[1] = JOBS
 end
 -- Many sources (many queues) read smaller chunks each.
 local chunk = math.max(8, math.min(WALK_CHUNK, math.floor(budget / math.max(1, #keys))))

@@ -4,8 +4,7 @@
 local P = ARGV[1]
 local RUNNING = P .. 'running'
 local FINISHED = P .. 'finished'
--- Every job by enqueued_at (the job list walks it newest first), and the known queues.
-local JOBS = P .. 'jobs'
+-- The known queues.
 local QUEUES = P .. 'queues'
 
 local function jkey(id) return P .. 'job:' .. id end
@@ -13,7 +12,7 @@ local function jkey(id) return P .. 'job:' .. id end
 local function qkey(queue, what) return P .. 'q:' .. (queue or '') .. ':' .. what end
 local function wkey(worker) return P .. 'worker:' .. worker end
 -- Jobs of one queue by enqueued_at, and its finished jobs of one state by enqueued_at
--- (the job list's indexes besides JOBS).
+-- (the job list's indexes; the list of every queue merges them).
 local function qjobs(queue) return qkey(queue, 'jobs') end
 local function skey(queue, status) return qkey(queue, 's:' .. status) end
 -- Finished jobs of one queue and state by finished_at (last-minute figures, purge).
@@ -135,10 +134,8 @@ end
 
 -- A job joins (or leaves) the job list's indexes (at the next flush).
 local function index_job(queue, enqueued_at, id)
-  defer('ZADD', JOBS, enqueued_at or '0', id)
   defer('ZADD', qjobs(queue), enqueued_at or '0', id)
 end
 local function unindex_job(queue, id)
-  defer('ZREM', JOBS, id)
   defer('ZREM', qjobs(queue), id)
 end
