@@ -124,6 +124,7 @@ def test_every_module_is_under_500_lines() -> None:
         ("spikard_tasks", ["TaskQueue", "BackgroundRuntime", "Worker", "Task", "Job"]),
         ("spikard_tasks.runtime", ["BackgroundRuntime", "DrainReport", "RuntimeJob"]),
         ("spikard_tasks.asgi", ["create_app", "TasksApp", "job_view"]),
+        ("spikard_tasks.http", ["create_app", "dashboard_app", "TasksApp"]),
         ("spikard_tasks.cli", ["main"]),
         ("spikard_tasks.inprocess", ["InProcessBackend", "InProcessSettings"]),
         ("spikard_tasks.testing", ["capture", "eager"]),

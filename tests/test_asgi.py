@@ -341,7 +341,7 @@ def test_http_job_runs_in_a_worker_process_and_result_is_read_back(
         ("POST", "/tasks/nope", {"args": []}, 404, "unknown task 'nope'"),
         ("POST", "/tasks/", {}, 404, "not found"),
         ("POST", "/elsewhere/add", {}, 404, "not found"),
-        ("POST", "/tasks/jobs", {}, 404, "job routes"),
+        ("POST", "/tasks/jobs/x/y", {}, 404, "job routes"),
         ("GET", "/tasks/jobs/no-such-job", None, 404, "no job"),
         ("DELETE", "/tasks/jobs/no-such-job", None, 404, "no job"),
         ("POST", "/tasks/batch", {"tasks": [{"task": "add", "args": [1, 2]}, {"task": "x"}]},
@@ -439,6 +439,7 @@ def test_body_over_the_limit_answers_413(server: Server) -> None:
         ("GET", "/tasks/add", "POST"),
         ("PUT", "/tasks/add", "POST"),
         ("GET", "/tasks/batch", "POST"),
+        ("POST", "/tasks/jobs", "GET, HEAD"),  # the job list
         ("POST", "/tasks/jobs/some-id", "GET, HEAD, DELETE"),
         ("PATCH", "/tasks/jobs/some-id", "GET, HEAD, DELETE"),
         ("DELETE", "/tasks/openapi.json", "GET, HEAD"),

@@ -22,6 +22,7 @@ from .args import (
     seconds,
     setup_logging,
 )
+from .dashboard_cmd import add_dashboard
 from .jobs import cmd_cancel, cmd_cron_list, cmd_cron_remove, cmd_enqueue, cmd_status
 from .ops_args import add_ops_commands
 from .ops_cmds import (
@@ -212,6 +213,8 @@ def _add_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add_log_level(p)
     p.add_argument("--no-access-log", action="store_true", help="do not log each request")
     p.set_defaults(func=_cmd_serve)
+
+    add_dashboard(sub)
 
     from .bench import add_arguments as add_bench_arguments
 

@@ -1,7 +1,9 @@
 """HTTP: the enqueue app (:mod:`spikard_tasks.asgi` is its public path), its OpenAPI
 document, and ``spikard-tasks serve``. Built on Starlette and pydantic, the ``http``
 extra (``pip install 'spikard-tasks[http]'``); ``import spikard_tasks`` never imports
-this package. The home of the dashboard to come."""
+this package. The operations routes (stats, job list, retry, purge, pause, workers) and
+the web dashboard live here too (``create_app(queue, dashboard=True)`` or
+``dashboard_app(queue)``)."""
 
 try:
     import pydantic  # noqa: F401
@@ -15,5 +17,6 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from .app import AuthHook, AuthResult, TasksApp, create_app, job_view
+from .standalone import dashboard_app
 
-__all__ = ["AuthHook", "AuthResult", "TasksApp", "create_app", "job_view"]
+__all__ = ["AuthHook", "AuthResult", "TasksApp", "create_app", "dashboard_app", "job_view"]

@@ -14,11 +14,18 @@ serve myapp.tasks:queue``) or mounted in Starlette, FastAPI or Litestar. Routes,
 * ``GET {prefix}/jobs/{id}`` → ``200 {"task_id", "task", "status", "attempts",
   "result", "error", "progress"}``; ``DELETE {prefix}/jobs/{id}`` → ``200 {"task_id",
   "cancelled": true}`` (``409`` once the job finished).
+  ``GET {prefix}/jobs/{id}?view=full`` answers the job's full record instead (as the
+  job list shows it: arguments, every attempt's error and traceback, times).
 * ``GET {prefix}/openapi.json`` → the OpenAPI 3.1 document of these routes (argument
   schemas from the handlers' annotations, by pydantic).
+* The operations routes (stats, job list, retry, bulk cancel and purge, pause,
+  workers), documented in :mod:`.ops_routes`, and with ``dashboard=True`` the web
+  dashboard at ``{prefix}/dashboard/`` (:mod:`.dashboard`).
 
-The names ``batch``, ``jobs`` and ``openapi.json`` are reserved under the prefix: a task
-with one of them cannot be posted to its own route (it can still be sent in a batch).
+The names ``batch``, ``jobs``, ``openapi.json``, ``stats``, ``queues``, ``workers`` and
+``dashboard`` are reserved under the prefix: a task with one of them cannot be posted to
+its own route (it can still be sent in a batch). With ``read_only=True`` every request
+that would change something (enqueue, cancel, retry, purge, pause) is refused with 403.
 
 A 202 is sent once the job is stored. Single-job requests that arrive while a write is
 in flight are stored together in the next transaction (group commit); a request with
@@ -36,11 +43,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from starlette.exceptions import HTTPException
@@ -52,11 +58,14 @@ from starlette.routing import Route, Router
 from ..exceptions import BackendError, ConfigError, SpikardTasksError, UnknownTask
 from ..job import JobInfo
 from ..queue import TaskQueue
-from ..status import JobStatus
 from ..task import Task
 from .calls import OPTIONS, Call, check_content_type, parse_call
+from .dashboard import DashboardApp, dashboard_part
 from .group_commit import GroupCommit
+from .guard import AuthHook, AuthResult, authorize, refuse_read_only
 from .openapi import RESERVED, build_openapi
+from .ops_routes import OpsRoutes, unavailable
+from .ops_views import job_view, view_of
 from .wire import (
     JSON,
     Endpoint,
@@ -72,7 +81,6 @@ from .wire import (
     not_found,
     parse_json,
     read_body,
-    reason,
     route_path,
 )
 
@@ -89,17 +97,8 @@ __all__ = [
 
 log = logging.getLogger("spikard_tasks.asgi")
 
-#: What an auth hook returns: ``True`` lets the request through; ``False`` (or
-#: ``None``) answers 401; a 4xx status answers that status. Raising
-#: ``PermissionError`` answers 403 with the exception's text.
-AuthResult = bool | int | None
-#: ``auth(scope)``: sync or async, called with the ASGI scope before every request.
-AuthHook = Callable[[Scope], AuthResult | Awaitable[AuthResult]]
-
 #: Default request-body limit: 1 MiB.
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-#: Seconds a client is told to wait (``Retry-After``) when the backend fails.
-RETRY_AFTER_SECONDS = 1
 #: Scope key holding the request path as sent when the app dropped a trailing slash.
 _SENT_PATH = "spikard_tasks.path"
 
@@ -108,13 +107,8 @@ _PATH_PARAMETER = re.compile(r"{[a-zA-Z_][a-zA-Z0-9_]*(:[a-zA-Z_][a-zA-Z0-9_]*)?
 
 T = TypeVar("T")
 
-
-def _unavailable() -> HTTPError:
-    return HTTPError(
-        503,
-        "the task backend is unavailable; retry later",
-        headers=[("retry-after", str(RETRY_AFTER_SECONDS))],
-    )
+#: Heads of task-route paths that are other routes (jobs, queues, the dashboard).
+_ROUTED_HEADS = ("jobs/", "queues/", "dashboard/")
 
 
 def _allow(request: Request, *allowed: str) -> None:
@@ -123,32 +117,6 @@ def _allow(request: Request, *allowed: str) -> None:
         raise HTTPError(
             405, f"method {method} not allowed here", headers=[("allow", ", ".join(allowed))]
         )
-
-
-def job_view(info: JobInfo) -> dict[str, Any]:
-    """The HTTP view of a job: ``task_id``, ``task``, ``status``, ``attempts``,
-    ``result``, ``error`` (the text of the latest failed attempt; ``null`` when none
-    failed or the job succeeded) and ``progress`` (``{"fraction", "message", "at"}`` as
-    its handler last reported it, ``at`` in ISO-8601; ``null`` when it reported none)."""
-    error = None
-    if info.status is not JobStatus.SUCCEEDED and info.errors:
-        error = info.errors[-1].error
-    progress = info.progress
-    return {
-        "task_id": info.id,
-        "task": info.task,
-        "status": info.status.value,
-        "attempts": info.attempts,
-        "result": info.result,
-        "error": error,
-        "progress": None
-        if progress is None
-        else {
-            "fraction": progress.fraction,
-            "message": progress.message,
-            "at": progress.at.isoformat() if progress.at is not None else None,
-        },
-    }
 
 
 class TasksApp:
@@ -162,6 +130,8 @@ class TasksApp:
         prefix: str = "/tasks",
         auth: AuthHook | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        read_only: bool = False,
+        dashboard: bool = False,
     ) -> None:
         if not isinstance(queue, TaskQueue):
             raise ConfigError(f"create_app() needs a TaskQueue, not {type(queue).__name__}")
@@ -179,6 +149,7 @@ class TasksApp:
         self.prefix = prefix.rstrip("/")
         self.auth = auth
         self.max_body_bytes = max_body_bytes
+        self.read_only = bool(read_only)
         self._group_commit = GroupCommit(self._enqueue, self._run)
         self._allowed: dict[str, Task[Any, Any] | None] | None = None
         if tasks is not None:
@@ -194,12 +165,16 @@ class TasksApp:
                     raise ConfigError(f"tasks must be names or Task objects, not {item!r}")
         base = self.prefix
         self._task_head = base + "/"
+        self.ops = OpsRoutes(queue, base=base, auth=auth, read_only=self.read_only)
+        self.dashboard: DashboardApp | None = None
+        if dashboard:
+            self.dashboard = DashboardApp(auth=auth, read_only=self.read_only, api="../")
         self._router = Router(
             routes=[
                 # endpoints as ASGI apps: every method reaches them (they answer 405)
                 Route(base + "/openapi.json", Endpoint(self._openapi_route)),
                 Route(base + "/batch", Endpoint(self._batch_route)),
-                Route(base + "/jobs", Endpoint(self._jobs_route)),
+                *self.ops.routes(),
                 Route(base + "/jobs/{job_id}", Endpoint(self._job_route)),
                 Route(base + "/{task:path}", Endpoint(self._task_route)),
             ],
@@ -240,7 +215,11 @@ class TasksApp:
         from .._native import __version__
 
         return build_openapi(
-            self.enqueueable(), prefix=self.prefix, root_path=root_path, version=__version__
+            self.enqueueable(),
+            prefix=self.prefix,
+            root_path=root_path,
+            version=__version__,
+            read_only=self.read_only,
         )
 
     # -- ASGI --------------------------------------------------------------------------
@@ -249,6 +228,11 @@ class TasksApp:
         """The ASGI 3 entry point (``http`` and ``lifespan`` scopes)."""
         kind = scope["type"]
         if kind == "http":
+            part = None if self.dashboard is None else dashboard_part(scope, self.prefix)
+            if part is not None:
+                assert self.dashboard is not None
+                await self.dashboard.serve(scope, receive, send, part)
+                return
             path = scope.get("path") or "/"
             if len(path) > 1 and path.endswith("/"):  # Litestar mounts add one
                 scope = {**scope, "path": path[:-1], _SENT_PATH: path}
@@ -273,23 +257,9 @@ class TasksApp:
         yield
 
     async def _authorize(self, scope: Scope) -> None:
-        if self.auth is None:
-            return
         if _SENT_PATH in scope:
             scope = {**scope, "path": scope[_SENT_PATH]}
-        try:
-            verdict = self.auth(scope)
-            if inspect.isawaitable(verdict):
-                verdict = await verdict
-        except PermissionError as exc:
-            raise HTTPError(403, str(exc) or "forbidden") from None
-        if verdict is True:
-            return
-        if verdict is False or verdict is None:
-            raise HTTPError(401, "authentication required")
-        if isinstance(verdict, int) and 400 <= verdict <= 499:
-            raise HTTPError(verdict, reason(verdict))
-        raise TypeError(f"auth hook returned {verdict!r}; expected True, False or a 4xx status")
+        await authorize(self.auth, scope)
 
     async def _read_json(self, request: Request, empty: Any) -> Any:
         check_content_type(request.scope)
@@ -308,6 +278,7 @@ class TasksApp:
         if name == "jobs" or name.startswith("jobs/"):
             raise HTTPError(404, f"not found; job routes are {self.prefix}/jobs/{{id}}")
         _allow(request, "POST")
+        refuse_read_only(self.read_only, scope)
         if not name or not self._lookup(name)[0]:
             raise HTTPError(404, f"unknown task {name!r}")
         call = parse_call(await self._read_json(request, {}), "body", self._lookup, name)
@@ -324,7 +295,7 @@ class TasksApp:
         if not path.startswith(self._task_head):
             return None
         name = path[len(self._task_head) :]
-        if name in RESERVED or name.startswith("jobs/") or "\n" in name:
+        if name in RESERVED or name.startswith(_ROUTED_HEADS) or "\n" in name:
             return None
         return name
 
@@ -345,6 +316,7 @@ class TasksApp:
     async def _batch_route(self, request: Request) -> Response:
         await self._authorize(request.scope)
         _allow(request, "POST")
+        refuse_read_only(self.read_only, request.scope)
         body = await self._read_json(request, None)
         if not isinstance(body, dict) or set(body) != {"tasks"}:
             raise HTTPError(422, 'body must be {"tasks": [{"task", "args", "kwargs", "options"}]}')
@@ -355,19 +327,17 @@ class TasksApp:
         ids = await self._run(self._enqueue, calls)
         return JSON({"queued": len(ids), "status": "all_queued", "task_ids": ids}, 202)
 
-    async def _jobs_route(self, request: Request) -> Response:
-        await self._authorize(request.scope)
-        raise HTTPError(404, f"not found; job routes are {self.prefix}/jobs/{{id}}")
-
     async def _job_route(self, request: Request) -> Response:
         await self._authorize(request.scope)
         _allow(request, "GET", "HEAD", "DELETE")
         job_id: str = request.path_params["job_id"]
         if request.scope.get("method", "GET").upper() != "DELETE":
+            view = view_of(request)
             info = await self._run(self._job_info, job_id)
             if info is None:
                 raise HTTPError(404, f"no job {job_id!r}")
-            return JSON(job_view(info))
+            return JSON(view(info))
+        refuse_read_only(self.read_only, request.scope)
         cancelled, info = await self._run(self._cancel, job_id)
         if cancelled:
             return JSON({"task_id": job_id, "cancelled": True})
@@ -395,10 +365,10 @@ class TasksApp:
 
     def _open(self) -> None:
         try:
-            _ = self.queue.native
+            self.queue.open()
         except SpikardTasksError as exc:
             log.error("cannot open the task backend: %s: %s", type(exc).__name__, exc)
-            raise _unavailable() from None
+            raise unavailable() from None
 
     def _enqueue(self, calls: list[Call]) -> list[str]:
         self._open()
@@ -416,7 +386,7 @@ class TasksApp:
             return [job.id for job in self.queue.enqueue_many(specs, strict=False)]
         except BackendError as exc:
             log.warning("enqueue failed: %s", exc)
-            raise _unavailable() from None
+            raise unavailable() from None
         except UnknownTask as exc:
             raise HTTPError(404, str(exc)) from None
         except (ValueError, TypeError, OverflowError) as exc:  # ConfigError, SerializationError
@@ -428,7 +398,7 @@ class TasksApp:
             job = self.queue.get_job(job_id)
             return None if job is None else job.info()
         except BackendError:
-            raise _unavailable() from None
+            raise unavailable() from None
         except (LookupError, ValueError):
             return None
 
@@ -440,7 +410,7 @@ class TasksApp:
             job = self.queue.get_job(job_id)
             return False, None if job is None else job.info()
         except BackendError:
-            raise _unavailable() from None
+            raise unavailable() from None
         except (LookupError, ValueError):
             return False, None
 
@@ -454,6 +424,9 @@ def create_app(
     prefix: str = "/tasks",
     auth: AuthHook | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    *,
+    read_only: bool = False,
+    dashboard: bool = False,
 ) -> TasksApp:
     """An ASGI 3 app that enqueues jobs of ``queue`` over HTTP (routes in the module
     docstring). Needs the ``http`` extra: ``pip install 'spikard-tasks[http]'``.
@@ -469,5 +442,17 @@ def create_app(
             request: ``True`` allows it, ``False`` answers 401, a 4xx status answers
             that status, raising ``PermissionError`` answers 403.
         max_body_bytes: request bodies above this size are refused with 413.
+        read_only: refuse (403) every request that would change something: enqueue,
+            cancel, retry, purge, pause and resume (reads still answer).
+        dashboard: serve the web dashboard at ``{prefix}/dashboard/`` (its actions
+            hidden when ``read_only``).
     """
-    return TasksApp(queue, tasks=tasks, prefix=prefix, auth=auth, max_body_bytes=max_body_bytes)
+    return TasksApp(
+        queue,
+        tasks=tasks,
+        prefix=prefix,
+        auth=auth,
+        max_body_bytes=max_body_bytes,
+        read_only=read_only,
+        dashboard=dashboard,
+    )

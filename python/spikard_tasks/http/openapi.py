@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..status import JobStatus
+from .ops_openapi import OPS_SCHEMAS, ops_paths
 from .schemas import annotation_schema, call_schemas
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["RESERVED", "annotation_schema", "build_openapi"]
 
 #: Names under the prefix that are routes of their own, not tasks.
-RESERVED = frozenset({"batch", "jobs", "openapi.json"})
+RESERVED = frozenset({"batch", "jobs", "openapi.json", "stats", "queues", "workers", "dashboard"})
 
 Handlers = tuple[Callable[..., Any] | None, ...]
 
@@ -151,6 +152,10 @@ _COMPONENTS: dict[str, Any] = {
 }
 
 
+#: Names of the document's own schemas (a handler's named schema gets a suffix).
+_TAKEN = frozenset(_COMPONENTS["schemas"]) | frozenset(OPS_SCHEMAS)
+
+
 def _operation_id(name: str) -> str:
     return "enqueue_" + re.sub(r"\W+", "_", name).strip("_")
 
@@ -194,7 +199,7 @@ def _call_body(arguments: dict[str, Any]) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=16)
 def _cached_call_schemas(handlers: Handlers) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    return call_schemas(handlers, frozenset(_COMPONENTS["schemas"]))
+    return call_schemas(handlers, _TAKEN)
 
 
 def _arguments_of(handlers: Handlers) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -202,7 +207,7 @@ def _arguments_of(handlers: Handlers) -> tuple[list[dict[str, Any]], dict[str, A
     try:
         found = _cached_call_schemas(handlers)
     except TypeError:  # an unhashable callable
-        found = call_schemas(handlers, frozenset(_COMPONENTS["schemas"]))
+        found = call_schemas(handlers, _TAKEN)
     return copy.deepcopy(found)
 
 
@@ -212,9 +217,11 @@ def build_openapi(
     prefix: str,
     root_path: str = "",
     version: str = "0",
+    read_only: bool = False,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document for the routes of an app with these enqueueable
-    ``tasks`` (name → ``Task``, or ``None`` for an allowed name not registered here)."""
+    ``tasks`` (name → ``Task``, or ``None`` for an allowed name not registered here)
+    and its operations routes (``read_only``: their writes are marked refused)."""
     names = sorted(tasks)
     job = {
         "name": "id",
@@ -269,7 +276,32 @@ def build_openapi(
                 "operationId": "get_job",
                 "summary": "a job's status, attempts, result and error",
                 "tags": ["jobs"],
-                "responses": {"200": _ok("the job", "JobView"), **_REFUSALS, **not_found},
+                "parameters": [
+                    {
+                        "name": "view",
+                        "in": "query",
+                        "required": False,
+                        "description": "full: the job's whole record (JobRecord)",
+                        "schema": {"enum": ["full"]},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the job",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/JobView"},
+                                        {"$ref": "#/components/schemas/JobRecord"},
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    **_REFUSALS,
+                    **not_found,
+                },
             },
             "delete": {
                 "operationId": "cancel_job",
@@ -292,7 +324,9 @@ def build_openapi(
             }
         },
     }
-    routed = [n for n in names if n not in RESERVED and not n.startswith("jobs/")]
+    paths.update(ops_paths(prefix, read_only=read_only))
+    heads = ("jobs/", "queues/", "dashboard/")
+    routed = [n for n in names if n not in RESERVED and not n.startswith(heads)]
     handlers = tuple(task.fn if (task := tasks[n]) is not None else None for n in routed)
     arguments, defs = _arguments_of(handlers)
     for name, call in zip(routed, arguments, strict=True):
@@ -303,11 +337,12 @@ def build_openapi(
             "title": "spikard-tasks HTTP enqueue",
             "version": version,
             "description": "Enqueue durable jobs over HTTP (202 Accepted) and follow them. "
-            f"The names batch, jobs and openapi.json are reserved under {prefix or '/'}.",
+            f"The names {', '.join(sorted(RESERVED))} are reserved under {prefix or '/'}.",
         },
         "paths": paths,
         "components": copy.deepcopy(_COMPONENTS),
     }
+    doc["components"]["schemas"].update(copy.deepcopy(OPS_SCHEMAS))
     doc["components"]["schemas"].update(defs)
     if root_path:
         doc["servers"] = [{"url": root_path}]

@@ -1,4 +1,5 @@
-"""``spikard-tasks serve``: the HTTP enqueue app (:mod:`spikard_tasks.asgi`) on uvicorn."""
+"""``spikard-tasks serve`` and ``spikard-tasks dashboard``: the HTTP enqueue app
+(:mod:`spikard_tasks.asgi`) and the web dashboard on uvicorn."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from ..exceptions import ConfigError
 from ..queue import TaskQueue
 from .app import DEFAULT_MAX_BODY_BYTES, TasksApp, create_app
 from .health import metrics_app, with_health
+from .standalone import dashboard_app
 
-__all__ = ["load_app", "serve"]
+__all__ = ["load_app", "serve", "serve_dashboard"]
 
 
 def load_app(
@@ -66,6 +68,35 @@ def serve(
         host=host,
         port=port,
         root_path=root_path,
+        log_level=log_level,
+        access_log=access_log,
+        lifespan="on",
+    )
+
+
+def serve_dashboard(
+    queue: TaskQueue,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    read_only: bool = False,
+    log_level: str = "info",
+    access_log: bool = False,
+) -> None:
+    """Serves the web dashboard of ``queue`` (:func:`~spikard_tasks.http.dashboard_app`:
+    the page at ``/``, its API below ``/api``) with uvicorn until SIGINT/SIGTERM, with
+    ``/metrics``, ``/healthz`` and ``/readyz``. Needs the ``serve`` extra."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigError(
+            "serving the dashboard needs uvicorn: pip install 'spikard-tasks[serve]'"
+        ) from None
+    app = dashboard_app(queue, read_only=read_only)
+    uvicorn.run(
+        with_health(app, metrics_app(queue)),
+        host=host,
+        port=port,
         log_level=log_level,
         access_log=access_log,
         lifespan="on",
