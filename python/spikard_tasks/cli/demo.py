@@ -127,6 +127,9 @@ def run_demo(jobs: int = 300, concurrency: int = 8) -> int:
     print(f"example result: job {example.id} -> {example.result(0)!r}")
     if sample_error:
         print(f"example failure (kept with its traceback): {sample_error}")
-    print(f"everything above is stored in {DEMO_URL}; inspect a job with:")
+    print(f"everything above is stored in {DEMO_URL}; look at it with:")
     print(f"  spikard-tasks status --url {DEMO_URL} {example.id}")
+    print(f"  spikard-tasks info --url {DEMO_URL}")
+    print(f"  spikard-tasks jobs list --url {DEMO_URL} --status failed")
+    print(f"  spikard-tasks dashboard --url {DEMO_URL}   (needs spikard-tasks[serve])")
     return 0

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CoreError, CoreResult};
+use crate::error::CoreResult;
 use crate::job::{JobRecord, JobStatus, QueueCounts};
 
 /// Most jobs one page of [`OpsStore::list_jobs`] holds.
@@ -129,14 +129,9 @@ impl WorkerInfo {
 /// ms since the epoch on the store's clock ([`super::Store::now_ms`]), passed in by the
 /// engine so a test can move them.
 #[async_trait]
-#[allow(unused_variables)] // the default bodies, until every store implements each method
 pub trait OpsStore: Send + Sync + 'static {
     /// Figures per queue: every queue that has a job or is paused, by name.
-    async fn stats(&self, now_ms: i64) -> CoreResult<Vec<QueueStats>> {
-        Err(CoreError::Backend(
-            "stats: not implemented by this store yet".into(),
-        ))
-    }
+    async fn stats(&self, now_ms: i64) -> CoreResult<Vec<QueueStats>>;
 
     /// Up to `limit` (1..=[`MAX_PAGE`]) jobs matching `filter`, newest first, after
     /// `after` ([`Cursor`]). Never an offset scan.
@@ -146,11 +141,7 @@ pub trait OpsStore: Send + Sync + 'static {
         after: Option<&Cursor>,
         limit: usize,
         now_ms: i64,
-    ) -> CoreResult<Vec<JobRecord>> {
-        Err(CoreError::Backend(
-            "list_jobs: not implemented by this store yet".into(),
-        ))
-    }
+    ) -> CoreResult<Vec<JobRecord>>;
 
     /// One page of the job list: up to `limit` jobs as [`OpsStore::list_jobs`] reads
     /// them, and where the next page starts ([`StorePage::next`]). The default reads
@@ -182,21 +173,13 @@ pub trait OpsStore: Send + Sync + 'static {
     /// `started_at`, `cancel_reason`, `cancel_requested` and the lease cleared. A job
     /// whose unique key an unfinished job of its queue holds now is skipped. Returns how
     /// many were put back. The caller restricts `filter.statuses` to those two states.
-    async fn retry_batch(&self, filter: &JobFilter, now_ms: i64, limit: usize) -> CoreResult<u64> {
-        Err(CoreError::Backend(
-            "retry_batch: not implemented by this store yet".into(),
-        ))
-    }
+    async fn retry_batch(&self, filter: &JobFilter, now_ms: i64, limit: usize) -> CoreResult<u64>;
 
     /// Cancels up to `limit` jobs matching `filter` that have not started (`pending`,
     /// scheduled, `retrying`: to `cancelled`, `cancel_reason` "cancelled by request",
     /// `finished_at` `now_ms`) and asks running ones to stop (`cancel_requested`, only
     /// those not asked yet, so repeated rounds end). Returns how many of both.
-    async fn cancel_batch(&self, filter: &JobFilter, now_ms: i64, limit: usize) -> CoreResult<u64> {
-        Err(CoreError::Backend(
-            "cancel_batch: not implemented by this store yet".into(),
-        ))
-    }
+    async fn cancel_batch(&self, filter: &JobFilter, now_ms: i64, limit: usize) -> CoreResult<u64>;
 
     /// Deletes up to `limit` finished jobs (`succeeded`, `failed`, `cancelled`) matching
     /// `filter` whose `finished_at` is before `before_ms`. Returns how many.
@@ -205,56 +188,28 @@ pub trait OpsStore: Send + Sync + 'static {
         filter: &JobFilter,
         before_ms: i64,
         limit: usize,
-    ) -> CoreResult<u64> {
-        Err(CoreError::Backend(
-            "purge_batch: not implemented by this store yet".into(),
-        ))
-    }
+    ) -> CoreResult<u64>;
 
     /// Pauses (`true`) or resumes (`false`) `queue`, persisted in the store. Returns
     /// whether that changed anything. Enqueueing into a paused queue still works; no
     /// worker claims from it ([`OpsStore::paused_queues`]).
-    async fn set_paused(&self, queue: &str, paused: bool, now_ms: i64) -> CoreResult<bool> {
-        Err(CoreError::Backend(
-            "set_paused: not implemented by this store yet".into(),
-        ))
-    }
+    async fn set_paused(&self, queue: &str, paused: bool, now_ms: i64) -> CoreResult<bool>;
 
     /// The paused queues, by name.
-    async fn paused_queues(&self) -> CoreResult<Vec<String>> {
-        Err(CoreError::Backend(
-            "paused_queues: not implemented by this store yet".into(),
-        ))
-    }
+    async fn paused_queues(&self) -> CoreResult<Vec<String>>;
 
     /// Records a starting worker (replacing any row of the same name).
-    async fn register_worker(&self, worker: &WorkerInfo) -> CoreResult<()> {
-        Err(CoreError::Backend(
-            "register_worker: not implemented by this store yet".into(),
-        ))
-    }
+    async fn register_worker(&self, worker: &WorkerInfo) -> CoreResult<()>;
 
     /// A worker's heartbeat: `heartbeat_at_ms` and `jobs_held` of its row. Re-creates a
     /// row that maintenance removed (from `worker`) so a worker that stalled and came
     /// back is listed again.
-    async fn beat_worker(&self, worker: &WorkerInfo) -> CoreResult<()> {
-        Err(CoreError::Backend(
-            "beat_worker: not implemented by this store yet".into(),
-        ))
-    }
+    async fn beat_worker(&self, worker: &WorkerInfo) -> CoreResult<()>;
 
     /// Removes a stopping worker's row.
-    async fn remove_worker(&self, name: &str) -> CoreResult<()> {
-        Err(CoreError::Backend(
-            "remove_worker: not implemented by this store yet".into(),
-        ))
-    }
+    async fn remove_worker(&self, name: &str) -> CoreResult<()>;
 
     /// Live workers (not [`WorkerInfo::is_gone`] at `now_ms`), by name. Deletes (a
     /// bounded batch of) the rows of workers gone for more than an hour.
-    async fn workers(&self, now_ms: i64) -> CoreResult<Vec<WorkerInfo>> {
-        Err(CoreError::Backend(
-            "workers: not implemented by this store yet".into(),
-        ))
-    }
+    async fn workers(&self, now_ms: i64) -> CoreResult<Vec<WorkerInfo>>;
 }
