@@ -9,7 +9,7 @@ use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type,
 };
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, ACTIVE};
 use super::ops::{Cursor, JobFilter, QueueStats, WorkerInfo};
 use super::retry::{retry_tx, TxError};
 use super::rows::record_from;
@@ -176,17 +176,14 @@ where
         q
     }
 
-    /// Figures per queue ([`super::OpsStore::stats`]): counts per stored state (an
-    /// index-only scan), then per queue with waiting jobs the scheduled ones and the
+    /// Figures per queue ([`super::OpsStore::stats`]): counts per stored state (the
+    /// unfinished ones an index-only scan, the finished ones read from the counts table
+    /// the triggers keep), then per queue with waiting jobs the scheduled ones and the
     /// oldest ready ones (index seeks), the last minute's outcomes and the pauses.
     pub(crate) async fn stats(&self, now: i64) -> CoreResult<Vec<QueueStats>> {
         let d = self.d;
         let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
-        let counts = format!(
-            "SELECT queue, status, COUNT(*) FROM {} GROUP BY queue, status",
-            d.states_from
-        );
-        let rows = sqlx::query(AssertSqlSafe(counts))
+        let rows = sqlx::query(AssertSqlSafe(d.state_counts))
             .fetch_all(&self.pool)
             .await?;
         let mut waiting: BTreeSet<String> = BTreeSet::new();
@@ -205,12 +202,13 @@ where
         }
         for queue in waiting {
             let mut a = Args::new(d);
-            let jobs = d.jobs;
+            let jobs = d.active_from;
             let sql = format!(
                 "SELECT (SELECT COUNT(*) FROM {jobs} WHERE queue = {} AND status = 'pending' \
-                 AND run_at > {}), (SELECT MIN(run_at) FROM {jobs} WHERE queue = {} \
-                 AND status = 'pending' AND run_at <= {}), (SELECT MIN(run_at) FROM {jobs} \
-                 WHERE queue = {} AND status = 'retrying' AND run_at <= {})",
+                 AND run_at > {} AND {ACTIVE}), (SELECT MIN(run_at) FROM {jobs} \
+                 WHERE queue = {} AND status = 'pending' AND run_at <= {} AND {ACTIVE}), \
+                 (SELECT MIN(run_at) FROM {jobs} WHERE queue = {} AND status = 'retrying' \
+                 AND run_at <= {} AND {ACTIVE})",
                 a.text(&queue),
                 a.int(now),
                 a.text(&queue),

@@ -199,10 +199,21 @@ impl SqliteStore {
 }
 
 /// Brings a table of an earlier version up to date: adds the `progress` and
-/// `trace_context` columns where they are missing. Runs inside setup's write
+/// `trace_context` columns where they are missing, and the counts of finished jobs
+/// (table, triggers, first count) where that table is. Runs inside setup's write
 /// transaction, so processes opening the file at once take turns and only the first
 /// adds them.
 async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let counted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'spikard_job_counts'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if counted == 0 {
+        sqlx::raw_sql(super::dialect::SQLITE_COUNTS)
+            .execute(&mut *conn)
+            .await?;
+    }
     for (column, ddl) in [
         (
             "progress",
