@@ -567,12 +567,15 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
+DROP TRIGGER IF EXISTS jobs_count_insert ON spikard_tasks.jobs;
 CREATE TRIGGER jobs_count_insert AFTER INSERT ON spikard_tasks.jobs
     REFERENCING NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+DROP TRIGGER IF EXISTS jobs_count_update ON spikard_tasks.jobs;
 CREATE TRIGGER jobs_count_update AFTER UPDATE ON spikard_tasks.jobs
     REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+DROP TRIGGER IF EXISTS jobs_count_delete ON spikard_tasks.jobs;
 CREATE TRIGGER jobs_count_delete AFTER DELETE ON spikard_tasks.jobs
     REFERENCING OLD TABLE AS old_jobs
     FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
