@@ -479,7 +479,7 @@ DROP INDEX IF EXISTS spikard_tasks.jobs_locked;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
     ON spikard_tasks.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
--- An earlier (queue, status) index, replaced by jobs_states.
+-- An earlier (queue, status) index, replaced by jobs_active and the counts table.
 DROP INDEX IF EXISTS spikard_tasks.jobs_counts;
 -- The job list, newest first (keyset pages), and its failed/cancelled part.
 CREATE INDEX IF NOT EXISTS jobs_enqueued ON spikard_tasks.jobs (enqueued_at, id);
