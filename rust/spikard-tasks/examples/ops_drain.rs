@@ -7,6 +7,8 @@
 //!   finished);
 //! - `+list`: and the job list's indexes (`enqueued`, `dead`);
 //! - `+states`: and the full `(queue, status, run_at)` index of the first stats;
+//! - `+active`, `+trig`: the job list's indexes and either the partial index of the
+//!   unfinished states or the triggers counting finished jobs;
 //! - `+counts`: the job list's indexes, the partial index of the unfinished states and
 //!   the triggers counting finished jobs (the schema the store sets up now).
 //!
@@ -66,6 +68,16 @@ fn variants() -> Vec<Variant> {
                 CREATE INDEX spikard_jobs_states ON spikard_jobs(queue, status, run_at);",
             postgres: "DROP INDEX spikard_tasks.jobs_active; \
                 CREATE INDEX jobs_states ON spikard_tasks.jobs (queue, status, run_at);",
+        },
+        Variant {
+            name: "+active",
+            sqlite: "",
+            postgres: "",
+        },
+        Variant {
+            name: "+trig",
+            sqlite: "DROP INDEX spikard_jobs_active;",
+            postgres: "DROP INDEX spikard_tasks.jobs_active;",
         },
         Variant {
             name: "+counts",
@@ -144,7 +156,7 @@ async fn ddl(url: &str, sql: &str) -> CoreResult<()> {
     }
     use sqlx::Connection;
     let sql = sqlx::AssertSqlSafe(sql.to_owned());
-    if let Some(path) = url.strip_prefix("sqlite://") {
+    if let Some(path) = url.strip_prefix("sqlite:///") {
         let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
         let mut conn = sqlx::ConnectOptions::connect(&options).await?;
         sqlx::raw_sql(sql).execute(&mut conn).await?;
@@ -191,7 +203,7 @@ async fn main() -> CoreResult<()> {
                 let (url, sql) = match which.as_str() {
                     "sqlite" => {
                         let path = dir.join(format!("r{round}-{v}.db"));
-                        (format!("sqlite://{}", path.display()), variant.sqlite)
+                        (format!("sqlite:///{}", path.display()), variant.sqlite)
                     }
                     "postgres" => {
                         ddl(&pg_url, "DROP SCHEMA IF EXISTS spikard_tasks CASCADE").await?;
@@ -206,7 +218,7 @@ async fn main() -> CoreResult<()> {
                 } else {
                     PG_NO_COUNTS
                 };
-                if variant.name != "+counts" {
+                if !matches!(variant.name, "+counts" | "+trig") {
                     ddl(&url, no_counts).await?;
                 }
                 let (enqueue, drain) = run(store.clone(), jobs).await?;
