@@ -55,18 +55,18 @@ fn variants() -> Vec<Variant> {
                 DROP INDEX spikard_jobs_active;",
             postgres:
                 "DROP INDEX spikard_tasks.jobs_enqueued; DROP INDEX spikard_tasks.jobs_dead; \
-                DROP INDEX spikard_tasks.jobs_active;",
+                DROP INDEX spikard_tasks.jobs_unfinished;",
         },
         Variant {
             name: "+list",
             sqlite: "DROP INDEX spikard_jobs_active;",
-            postgres: "DROP INDEX spikard_tasks.jobs_active;",
+            postgres: "DROP INDEX spikard_tasks.jobs_unfinished;",
         },
         Variant {
             name: "+states",
             sqlite: "DROP INDEX spikard_jobs_active; \
                 CREATE INDEX spikard_jobs_states ON spikard_jobs(queue, status, run_at);",
-            postgres: "DROP INDEX spikard_tasks.jobs_active; \
+            postgres: "DROP INDEX spikard_tasks.jobs_unfinished; \
                 CREATE INDEX jobs_states ON spikard_tasks.jobs (queue, status, run_at);",
         },
         Variant {
@@ -77,7 +77,7 @@ fn variants() -> Vec<Variant> {
         Variant {
             name: "+trig",
             sqlite: "DROP INDEX spikard_jobs_active;",
-            postgres: "DROP INDEX spikard_tasks.jobs_active;",
+            postgres: "DROP INDEX spikard_tasks.jobs_unfinished;",
         },
         Variant {
             name: "+counts",
@@ -230,6 +230,20 @@ async fn main() -> CoreResult<()> {
                     micros(drain)
                 );
                 figures[v].push((enqueue, drain));
+                #[cfg(feature = "postgres")]
+                if which == "postgres" && std::env::var("OPS_DRAIN_INDEXES").is_ok() {
+                    use sqlx::Connection;
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    let mut conn = sqlx::PgConnection::connect(&pg_url).await?;
+                    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                        "SELECT indexrelname::text, idx_scan, idx_tup_read FROM \
+                         pg_stat_user_indexes WHERE schemaname = 'spikard_tasks' \
+                         AND relname = 'jobs' ORDER BY 1",
+                    )
+                    .fetch_all(&mut conn)
+                    .await?;
+                    println!("    index scans: {rows:?}");
+                }
             }
         }
         Ok(())

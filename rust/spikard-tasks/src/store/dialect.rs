@@ -44,9 +44,10 @@ pub(crate) struct Dialect {
     /// states from their partial index, the finished ones from the counts table that
     /// triggers keep (MySQL: a plain `GROUP BY`).
     pub state_counts: &'static str,
-    /// The `FROM` of the scheduled split and oldest ready job, whose `WHERE` ends with
-    /// [`ACTIVE`] (the predicate of that partial index, word for word).
+    /// The `FROM` of the scheduled split and oldest ready job, and the predicate of the
+    /// partial index of the unfinished states (word for word) their `WHERE` ends with.
     pub active_from: &'static str,
+    pub active: &'static str,
     pub begin: &'static str,
     pub lock_rows: &'static str,
     pub ops: OpsSql,
@@ -259,6 +260,7 @@ pub(crate) const SQLITE: Dialect = dialect!(
         GROUP BY queue, status \
         UNION ALL SELECT queue, status, n FROM spikard_job_counts WHERE n <> 0",
     active_from: "spikard_jobs INDEXED BY spikard_jobs_active",
+    active: "status IN ('pending', 'running', 'retrying')",
     begin: "BEGIN IMMEDIATE",
     lock_rows: "",
     ops: ops_statements!(
@@ -346,9 +348,6 @@ CREATE TABLE IF NOT EXISTS spikard_meta (key TEXT PRIMARY KEY NOT NULL, value TE
 INSERT OR IGNORE INTO spikard_meta (key, value) VALUES ('schema_version', '1');
 "#;
 
-/// The unfinished states, as the predicate of the partial index of their counts.
-pub(crate) const ACTIVE: &str = "status IN ('pending', 'running', 'retrying')";
-
 /// The counts of finished jobs per queue and state, kept by triggers on every change of
 /// a job (whatever statement makes it), and their first figures: run by
 /// `SqliteStore::setup` in its write transaction when the table is missing, so the
@@ -409,14 +408,15 @@ pub(crate) const POSTGRES: Dialect = dialect!(
     dead_from: "spikard_tasks.jobs",
     counts: "SELECT status, (status = 'pending' AND run_at > $1) AS later, COUNT(*) \
         FROM spikard_tasks.jobs WHERE queue = $2 \
-        AND status IN ('pending', 'running', 'retrying') GROUP BY 1, 2 \
+        AND status IN ('pending', 'running', 'retrying') AND enqueued_at > -1 GROUP BY 1, 2 \
         UNION ALL SELECT status, FALSE, SUM(n)::bigint FROM spikard_tasks.job_counts \
         WHERE queue = $2 GROUP BY status HAVING SUM(n) <> 0",
     state_counts: "SELECT queue, status, COUNT(*) FROM spikard_tasks.jobs \
-        WHERE status IN ('pending', 'running', 'retrying') GROUP BY queue, status \
-        UNION ALL SELECT queue, status, SUM(n)::bigint FROM spikard_tasks.job_counts \
+        WHERE status IN ('pending', 'running', 'retrying') AND enqueued_at > -1 \
+        GROUP BY queue, status UNION ALL SELECT queue, status, SUM(n)::bigint FROM spikard_tasks.job_counts \
         GROUP BY queue, status HAVING SUM(n) <> 0",
     active_from: "spikard_tasks.jobs",
+    active: "status IN ('pending', 'running', 'retrying') AND enqueued_at > -1",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
     ops: ops_statements!(
@@ -479,7 +479,7 @@ DROP INDEX IF EXISTS spikard_tasks.jobs_locked;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
     ON spikard_tasks.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
--- An earlier (queue, status) index, replaced by jobs_active and the counts table.
+-- An earlier (queue, status) index, replaced by jobs_unfinished and the counts table.
 DROP INDEX IF EXISTS spikard_tasks.jobs_counts;
 -- The job list, newest first (keyset pages), and its failed/cancelled part.
 CREATE INDEX IF NOT EXISTS jobs_enqueued ON spikard_tasks.jobs (enqueued_at, id);
@@ -487,9 +487,13 @@ CREATE INDEX IF NOT EXISTS jobs_dead
     ON spikard_tasks.jobs (enqueued_at, id) WHERE status IN ('failed', 'cancelled');
 -- Counts per queue of the unfinished states (index-only; finished jobs are counted by
 -- triggers: pg::COUNTS), the scheduled split and the oldest ready job.
+-- The second term holds for every job but no claim implies it: the planner would take
+-- this index for a claim's `queue` and `status` and sort every ready job of the queue
+-- (the claim's order is jobs_ready's).
 DROP INDEX IF EXISTS spikard_tasks.jobs_states;
-CREATE INDEX IF NOT EXISTS jobs_active ON spikard_tasks.jobs (queue, status, run_at)
-    WHERE status IN ('pending', 'running', 'retrying');
+DROP INDEX IF EXISTS spikard_tasks.jobs_active;
+CREATE INDEX IF NOT EXISTS jobs_unfinished ON spikard_tasks.jobs (queue, status, run_at)
+    WHERE status IN ('pending', 'running', 'retrying') AND enqueued_at > -1;
 CREATE INDEX IF NOT EXISTS jobs_finished
     ON spikard_tasks.jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS spikard_tasks.schedules (
@@ -698,6 +702,7 @@ pub(crate) const MYSQL: Dialect = dialect!(
         FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
     state_counts: "SELECT queue, status, COUNT(*) FROM spikard_jobs GROUP BY queue, status",
     active_from: "spikard_jobs",
+    active: "status IN ('pending', 'running', 'retrying')",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
     ops: ops_statements!(

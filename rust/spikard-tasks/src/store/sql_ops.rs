@@ -9,7 +9,7 @@ use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type,
 };
 
-use super::dialect::{Dialect, ACTIVE};
+use super::dialect::Dialect;
 use super::ops::{Cursor, JobFilter, QueueStats, WorkerInfo};
 use super::retry::{retry_tx, TxError};
 use super::rows::record_from;
@@ -202,13 +202,13 @@ where
         }
         for queue in waiting {
             let mut a = Args::new(d);
-            let jobs = d.active_from;
+            let (jobs, active) = (d.active_from, d.active);
             let sql = format!(
                 "SELECT (SELECT COUNT(*) FROM {jobs} WHERE queue = {} AND status = 'pending' \
-                 AND run_at > {} AND {ACTIVE}), (SELECT MIN(run_at) FROM {jobs} \
-                 WHERE queue = {} AND status = 'pending' AND run_at <= {} AND {ACTIVE}), \
+                 AND run_at > {} AND {active}), (SELECT MIN(run_at) FROM {jobs} \
+                 WHERE queue = {} AND status = 'pending' AND run_at <= {} AND {active}), \
                  (SELECT MIN(run_at) FROM {jobs} WHERE queue = {} AND status = 'retrying' \
-                 AND run_at <= {} AND {ACTIVE})",
+                 AND run_at <= {} AND {active})",
                 a.text(&queue),
                 a.int(now),
                 a.text(&queue),
