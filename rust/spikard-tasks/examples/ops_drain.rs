@@ -3,14 +3,14 @@
 //! once), with the schema of each stage of the operations work, in alternating runs of
 //! one binary on a fresh database each:
 //!
-//! - `before`: the indexes the store had before the operations (ready, lease, unique,
-//!   finished);
+//! - `before`: the indexes the store had before the operations (ready without the state,
+//!   lease, unique, finished);
 //! - `+list`: and the job list's indexes (`enqueued`, `dead`);
 //! - `+states`: and the full `(queue, status, run_at)` index of the first stats;
-//! - `+active`, `+trig`: the job list's indexes and either the partial index of the
-//!   unfinished states or the triggers counting finished jobs;
-//! - `+counts`: the job list's indexes, the partial index of the unfinished states and
-//!   the triggers counting finished jobs (the schema the store sets up now).
+//! - `+ready`: the job list's indexes and the ready index carrying the state (no
+//!   `states` index);
+//! - `+counts`: that and the triggers counting finished jobs (the schema the store sets
+//!   up now).
 //!
 //! ```text
 //! cargo run --release -p spikard-tasks --features postgres --example ops_drain \
@@ -39,6 +39,10 @@ struct Variant {
     name: &'static str,
     sqlite: &'static str,
     postgres: &'static str,
+    /// With the ready index of before (without the state).
+    old_ready: bool,
+    /// With the count triggers.
+    counted: bool,
 }
 
 const SQLITE_NO_COUNTS: &str = "DROP TRIGGER spikard_jobs_count_insert; \
@@ -47,42 +51,50 @@ const PG_NO_COUNTS: &str = "DROP TRIGGER jobs_count_insert ON spikard_tasks.jobs
     DROP TRIGGER jobs_count_update ON spikard_tasks.jobs; \
     DROP TRIGGER jobs_count_delete ON spikard_tasks.jobs;";
 
+/// The ready index as it was before the operations (without the state).
+const SQLITE_OLD_READY: &str = "DROP INDEX spikard_jobs_ready; \
+    CREATE INDEX spikard_jobs_ready ON spikard_jobs(queue, priority DESC, run_at, id) \
+    WHERE status IN ('pending', 'retrying');";
+const PG_OLD_READY: &str = "DROP INDEX spikard_tasks.jobs_ready; \
+    CREATE INDEX jobs_ready ON spikard_tasks.jobs (queue, priority DESC, run_at, id) \
+    WHERE status IN ('pending', 'retrying');";
+
 fn variants() -> Vec<Variant> {
     vec![
         Variant {
             name: "before",
-            sqlite: "DROP INDEX spikard_jobs_enqueued; DROP INDEX spikard_jobs_dead; \
-                DROP INDEX spikard_jobs_active;",
-            postgres:
-                "DROP INDEX spikard_tasks.jobs_enqueued; DROP INDEX spikard_tasks.jobs_dead; \
-                DROP INDEX spikard_tasks.jobs_unfinished;",
+            sqlite: "DROP INDEX spikard_jobs_enqueued; DROP INDEX spikard_jobs_dead;",
+            postgres: "DROP INDEX spikard_tasks.jobs_enqueued; DROP INDEX spikard_tasks.jobs_dead;",
+            old_ready: true,
+            counted: false,
         },
         Variant {
             name: "+list",
-            sqlite: "DROP INDEX spikard_jobs_active;",
-            postgres: "DROP INDEX spikard_tasks.jobs_unfinished;",
+            sqlite: "",
+            postgres: "",
+            old_ready: true,
+            counted: false,
         },
         Variant {
             name: "+states",
-            sqlite: "DROP INDEX spikard_jobs_active; \
-                CREATE INDEX spikard_jobs_states ON spikard_jobs(queue, status, run_at);",
-            postgres: "DROP INDEX spikard_tasks.jobs_unfinished; \
-                CREATE INDEX jobs_states ON spikard_tasks.jobs (queue, status, run_at);",
+            sqlite: "CREATE INDEX spikard_jobs_states ON spikard_jobs(queue, status, run_at);",
+            postgres: "CREATE INDEX jobs_states ON spikard_tasks.jobs (queue, status, run_at);",
+            old_ready: true,
+            counted: false,
         },
         Variant {
-            name: "+active",
+            name: "+ready",
             sqlite: "",
             postgres: "",
-        },
-        Variant {
-            name: "+trig",
-            sqlite: "DROP INDEX spikard_jobs_active;",
-            postgres: "DROP INDEX spikard_tasks.jobs_unfinished;",
+            old_ready: false,
+            counted: false,
         },
         Variant {
             name: "+counts",
             sqlite: "",
             postgres: "",
+            old_ready: false,
+            counted: true,
         },
     ]
 }
@@ -213,13 +225,28 @@ async fn main() -> CoreResult<()> {
                 };
                 let store = store::open(&url).await?;
                 ddl(&url, sql).await?;
-                let no_counts = if which == "sqlite" {
-                    SQLITE_NO_COUNTS
-                } else {
-                    PG_NO_COUNTS
-                };
-                if !matches!(variant.name, "+counts" | "+trig") {
-                    ddl(&url, no_counts).await?;
+                let sqlite = which == "sqlite";
+                if variant.old_ready {
+                    ddl(
+                        &url,
+                        if sqlite {
+                            SQLITE_OLD_READY
+                        } else {
+                            PG_OLD_READY
+                        },
+                    )
+                    .await?;
+                }
+                if !variant.counted {
+                    ddl(
+                        &url,
+                        if sqlite {
+                            SQLITE_NO_COUNTS
+                        } else {
+                            PG_NO_COUNTS
+                        },
+                    )
+                    .await?;
                 }
                 let (enqueue, drain) = run(store.clone(), jobs).await?;
                 store.close().await;

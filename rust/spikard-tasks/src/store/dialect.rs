@@ -40,14 +40,11 @@ pub(crate) struct Dialect {
     pub select: &'static str,
     pub list_from: &'static str,
     pub dead_from: &'static str,
-    /// Counts per queue and stored state (rows: queue, status, count): the unfinished
-    /// states from their partial index, the finished ones from the counts table that
-    /// triggers keep (MySQL: a plain `GROUP BY`).
+    /// Counts per queue and stored state (binds: now, now; rows: queue, status, count,
+    /// pending jobs due later, the oldest due run_at): waiting jobs from the ready index
+    /// alone (it carries their state), running ones from the lease index, finished ones
+    /// from the counts table that triggers keep (MySQL: a plain `GROUP BY`).
     pub state_counts: &'static str,
-    /// The `FROM` of the scheduled split and oldest ready job, and the predicate of the
-    /// partial index of the unfinished states (word for word) their `WHERE` ends with.
-    pub active_from: &'static str,
-    pub active: &'static str,
     pub begin: &'static str,
     pub lock_rows: &'static str,
     pub ops: OpsSql,
@@ -252,15 +249,18 @@ pub(crate) const SQLITE: Dialect = dialect!(
     list_from: "spikard_jobs INDEXED BY spikard_jobs_enqueued",
     dead_from: "spikard_jobs INDEXED BY spikard_jobs_dead",
     counts: "SELECT status, (status = 'pending' AND run_at > ?1) AS later, COUNT(*) \
-        FROM spikard_jobs INDEXED BY spikard_jobs_active WHERE queue = ?2 \
-        AND status IN ('pending', 'running', 'retrying') GROUP BY 1, 2 \
+        FROM spikard_jobs INDEXED BY spikard_jobs_ready WHERE queue = ?2 \
+        AND status IN ('pending', 'retrying') GROUP BY 1, 2 \
+        UNION ALL SELECT status, 0, COUNT(*) FROM spikard_jobs INDEXED BY spikard_jobs_lease \
+        WHERE status = 'running' AND queue = ?2 GROUP BY 1 \
         UNION ALL SELECT status, 0, n FROM spikard_job_counts WHERE queue = ?2 AND n <> 0",
-    state_counts: "SELECT queue, status, COUNT(*) FROM spikard_jobs \
-        INDEXED BY spikard_jobs_active WHERE status IN ('pending', 'running', 'retrying') \
+    state_counts: "SELECT queue, status, COUNT(*), SUM(status = 'pending' AND run_at > ?1), \
+        MIN(CASE WHEN run_at <= ?2 THEN run_at END) FROM spikard_jobs \
+        INDEXED BY spikard_jobs_ready WHERE status IN ('pending', 'retrying') \
         GROUP BY queue, status \
-        UNION ALL SELECT queue, status, n FROM spikard_job_counts WHERE n <> 0",
-    active_from: "spikard_jobs INDEXED BY spikard_jobs_active",
-    active: "status IN ('pending', 'running', 'retrying')",
+        UNION ALL SELECT queue, status, COUNT(*), 0, NULL FROM spikard_jobs \
+        INDEXED BY spikard_jobs_lease WHERE status = 'running' GROUP BY queue, status \
+        UNION ALL SELECT queue, status, n, 0, NULL FROM spikard_job_counts WHERE n <> 0",
     begin: "BEGIN IMMEDIATE",
     lock_rows: "",
     ops: ops_statements!(
@@ -300,8 +300,8 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
     progress TEXT,
     trace_context TEXT
 );
-CREATE INDEX IF NOT EXISTS spikard_jobs_ready
-    ON spikard_jobs(queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
+-- The ready index (which carries the state, so waiting jobs are counted from it alone) is
+-- created by `SqliteStore::setup`: SQLITE_READY.
 CREATE INDEX IF NOT EXISTS spikard_jobs_lease
     ON spikard_jobs(lease_until) WHERE status = 'running';
 -- Heartbeats and outcomes go by id; one index less to update on every claim and outcome.
@@ -322,12 +322,10 @@ CREATE TABLE IF NOT EXISTS spikard_schedules (
 CREATE INDEX IF NOT EXISTS spikard_jobs_enqueued ON spikard_jobs(enqueued_at, id);
 CREATE INDEX IF NOT EXISTS spikard_jobs_dead
     ON spikard_jobs(enqueued_at, id) WHERE status IN ('failed', 'cancelled');
--- Counts per queue of the unfinished states read from this index alone (finished jobs,
--- which pile up, are counted by triggers: SQLITE_COUNTS); the scheduled split and the
--- oldest ready job are seeks into it.
+-- Earlier indexes of the state counts: waiting jobs are counted from the ready index,
+-- running ones from the lease index, finished ones by triggers (SQLITE_COUNTS).
 DROP INDEX IF EXISTS spikard_jobs_states;
-CREATE INDEX IF NOT EXISTS spikard_jobs_active ON spikard_jobs(queue, status, run_at)
-    WHERE status IN ('pending', 'running', 'retrying');
+DROP INDEX IF EXISTS spikard_jobs_active;
 CREATE TABLE IF NOT EXISTS spikard_paused (
     queue TEXT PRIMARY KEY NOT NULL,
     paused_at INTEGER NOT NULL
@@ -347,6 +345,14 @@ CREATE TABLE IF NOT EXISTS spikard_workers (
 CREATE TABLE IF NOT EXISTS spikard_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 INSERT OR IGNORE INTO spikard_meta (key, value) VALUES ('schema_version', '1');
 "#;
+
+/// The ready index: claims read it in their order; its last column, the state, lets the
+/// state counts read waiting jobs from it alone. Created by `SqliteStore::setup`, which
+/// first drops one of an earlier version (without the state).
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_READY: &str = "CREATE INDEX IF NOT EXISTS spikard_jobs_ready \
+    ON spikard_jobs(queue, priority DESC, run_at, id, status) \
+    WHERE status IN ('pending', 'retrying')";
 
 /// The counts of finished jobs per queue and state, kept by triggers on every change of
 /// a job (whatever statement makes it), and their first figures: run by
@@ -407,16 +413,20 @@ pub(crate) const POSTGRES: Dialect = dialect!(
     list_from: "spikard_tasks.jobs",
     dead_from: "spikard_tasks.jobs",
     counts: "SELECT status, (status = 'pending' AND run_at > $1) AS later, COUNT(*) \
-        FROM spikard_tasks.jobs WHERE queue = $2 \
-        AND status IN ('pending', 'running', 'retrying') AND enqueued_at > -1 GROUP BY 1, 2 \
+        FROM spikard_tasks.jobs WHERE queue = $2 AND status IN ('pending', 'retrying') \
+        GROUP BY 1, 2 \
+        UNION ALL SELECT status, FALSE, COUNT(*) FROM spikard_tasks.jobs \
+        WHERE status = 'running' AND queue = $2 GROUP BY 1 \
         UNION ALL SELECT status, FALSE, SUM(n)::bigint FROM spikard_tasks.job_counts \
         WHERE queue = $2 GROUP BY status HAVING SUM(n) <> 0",
-    state_counts: "SELECT queue, status, COUNT(*) FROM spikard_tasks.jobs \
-        WHERE status IN ('pending', 'running', 'retrying') AND enqueued_at > -1 \
-        GROUP BY queue, status UNION ALL SELECT queue, status, SUM(n)::bigint FROM spikard_tasks.job_counts \
+    state_counts: "SELECT queue, status, COUNT(*), \
+        COUNT(*) FILTER (WHERE status = 'pending' AND run_at > $1), \
+        MIN(run_at) FILTER (WHERE run_at <= $2) FROM spikard_tasks.jobs \
+        WHERE status IN ('pending', 'retrying') GROUP BY queue, status \
+        UNION ALL SELECT queue, status, COUNT(*), 0, NULL FROM spikard_tasks.jobs \
+        WHERE status = 'running' GROUP BY queue, status \
+        UNION ALL SELECT queue, status, SUM(n)::bigint, 0, NULL FROM spikard_tasks.job_counts \
         GROUP BY queue, status HAVING SUM(n) <> 0",
-    active_from: "spikard_tasks.jobs",
-    active: "status IN ('pending', 'running', 'retrying') AND enqueued_at > -1",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
     ops: ops_statements!(
@@ -469,8 +479,18 @@ DO $$ BEGIN
         ALTER TABLE spikard_tasks.jobs ADD COLUMN trace_context TEXT;
     END IF;
 END $$;
+-- The ready index: claims read it in their order; it carries the state, so the state
+-- counts read waiting jobs from it alone. One of an earlier version (without the
+-- state) is replaced.
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = 'spikard_tasks'
+        AND indexname = 'jobs_ready' AND indexdef NOT LIKE '%INCLUDE (status)%') THEN
+        DROP INDEX spikard_tasks.jobs_ready;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS jobs_ready
-    ON spikard_tasks.jobs (queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
+    ON spikard_tasks.jobs (queue, priority DESC, run_at, id) INCLUDE (status)
+    WHERE status IN ('pending', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_lease
     ON spikard_tasks.jobs (lease_until) WHERE status = 'running';
 -- Heartbeats and outcomes go by id, and a release by worker reads the running rows of
@@ -479,21 +499,19 @@ DROP INDEX IF EXISTS spikard_tasks.jobs_locked;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
     ON spikard_tasks.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
--- An earlier (queue, status) index, replaced by jobs_unfinished and the counts table.
+-- An earlier (queue, status) index, replaced by jobs_ready and the counts table.
 DROP INDEX IF EXISTS spikard_tasks.jobs_counts;
 -- The job list, newest first (keyset pages), and its failed/cancelled part.
 CREATE INDEX IF NOT EXISTS jobs_enqueued ON spikard_tasks.jobs (enqueued_at, id);
 CREATE INDEX IF NOT EXISTS jobs_dead
     ON spikard_tasks.jobs (enqueued_at, id) WHERE status IN ('failed', 'cancelled');
--- Counts per queue of the unfinished states (index-only; finished jobs are counted by
--- triggers: pg::COUNTS), the scheduled split and the oldest ready job.
--- The second term holds for every job but no claim implies it: the planner would take
--- this index for a claim's `queue` and `status` and sort every ready job of the queue
--- (the claim's order is jobs_ready's).
+-- Earlier indexes of the state counts: waiting jobs are counted from jobs_ready, running
+-- ones from jobs_lease, finished ones by triggers (pg::COUNTS). A partial index of the
+-- unfinished states on (queue, status, run_at) was taken by the planner for claims,
+-- sorting every ready job of the queue on each.
 DROP INDEX IF EXISTS spikard_tasks.jobs_states;
 DROP INDEX IF EXISTS spikard_tasks.jobs_active;
-CREATE INDEX IF NOT EXISTS jobs_unfinished ON spikard_tasks.jobs (queue, status, run_at)
-    WHERE status IN ('pending', 'running', 'retrying') AND enqueued_at > -1;
+DROP INDEX IF EXISTS spikard_tasks.jobs_unfinished;
 CREATE INDEX IF NOT EXISTS jobs_finished
     ON spikard_tasks.jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS spikard_tasks.schedules (
@@ -700,9 +718,10 @@ pub(crate) const MYSQL: Dialect = dialect!(
     dead_from: "spikard_jobs",
     counts: "SELECT status, (status = 'pending' AND run_at > ?) AS later, COUNT(*) \
         FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
-    state_counts: "SELECT queue, status, COUNT(*) FROM spikard_jobs GROUP BY queue, status",
-    active_from: "spikard_jobs",
-    active: "status IN ('pending', 'running', 'retrying')",
+    state_counts: "SELECT queue, status, COUNT(*), \
+        CAST(COALESCE(SUM(status = 'pending' AND run_at > ?), 0) AS SIGNED), \
+        MIN(CASE WHEN status IN ('pending', 'retrying') AND run_at <= ? THEN run_at END) \
+        FROM spikard_jobs GROUP BY queue, status",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
     ops: ops_statements!(
