@@ -372,9 +372,12 @@ BEGIN
     INSERT INTO spikard_job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)
         ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
 END;
-CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_update AFTER UPDATE OF queue, status
+-- Every statement that moves a job into or out of a finished state writes its
+-- finished_at (set on finishing, cleared on a retry; the purges rely on it too), and
+-- claims, starts and heartbeats never do: the trigger is not even entered for them.
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_update AFTER UPDATE OF finished_at
 ON spikard_jobs
-WHEN (NEW.status IS NOT OLD.status OR NEW.queue IS NOT OLD.queue)
+WHEN NEW.status IS NOT OLD.status
     AND (NEW.status IN ('succeeded', 'failed', 'cancelled')
         OR OLD.status IN ('succeeded', 'failed', 'cancelled'))
 BEGIN
