@@ -137,7 +137,9 @@ async fn run(store: Arc<dyn Store>, jobs: usize) -> CoreResult<(Duration, Durati
             let mut done = 0;
             loop {
                 let lease = Duration::from_secs(60);
-                let claimed = store.claim(&[queue.clone()], &worker, CLAIM, lease).await?;
+                let claimed = store
+                    .claim(std::slice::from_ref(&queue), &worker, CLAIM, lease)
+                    .await?;
                 if claimed.is_empty() {
                     return Ok::<usize, CoreError>(done);
                 }

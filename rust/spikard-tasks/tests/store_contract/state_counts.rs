@@ -247,12 +247,15 @@ pub async fn counts_stay_exact_under_concurrent_completions(kind: Kind) {
         tasks.push(tokio::spawn(async move {
             let mut done: usize = 0;
             loop {
-                let claimed = store.claim(&[q.clone()], &w, 7, LEASE).await.unwrap();
+                let claimed = store
+                    .claim(std::slice::from_ref(&q), &w, 7, LEASE)
+                    .await
+                    .unwrap();
                 if claimed.is_empty() {
                     return done;
                 }
                 let outcome = |j: &spikard_tasks::ClaimedJob| {
-                    if (j.id.len() + i) % 3 == 0 {
+                    if (usize::from(j.id.as_bytes()[35]) + i).is_multiple_of(3) {
                         Completion::Failed(error(1))
                     } else {
                         Completion::Succeeded(json!(null))
@@ -403,7 +406,10 @@ pub async fn two_stores_set_up_a_fresh_database_at_once(kind: Kind) {
     let q = fx.queue.clone();
     a.enqueue((0..3).map(|_| fx.row()).collect()).await.unwrap();
     let w = fx.worker();
-    let claimed = b.claim(&[q.clone()], &w, 2, LEASE).await.unwrap();
+    let claimed = b
+        .claim(std::slice::from_ref(&q), &w, 2, LEASE)
+        .await
+        .unwrap();
     let done: Vec<_> = claimed
         .into_iter()
         .map(|j| (j, Completion::Succeeded(json!(0))))
