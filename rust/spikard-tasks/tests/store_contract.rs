@@ -31,6 +31,8 @@ mod progress;
 mod rescue;
 #[path = "store_contract/schedules.rs"]
 mod schedules;
+#[path = "store_contract/state_counts.rs"]
+mod state_counts;
 #[path = "store_contract/support.rs"]
 mod support;
 #[path = "store_contract/trace_context.rs"]
@@ -50,6 +52,7 @@ mod cases {
     pub use super::progress::*;
     pub use super::rescue::*;
     pub use super::schedules::*;
+    pub use super::state_counts::*;
     pub use super::trace_context::*;
 }
 
@@ -151,6 +154,9 @@ macro_rules! store_contract {
             register_worker_lists_it_until_removed,
             beat_worker_keeps_a_worker_listed,
             workers_deletes_rows_gone_for_an_hour,
+            // the counts of stats and counts through every transition
+            counts_stay_exact_through_every_transition,
+            counts_stay_exact_under_concurrent_completions,
         );
     };
 }
@@ -162,6 +168,19 @@ macro_rules! sql_contract {
             $kind;
             opening_a_table_of_an_earlier_version_adds_the_progress_column,
             opening_a_table_of_an_earlier_version_adds_the_trace_context_column,
+        );
+    };
+}
+
+/// What the SQL backends with a counts table (SQLite, PostgreSQL) promise: it is set up,
+/// with the jobs already there counted once, by however many stores open the database.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! counted_contract {
+    ($kind:expr) => {
+        tests!(
+            $kind;
+            opening_a_database_without_counts_counts_its_jobs_once,
+            two_stores_set_up_a_fresh_database_at_once,
         );
     };
 }
@@ -178,6 +197,7 @@ macro_rules! server_contract {
 mod sqlite {
     store_contract!(crate::support::Kind::Sqlite);
     sql_contract!(crate::support::Kind::Sqlite);
+    counted_contract!(crate::support::Kind::Sqlite);
 }
 
 #[cfg(feature = "sqlite")]
@@ -189,6 +209,7 @@ mod memory {
 mod postgres {
     store_contract!(crate::support::Kind::Postgres);
     sql_contract!(crate::support::Kind::Postgres);
+    counted_contract!(crate::support::Kind::Postgres);
     server_contract!(crate::support::Kind::Postgres);
 }
 

@@ -16,6 +16,7 @@ pub(crate) struct Dialect {
     pub ask_cancel: &'static str,
     pub set_progress: &'static str,
     pub release: &'static str,
+    /// One queue's counts (binds: now, queue; rows: status, pending and due later, count).
     pub counts: &'static str,
     pub purge: &'static str,
     pub unique_holder: &'static str,
@@ -39,7 +40,11 @@ pub(crate) struct Dialect {
     pub select: &'static str,
     pub list_from: &'static str,
     pub dead_from: &'static str,
-    pub states_from: &'static str,
+    /// Counts per queue and stored state (binds: now, now; rows: queue, status, count,
+    /// pending jobs due later, the oldest due run_at): waiting jobs from the ready index
+    /// alone (it carries their state), running ones from the lease index, finished ones
+    /// from the counts table that triggers keep (MySQL: a plain `GROUP BY`).
+    pub state_counts: &'static str,
     pub begin: &'static str,
     pub lock_rows: &'static str,
     pub ops: OpsSql,
@@ -205,9 +210,6 @@ macro_rules! dialect {
                 status = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END, \
                 attempts = attempts - 1, locked_by = NULL, lease_until = NULL, started_at = NULL \
                 WHERE locked_by = ", $p1, " AND status = 'running'"),
-            // binds: now, queue; (status, pending and due later, count)
-            counts: concat!("SELECT status, (status = 'pending' AND run_at > ", $p1, ") AS later, \
-                COUNT(*) FROM ", $jobs, " WHERE queue = ", $p2, " GROUP BY 1, 2"),
             // binds: queue, key
             unique_holder: concat!("SELECT id FROM ", $jobs, " WHERE queue = ", $p1,
                 " AND unique_key = ", $p2, " AND status IN ('pending', 'running', 'retrying')"),
@@ -246,7 +248,19 @@ pub(crate) const SQLITE: Dialect = dialect!(
     // Without ANALYZE figures SQLite's planner would sort a queue's jobs by another index.
     list_from: "spikard_jobs INDEXED BY spikard_jobs_enqueued",
     dead_from: "spikard_jobs INDEXED BY spikard_jobs_dead",
-    states_from: "spikard_jobs INDEXED BY spikard_jobs_states",
+    counts: "SELECT status, (status = 'pending' AND run_at > ?1) AS later, COUNT(*) \
+        FROM spikard_jobs INDEXED BY spikard_jobs_ready WHERE queue = ?2 \
+        AND status IN ('pending', 'retrying') GROUP BY 1, 2 \
+        UNION ALL SELECT status, 0, COUNT(*) FROM spikard_jobs INDEXED BY spikard_jobs_lease \
+        WHERE status = 'running' AND queue = ?2 GROUP BY 1 \
+        UNION ALL SELECT status, 0, n FROM spikard_job_counts WHERE queue = ?2 AND n <> 0",
+    state_counts: "SELECT queue, status, COUNT(*), SUM(status = 'pending' AND run_at > ?1), \
+        MIN(CASE WHEN run_at <= ?2 THEN run_at END) FROM spikard_jobs \
+        INDEXED BY spikard_jobs_ready WHERE status IN ('pending', 'retrying') \
+        GROUP BY queue, status \
+        UNION ALL SELECT queue, status, COUNT(*), 0, NULL FROM spikard_jobs \
+        INDEXED BY spikard_jobs_lease WHERE status = 'running' GROUP BY queue, status \
+        UNION ALL SELECT queue, status, n, 0, NULL FROM spikard_job_counts WHERE n <> 0",
     begin: "BEGIN IMMEDIATE",
     lock_rows: "",
     ops: ops_statements!(
@@ -286,8 +300,8 @@ CREATE TABLE IF NOT EXISTS spikard_jobs (
     progress TEXT,
     trace_context TEXT
 );
-CREATE INDEX IF NOT EXISTS spikard_jobs_ready
-    ON spikard_jobs(queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
+-- The ready index (which carries the state, so waiting jobs are counted from it alone) is
+-- created by `SqliteStore::setup`: SQLITE_READY.
 CREATE INDEX IF NOT EXISTS spikard_jobs_lease
     ON spikard_jobs(lease_until) WHERE status = 'running';
 -- Heartbeats and outcomes go by id; one index less to update on every claim and outcome.
@@ -308,9 +322,10 @@ CREATE TABLE IF NOT EXISTS spikard_schedules (
 CREATE INDEX IF NOT EXISTS spikard_jobs_enqueued ON spikard_jobs(enqueued_at, id);
 CREATE INDEX IF NOT EXISTS spikard_jobs_dead
     ON spikard_jobs(enqueued_at, id) WHERE status IN ('failed', 'cancelled');
--- Counts per queue and state read from this index alone; the scheduled split and the
--- oldest ready job are seeks into it.
-CREATE INDEX IF NOT EXISTS spikard_jobs_states ON spikard_jobs(queue, status, run_at);
+-- Earlier indexes of the state counts: waiting jobs are counted from the ready index,
+-- running ones from the lease index, finished ones by triggers (SQLITE_COUNTS).
+DROP INDEX IF EXISTS spikard_jobs_states;
+DROP INDEX IF EXISTS spikard_jobs_active;
 CREATE TABLE IF NOT EXISTS spikard_paused (
     queue TEXT PRIMARY KEY NOT NULL,
     paused_at INTEGER NOT NULL
@@ -329,6 +344,56 @@ CREATE TABLE IF NOT EXISTS spikard_workers (
 );
 CREATE TABLE IF NOT EXISTS spikard_meta (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 INSERT OR IGNORE INTO spikard_meta (key, value) VALUES ('schema_version', '1');
+"#;
+
+/// The ready index: claims read it in their order; its last column, the state, lets the
+/// state counts read waiting jobs from it alone. Created by `SqliteStore::setup`, which
+/// first drops one of an earlier version (without the state).
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_READY: &str = "CREATE INDEX IF NOT EXISTS spikard_jobs_ready \
+    ON spikard_jobs(queue, priority DESC, run_at, id, status) \
+    WHERE status IN ('pending', 'retrying')";
+
+/// The counts of finished jobs per queue and state, kept by triggers on every change of
+/// a job (whatever statement makes it), and their first figures: run by
+/// `SqliteStore::setup` in its write transaction when the table is missing, so the
+/// jobs already there are counted once.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_COUNTS: &str = r#"
+CREATE TABLE spikard_job_counts (
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (queue, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_insert AFTER INSERT ON spikard_jobs
+WHEN NEW.status IN ('succeeded', 'failed', 'cancelled')
+BEGIN
+    INSERT INTO spikard_job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+-- Every statement that moves a job into or out of a finished state writes its
+-- finished_at (set on finishing, cleared on a retry; the purges rely on it too), and
+-- claims, starts and heartbeats never do: the trigger is not even entered for them.
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_update AFTER UPDATE OF finished_at
+ON spikard_jobs
+WHEN NEW.status IS NOT OLD.status
+    AND (NEW.status IN ('succeeded', 'failed', 'cancelled')
+        OR OLD.status IN ('succeeded', 'failed', 'cancelled'))
+BEGIN
+    UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+    INSERT INTO spikard_job_counts (queue, status, n)
+        SELECT NEW.queue, NEW.status, 1 WHERE NEW.status IN ('succeeded', 'failed', 'cancelled')
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_delete AFTER DELETE ON spikard_jobs
+WHEN OLD.status IN ('succeeded', 'failed', 'cancelled')
+BEGIN
+    UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+END;
+INSERT INTO spikard_job_counts (queue, status, n)
+    SELECT queue, status, COUNT(*) FROM spikard_jobs
+    WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY queue, status;
 "#;
 
 #[cfg(feature = "postgres")]
@@ -350,7 +415,21 @@ pub(crate) const POSTGRES: Dialect = dialect!(
     unlock: "SELECT pg_advisory_unlock(1936747380)",
     list_from: "spikard_tasks.jobs",
     dead_from: "spikard_tasks.jobs",
-    states_from: "spikard_tasks.jobs",
+    counts: "SELECT status, (status = 'pending' AND run_at > $1) AS later, COUNT(*) \
+        FROM spikard_tasks.jobs WHERE queue = $2 AND status IN ('pending', 'retrying') \
+        GROUP BY 1, 2 \
+        UNION ALL SELECT status, FALSE, COUNT(*) FROM spikard_tasks.jobs \
+        WHERE status = 'running' AND queue = $2 GROUP BY 1 \
+        UNION ALL SELECT status, FALSE, SUM(n)::bigint FROM spikard_tasks.job_counts \
+        WHERE queue = $2 GROUP BY status HAVING SUM(n) <> 0",
+    state_counts: "SELECT queue, status, COUNT(*), \
+        COUNT(*) FILTER (WHERE status = 'pending' AND run_at > $1), \
+        MIN(run_at) FILTER (WHERE run_at <= $2) FROM spikard_tasks.jobs \
+        WHERE status IN ('pending', 'retrying') GROUP BY queue, status \
+        UNION ALL SELECT queue, status, COUNT(*), 0, NULL FROM spikard_tasks.jobs \
+        WHERE status = 'running' GROUP BY queue, status \
+        UNION ALL SELECT queue, status, SUM(n)::bigint, 0, NULL FROM spikard_tasks.job_counts \
+        GROUP BY queue, status HAVING SUM(n) <> 0",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
     ops: ops_statements!(
@@ -403,8 +482,18 @@ DO $$ BEGIN
         ALTER TABLE spikard_tasks.jobs ADD COLUMN trace_context TEXT;
     END IF;
 END $$;
+-- The ready index: claims read it in their order; it carries the state, so the state
+-- counts read waiting jobs from it alone. One of an earlier version (without the
+-- state) is replaced.
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_indexes WHERE schemaname = 'spikard_tasks'
+        AND indexname = 'jobs_ready' AND indexdef NOT LIKE '%INCLUDE (status)%') THEN
+        DROP INDEX spikard_tasks.jobs_ready;
+    END IF;
+END $$;
 CREATE INDEX IF NOT EXISTS jobs_ready
-    ON spikard_tasks.jobs (queue, priority DESC, run_at, id) WHERE status IN ('pending', 'retrying');
+    ON spikard_tasks.jobs (queue, priority DESC, run_at, id) INCLUDE (status)
+    WHERE status IN ('pending', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_lease
     ON spikard_tasks.jobs (lease_until) WHERE status = 'running';
 -- Heartbeats and outcomes go by id, and a release by worker reads the running rows of
@@ -413,14 +502,19 @@ DROP INDEX IF EXISTS spikard_tasks.jobs_locked;
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_unique
     ON spikard_tasks.jobs (queue, unique_key)
     WHERE unique_key IS NOT NULL AND status IN ('pending', 'running', 'retrying');
--- An earlier (queue, status) index, replaced by jobs_states.
+-- An earlier (queue, status) index, replaced by jobs_ready and the counts table.
 DROP INDEX IF EXISTS spikard_tasks.jobs_counts;
 -- The job list, newest first (keyset pages), and its failed/cancelled part.
 CREATE INDEX IF NOT EXISTS jobs_enqueued ON spikard_tasks.jobs (enqueued_at, id);
 CREATE INDEX IF NOT EXISTS jobs_dead
     ON spikard_tasks.jobs (enqueued_at, id) WHERE status IN ('failed', 'cancelled');
--- Counts per queue and state (index-only), the scheduled split and the oldest ready job.
-CREATE INDEX IF NOT EXISTS jobs_states ON spikard_tasks.jobs (queue, status, run_at);
+-- Earlier indexes of the state counts: waiting jobs are counted from jobs_ready, running
+-- ones from jobs_lease, finished ones by triggers (pg::COUNTS). A partial index of the
+-- unfinished states on (queue, status, run_at) was taken by the planner for claims,
+-- sorting every ready job of the queue on each.
+DROP INDEX IF EXISTS spikard_tasks.jobs_states;
+DROP INDEX IF EXISTS spikard_tasks.jobs_active;
+DROP INDEX IF EXISTS spikard_tasks.jobs_unfinished;
 CREATE INDEX IF NOT EXISTS jobs_finished
     ON spikard_tasks.jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS spikard_tasks.schedules (
@@ -452,6 +546,69 @@ INSERT INTO spikard_tasks.meta (key, value) VALUES ('schema_version', '1') ON CO
 /// PostgreSQL's statements of its own: arrays in (`UNNEST`), `FOR UPDATE SKIP LOCKED`.
 #[cfg(feature = "postgres")]
 pub(crate) mod pg {
+    /// The counts of finished jobs per queue, state and shard, kept by statement-level
+    /// triggers (one aggregate per statement, from its transition tables) on every
+    /// change of a job, and their first figures: run by `PostgresStore::connect` under
+    /// its schema lock when the table is missing (creating the triggers waits for
+    /// writers in flight and holds off new ones until the count is in). Each server
+    /// process adds to its own shard (`pg_backend_pid() % 16`), so concurrent completers
+    /// do not queue on one row; readers sum the shards.
+    pub(crate) const COUNTS: &str = r#"
+CREATE TABLE spikard_tasks.job_counts (
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    n BIGINT NOT NULL,
+    PRIMARY KEY (queue, status, shard)
+);
+CREATE OR REPLACE FUNCTION spikard_tasks.count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, COUNT(*) FROM new_jobs
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, status ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, -COUNT(*) FROM old_jobs
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, status ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF EXISTS (SELECT 1 FROM new_jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))
+        OR EXISTS (SELECT 1 FROM old_jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))
+    THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, SUM(d) FROM (
+            SELECT n.queue, n.status, 1 AS d FROM new_jobs n JOIN old_jobs o ON o.id = n.id
+            WHERE n.status IN ('succeeded', 'failed', 'cancelled')
+            AND (n.status, n.queue) IS DISTINCT FROM (o.status, o.queue)
+            UNION ALL
+            SELECT o.queue, o.status, -1 FROM old_jobs o JOIN new_jobs n ON n.id = o.id
+            WHERE o.status IN ('succeeded', 'failed', 'cancelled')
+            AND (n.status, n.queue) IS DISTINCT FROM (o.status, o.queue)
+        ) AS t GROUP BY queue, status HAVING SUM(d) <> 0 ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS jobs_count_insert ON spikard_tasks.jobs;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON spikard_tasks.jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+DROP TRIGGER IF EXISTS jobs_count_update ON spikard_tasks.jobs;
+CREATE TRIGGER jobs_count_update AFTER UPDATE ON spikard_tasks.jobs
+    REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+DROP TRIGGER IF EXISTS jobs_count_delete ON spikard_tasks.jobs;
+CREATE TRIGGER jobs_count_delete AFTER DELETE ON spikard_tasks.jobs
+    REFERENCING OLD TABLE AS old_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+INSERT INTO spikard_tasks.job_counts (queue, status, shard, n)
+    SELECT queue, status, 0, COUNT(*) FROM spikard_tasks.jobs
+    WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY queue, status;
+"#;
+
     /// Inserts jobs without a unique key from arrays and notifies their queues (binds: id,
     /// queue, task, args, kwargs, priority, max_attempts, run_at, timeout_ms, enqueued_at,
     /// trace_context as arrays, then the channel).
@@ -562,7 +719,12 @@ pub(crate) const MYSQL: Dialect = dialect!(
     unlock: "SELECT RELEASE_LOCK('spikard_tasks.maintenance')",
     list_from: "spikard_jobs",
     dead_from: "spikard_jobs",
-    states_from: "spikard_jobs",
+    counts: "SELECT status, (status = 'pending' AND run_at > ?) AS later, COUNT(*) \
+        FROM spikard_jobs WHERE queue = ? GROUP BY 1, 2",
+    state_counts: "SELECT queue, status, COUNT(*), \
+        CAST(COALESCE(SUM(status = 'pending' AND run_at > ?), 0) AS SIGNED), \
+        MIN(CASE WHEN status IN ('pending', 'retrying') AND run_at <= ? THEN run_at END) \
+        FROM spikard_jobs GROUP BY queue, status",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
     ops: ops_statements!(

@@ -48,6 +48,13 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await?;
         sql.setup(&mut *tx).await?;
+        let counted: bool =
+            sqlx::query_scalar("SELECT to_regclass('spikard_tasks.job_counts') IS NOT NULL")
+                .fetch_one(&mut *tx)
+                .await?;
+        if !counted {
+            sqlx::raw_sql(pg::COUNTS).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(Self { sql })
     }

@@ -3,7 +3,7 @@
 //! bulk actions pick a bounded batch of ids and change those in one transaction (MySQL
 //! cannot update a table through a subquery of itself).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use sqlx::{
     AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type,
@@ -179,60 +179,34 @@ where
         q
     }
 
-    /// Figures per queue ([`super::OpsStore::stats`]): counts per stored state (an
-    /// index-only scan), then per queue with waiting jobs the scheduled ones and the
-    /// oldest ready ones (index seeks), the last minute's outcomes and the pauses.
+    /// Figures per queue ([`super::OpsStore::stats`]): counts per stored state with the
+    /// scheduled split and the oldest ready job in one statement (waiting jobs an
+    /// index-only scan of the ready index, running ones the lease index, finished ones
+    /// the counts table the triggers keep), then the last minute's outcomes and the
+    /// pauses.
     pub(crate) async fn stats(&self, now: i64) -> CoreResult<Vec<QueueStats>> {
         let d = self.d;
         let mut by_queue: BTreeMap<String, QueueStats> = BTreeMap::new();
-        let counts = format!(
-            "SELECT queue, status, COUNT(*) FROM {} GROUP BY queue, status",
-            d.states_from
-        );
-        let rows = sqlx::query(AssertSqlSafe(counts))
+        let rows = sqlx::query(AssertSqlSafe(d.state_counts))
+            .bind(now)
+            .bind(now)
             .fetch_all(&self.pool)
             .await?;
-        let mut waiting: BTreeSet<String> = BTreeSet::new();
         for row in rows {
             let queue: String = row.try_get(0)?;
             let status = JobStatus::parse(&row.try_get::<String, _>(1)?)?;
             let n = row.try_get::<i64, _>(2)? as u64;
-            if matches!(status, JobStatus::Pending | JobStatus::Retrying) {
-                waiting.insert(queue.clone());
-            }
+            let later = row.try_get::<i64, _>(3)? as u64;
+            let oldest = row.try_get::<Option<i64>, _>(4)?;
             let stats = by_queue.entry(queue.clone()).or_insert_with(|| QueueStats {
                 queue,
                 ..QueueStats::default()
             });
             stats.counts.add(status, n);
-        }
-        for queue in waiting {
-            let mut a = Args::new(d);
-            let jobs = d.jobs;
-            let sql = format!(
-                "SELECT (SELECT COUNT(*) FROM {jobs} WHERE queue = {} AND status = 'pending' \
-                 AND run_at > {}), (SELECT MIN(run_at) FROM {jobs} WHERE queue = {} \
-                 AND status = 'pending' AND run_at <= {}), (SELECT MIN(run_at) FROM {jobs} \
-                 WHERE queue = {} AND status = 'retrying' AND run_at <= {})",
-                a.text(&queue),
-                a.int(now),
-                a.text(&queue),
-                a.int(now),
-                a.text(&queue),
-                a.int(now),
-            );
-            let row = Self::query(sql, a.values).fetch_one(&self.pool).await?;
-            let later = row.try_get::<i64, _>(0)? as u64;
-            let oldest = [
-                row.try_get::<Option<i64>, _>(1)?,
-                row.try_get::<Option<i64>, _>(2)?,
-            ];
-            if let Some(stats) = by_queue.get_mut(&queue) {
-                let c = &mut stats.counts;
-                c.pending = c.pending.saturating_sub(later);
-                c.scheduled += later;
-                stats.oldest_ready_ms = oldest.into_iter().flatten().min();
-            }
+            let c = &mut stats.counts;
+            c.pending = c.pending.saturating_sub(later);
+            c.scheduled += later;
+            stats.oldest_ready_ms = [stats.oldest_ready_ms, oldest].into_iter().flatten().min();
         }
         let mut a = Args::new(d);
         let recent = format!(

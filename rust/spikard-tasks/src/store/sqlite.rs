@@ -198,11 +198,35 @@ impl SqliteStore {
     }
 }
 
-/// Brings a table of an earlier version up to date: adds the `progress` and
-/// `trace_context` columns where they are missing. Runs inside setup's write
+/// Brings a table of an earlier version up to date: the ready index with the state,
+/// the `progress` and `trace_context` columns where they are missing, and the counts of
+/// finished jobs
+/// (table, triggers, first count) where that table is. Runs inside setup's write
 /// transaction, so processes opening the file at once take turns and only the first
 /// adds them.
 async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    let ready_columns: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM pragma_index_info('spikard_jobs_ready')")
+            .fetch_one(&mut *conn)
+            .await?;
+    if ready_columns == 4 {
+        sqlx::query("DROP INDEX spikard_jobs_ready")
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query(super::dialect::SQLITE_READY)
+        .execute(&mut *conn)
+        .await?;
+    let counted: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'spikard_job_counts'",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if counted == 0 {
+        sqlx::raw_sql(super::dialect::SQLITE_COUNTS)
+            .execute(&mut *conn)
+            .await?;
+    }
     for (column, ddl) in [
         (
             "progress",
