@@ -91,7 +91,7 @@ def test_a_killed_child_is_restarted_and_its_jobs_run_again(tmp_path: Path) -> N
             ids = [queue.enqueue("record", [n, 0.3], strict=False).id for n in range(20)]
             wait_until(lambda: len(handler_lines(log)["start"]) >= 4, what="4 jobs started")
             seen = handler_lines(log)
-            busy = [pid for key in seen["start"] if key not in seen["done"] for pid in key[1:]]
+            busy = [key[1] for key in seen["start"] if key not in seen["done"]]
             victim = (busy or [pid for _, pid in seen["start"]])[0]
             os.kill(victim, signal.SIGKILL)
             running.wait_for(

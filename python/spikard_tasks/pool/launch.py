@@ -151,13 +151,14 @@ def run_pool(
         raise ConfigError(
             "processes > 1 needs a durable backend: an inprocess:// queue lives in one process"
         )
+    if app is not None:
+        import_target(app)  # a wrong target fails here, once, not in every child
     target = app or find_target(queue)
     if target is None:
         raise ConfigError(
             "run_worker(processes=N) imports the queue in each worker process, but no "
             "module-level global holds this one: pass app='module:queue'"
         )
-    import_target(target)  # a wrong target fails here, once, not in every child
     worker_args = ["worker", target]
     if concurrency is not None:
         worker_args += ["--concurrency", str(concurrency)]

@@ -190,10 +190,15 @@ class Supervisor:
         log.info("worker child %d started (pid %d)", slot.index, proc.pid)
 
     def _read_report(self, slot: _Slot) -> dict[str, Any]:
+        # The child exited: its report is in the pipe. Not blocking: a process the child
+        # started may still hold the pipe's write end.
         chunks: list[bytes] = []
+        os.set_blocking(slot.report_fd, False)
         try:
             while chunk := os.read(slot.report_fd, 65536):
                 chunks.append(chunk)
+        except BlockingIOError:
+            pass
         finally:
             os.close(slot.report_fd)
             slot.report_fd = -1
