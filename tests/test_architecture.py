@@ -141,13 +141,7 @@ def test_public_import_paths_keep_working(module: str, names: list[str]) -> None
 #: ending in "." is a package prefix (the longest matching one wins); others are exact.
 LAYERS = [
     ["spikard_tasks", "spikard_tasks.__main__", "spikard_tasks.asgi", "spikard_tasks.bench"],
-    [
-        "spikard_tasks.cli.",
-        "spikard_tasks.http.",
-        "spikard_tasks.testing",
-        "spikard_tasks.metrics",
-        "spikard_tasks.pool.child",
-    ],
+    ["spikard_tasks.cli.", "spikard_tasks.http.", "spikard_tasks.testing", "spikard_tasks.metrics"],
     ["spikard_tasks.queue"],
     ["spikard_tasks.worker", "spikard_tasks.inprocess", "spikard_tasks.inprocess.worker"],
     [
@@ -187,7 +181,6 @@ def test_the_layer_rules_place_every_module() -> None:
     assert _layer("spikard_tasks.cli.main") == 1
     assert _layer("spikard_tasks.inprocess.executor") == 5
     assert _layer("spikard_tasks.status") == len(LAYERS) - 1
-    assert _layer("spikard_tasks.pool.child") == 1
     assert _layer("spikard_tasks.pool.supervisor") > _layer("spikard_tasks.queue")
 
 

@@ -1,5 +1,5 @@
 """``spikard-tasks worker --processes N``: the supervisor side of the command (the
-children run ``worker`` through ``spikard_tasks.pool.child``).
+children run ``worker`` through ``spikard_tasks.cli.pool_child``).
 
 The supervisor imports the app once (storing nothing: its schedules are only noted) so
 that a wrong ``MODULE:QUEUE`` or an ``inprocess://`` queue fails here with exit code 2,

@@ -1,7 +1,7 @@
 """Starting a pool: the children's command lines, their environment, ``module:attribute``
 of a queue object, and ``run_pool`` behind ``TaskQueue.run_worker(processes=N)``.
 
-A child runs ``python -m spikard_tasks.pool.child --index I --report-fd FD [--parent PID]
+A child runs ``python -m spikard_tasks.cli.pool_child --index I --report-fd FD [--parent PID]
 [--max-jobs N] [--max-memory MB] worker APP [worker options]``. The backend URL, when the
 pool names one, travels in the ``SPIKARD_POOL_CHILD_URL`` variable: a URL may hold a
 password, which a command line shows to every user of the machine.
@@ -60,7 +60,7 @@ def child_command(
     parent = os.getpid()
 
     def command(index: int, fd: int) -> list[str]:
-        argv = [sys.executable, "-m", "spikard_tasks.pool.child", "--index", str(index)]
+        argv = [sys.executable, "-m", "spikard_tasks.cli.pool_child", "--index", str(index)]
         argv += ["--report-fd", str(fd), "--parent", str(parent)]
         if max_jobs is not None:
             argv += ["--max-jobs", str(max_jobs)]

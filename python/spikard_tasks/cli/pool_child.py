@@ -1,4 +1,4 @@
-"""A worker child of the pool: ``python -m spikard_tasks.pool.child --index I
+"""A worker child of the pool: ``python -m spikard_tasks.cli.pool_child --index I
 --report-fd FD [--parent PID] [--max-jobs N] [--max-memory MB] worker APP [options]``.
 
 It runs ``spikard-tasks worker APP [options]`` as the command line does (the same import of
@@ -13,15 +13,15 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..cli.main import build_parser, run
-from .launch import URL_VARIABLE
+from ..pool.launch import URL_VARIABLE
+from .main import build_parser, run
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m spikard_tasks.pool.child",
+        prog="python -m spikard_tasks.cli.pool_child",
         description="one worker child of a spikard-tasks worker pool (started by its supervisor)",
     )
     p.add_argument("--index", type=int, required=True, help="the child's position in the pool")
