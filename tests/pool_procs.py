@@ -79,8 +79,11 @@ class Running:
 
     def finish(self, timeout: float = 90) -> tuple[int, str, str]:
         """Waits for the exit: ``(code, stdout, stderr)``."""
-        out, _ = self.proc.communicate(timeout=timeout)
-        self._reader.join(timeout=10)
+        # Not communicate(): it would read stderr too, taking lines from the reader.
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=timeout)
+        self._reader.join(timeout=timeout)
         return self.proc.returncode, out, "".join(self.lines)
 
     def kill(self) -> None:
