@@ -264,3 +264,86 @@ def test_backoff_doubles_up_to_its_ceiling() -> None:
         delays.append(next_delay(delays[-1]))
     assert delays == [0.5, 1, 2, 4, 8, 16, 30]
     assert next_delay(BACKOFF_MAX) == BACKOFF_MAX
+
+
+def test_a_second_sigterm_stops_the_children_at_once(tmp_path: Path) -> None:
+    url, log, name = f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "handlers.log", "twice"
+    running = pool("--processes", "2", "-c", "1", env=pool_env(url, log, name))
+    try:
+        children = [
+            int(m[1]) for m in running.wait_for(r"worker child \d started \(pid (\d+)\)", 2)
+        ]
+        running.wait_for(STARTED, 2)
+        with TaskQueue(url, queue=name) as queue:
+            for n in range(2):
+                queue.enqueue("record", [n, 300], strict=False)
+        wait_until(lambda: len(handler_lines(log)["start"]) >= 1, what="a job started")
+        running.proc.send_signal(signal.SIGTERM)
+        running.wait_for("draining")
+        code, _, err = _stop(running)
+    finally:
+        running.kill()
+    assert code == 128 + signal.SIGTERM, err
+    assert "stopping at once" in err
+    for pid in children:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert handler_lines(log)["done"] == {}
+
+
+def test_children_drain_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    url, log, name = f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "handlers.log", "orphans"
+    running = pool("--processes", "2", "-c", "1", env=pool_env(url, log, name))
+    try:
+        children = [
+            int(m[1]) for m in running.wait_for(r"worker child \d started \(pid (\d+)\)", 2)
+        ]
+        running.wait_for(STARTED, 2)
+        running.proc.kill()
+        running.wait_for("the supervisor is gone; draining", 2)
+
+        def gone() -> bool:
+            for pid in children:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    continue
+                return False
+            return True
+
+        wait_until(gone, what="every child exited")
+    finally:
+        running.kill()
+
+
+def test_metrics_port_of_child_i_is_port_plus_i(tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    def free_pair() -> int:
+        for _ in range(50):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = int(probe.getsockname()[1])
+            with socket.socket() as a, socket.socket() as b:
+                try:
+                    a.bind(("127.0.0.1", port))
+                    b.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+        raise AssertionError("no two free ports in a row")
+
+    url, log, name = f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "handlers.log", "metrics"
+    port = free_pair()
+    running = pool("--processes", "2", "--metrics-port", str(port), env=pool_env(url, log, name))
+    try:
+        running.wait_for(STARTED, 2)
+        running.wait_for(r"metrics on http://127\.0\.0\.1:\d+/metrics", 2)
+        for each in (port, port + 1):
+            with urllib.request.urlopen(f"http://127.0.0.1:{each}/healthz", timeout=10) as reply:
+                assert reply.status == 200
+        code, _, err = _stop(running)
+    finally:
+        running.kill()
+    assert code == 0, err
