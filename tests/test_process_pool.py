@@ -347,3 +347,21 @@ def test_metrics_port_of_child_i_is_port_plus_i(tmp_path: Path) -> None:
     finally:
         running.kill()
     assert code == 0, err
+
+
+def test_max_memory_per_child_recycles_a_child_above_it(tmp_path: Path) -> None:
+    """Every Python process holds more than 1 MB: each child is recycled soon after it
+    started, and replaced at once; a stop still drains and exits 0."""
+    url, log, name = f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "handlers.log", "memory"
+    running = pool("--max-memory-per-child", "1", env=pool_env(url, log, name))
+    try:
+        found = running.wait_for(
+            r"worker child 0 \(pid (\d+)\) recycled \(RSS \d+ MB above 1 MB\)", 2
+        )
+        assert found[0][1] != found[1][1]
+        assert not running.matches("restarting in")
+        code, report, err = _stop(running)
+    finally:
+        running.kill()
+    assert code == 0, err
+    assert report["processes"] == 1 and report["recycled"] >= 2, report
