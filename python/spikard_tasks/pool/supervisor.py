@@ -275,6 +275,8 @@ class Supervisor:
         if self.stopping:
             return alive
         for slot in waiting:
+            if self.stopping:  # a signal arrived meanwhile
+                break
             self._spawn(slot)
         return True
 
