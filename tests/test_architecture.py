@@ -161,7 +161,7 @@ LAYERS = [
     ["spikard_tasks.task"],
     ["spikard_tasks.ops_types"],
     ["spikard_tasks.job", "spikard_tasks.options", "spikard_tasks.config"],
-    ["spikard_tasks._targets"],
+    ["spikard_tasks.pool.", "spikard_tasks._targets"],
     ["spikard_tasks."],  # the rest: exceptions, status, limits, text, the bridge, _native
 ]
 
@@ -182,6 +182,7 @@ def test_the_layer_rules_place_every_module() -> None:
     assert _layer("spikard_tasks.cli.main") == 1
     assert _layer("spikard_tasks.inprocess.executor") == 5
     assert _layer("spikard_tasks.status") == len(LAYERS) - 1
+    assert _layer("spikard_tasks.pool.supervisor") > _layer("spikard_tasks.queue")
 
 
 def test_no_module_imports_from_a_layer_above_it() -> None:

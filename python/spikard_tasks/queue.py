@@ -20,6 +20,7 @@ from .cron import CronSchedule, ScheduleState
 from .exceptions import ConfigError, JobCancelled, JobFailed, UnknownTask
 from .job import Job, JobInfo
 from .operations import Operations
+from .pool.launch import processes_count, run_pool
 from .task import Task
 from .worker import Worker, running_workers
 
@@ -384,10 +385,35 @@ class TaskQueue(TaskRegistry, Operations):
         name: str | None = None,
         drain_timeout: float | None = None,
         scheduler: bool = True,
+        processes: int | str = 1,
+        app: str | None = None,
+        max_jobs_per_child: int | None = None,
+        max_memory_per_child: float | None = None,
     ) -> dict[str, int]:
         """Runs a worker until SIGINT/SIGTERM, then drains gracefully; returns its report
         (on ``inprocess://``: blocks while the runtime runs jobs, then drains it). It also
-        runs the cron scheduler unless ``scheduler=False``. ``queues``: as in :meth:`worker`."""
+        runs the cron scheduler unless ``scheduler=False``. ``queues``: as in :meth:`worker`.
+
+        ``processes=N`` (or ``"auto"``: one per CPU) runs N worker processes under a
+        supervisor, as ``spikard-tasks worker --processes N`` does; each imports this queue
+        from ``app`` (``"module:queue"``), by default from the module-level global holding
+        it (``ConfigError`` when there is none). ``max_jobs_per_child`` /
+        ``max_memory_per_child`` (MB of RSS) replace a child past them (even with one
+        process). The report then sums the children's."""
+        count = processes_count(processes)
+        if count > 1 or max_jobs_per_child is not None or max_memory_per_child is not None:
+            return run_pool(
+                self,
+                count,
+                app=app,
+                concurrency=concurrency,
+                queues=queues,
+                name=name,
+                drain_timeout=drain_timeout,
+                scheduler=scheduler,
+                max_jobs_per_child=max_jobs_per_child,
+                max_memory_per_child=max_memory_per_child,
+            )
         worker = self._new_worker(concurrency, queues, name, drain_timeout)
         worker.scheduler = scheduler
         return worker.run_forever()

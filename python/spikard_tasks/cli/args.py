@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
 
@@ -13,6 +14,7 @@ from .._limits import MAX_ATTEMPTS, MAX_SECONDS
 
 __all__ = [
     "LOG_LEVELS",
+    "PROCESSES",
     "HelpFormatter",
     "add_log_level",
     "add_parser",
@@ -81,6 +83,21 @@ def seconds(*, zero_ok: bool = True) -> Callable[[str], float]:
     parse.__name__ = "seconds"
     return parse
 
+
+def _processes(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        return int_range(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of at least 1 or 'auto', got {text!r}"
+        ) from None
+
+
+_processes.__name__ = "processes"
+#: A number of worker processes: at least 1, or ``auto`` (the CPU count).
+PROCESSES = _processes
 
 #: Attempts of one job: 1 to the engine's limit.
 ATTEMPTS = int_range(1, MAX_ATTEMPTS)

@@ -14,6 +14,7 @@ from ..exceptions import ConfigError, SpikardTasksError
 from .args import (
     ATTEMPTS,
     PRIORITY,
+    PROCESSES,
     HelpFormatter,
     add_log_level,
     add_parser,
@@ -36,7 +37,7 @@ from .ops_jobs import cmd_jobs_cancel, cmd_jobs_list, cmd_jobs_purge, cmd_jobs_r
 from .targets import CliError, load_queue
 from .worker_cmd import cmd_scheduler, cmd_worker
 
-__all__ = ["build_parser", "load_queue", "main"]
+__all__ = ["build_parser", "load_queue", "main", "run"]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -125,10 +126,32 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--no-scheduler", action="store_true", help="do not run the cron scheduler in this worker"
     )
     p.add_argument(
+        "--processes",
+        type=PROCESSES,
+        default=1,
+        metavar="N",
+        help="worker processes under one supervisor, which restarts a child that dies; "
+        "'auto': one per CPU; 1 runs the worker in this process, with no supervisor",
+    )
+    p.add_argument(
+        "--max-jobs-per-child",
+        type=int_range(1),
+        metavar="N",
+        help="a child that started N jobs drains, exits and is replaced at once "
+        "(default: no limit)",
+    )
+    p.add_argument(
+        "--max-memory-per-child",
+        type=int_range(1),
+        metavar="MB",
+        help="a child whose RSS passes MB megabytes drains, exits and is replaced at once "
+        "(default: no limit)",
+    )
+    p.add_argument(
         "--metrics-port",
         type=int_range(0, 65535),
         help="serve /metrics (Prometheus), /healthz and /readyz on this port (0: a free one; "
-        "default: not served)",
+        "with --processes, child I serves on PORT+I; default: not served)",
     )
     p.add_argument(
         "--metrics-host",
@@ -261,7 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spikard-tasks`` command."""
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs the parsed command: logging set up, errors printed as one line (exit code 2)."""
     setup_logging(
         getattr(args, "log_level", None) or ("INFO" if args.verbose else "WARNING"),
         getattr(args, "log_format", "text"),

@@ -20,9 +20,11 @@ import sys
 import types
 
 from ..cron import CronSchedule
+from ..pool.recycle import Recycler
 from ..queue import TaskQueue
 from ..worker import Worker
 from .targets import CliError, load_queue, schedules_noted, sqlite_path
+from .worker_pool import run_supervisor, wants_pool
 
 __all__ = ["cmd_scheduler", "cmd_worker"]
 
@@ -62,6 +64,23 @@ def _queues(text: str | None) -> list[str] | None:
     if not names:
         raise CliError("--queues needs at least one queue name")
     return names
+
+
+def _recycler(args: argparse.Namespace, worker: Worker, queue: TaskQueue) -> Recycler | None:
+    """A pool child's recycler (installed and started), else ``None``."""
+    child = getattr(args, "pool_child", None)
+    if child is None:
+        return None
+    recycler = Recycler(
+        worker,
+        index=child.index,
+        max_jobs=child.max_jobs,
+        max_memory_mb=child.max_memory,
+        parent=child.parent,
+    )
+    recycler.install(queue)
+    recycler.start()
+    return recycler
 
 
 def _run(worker: Worker, queue: TaskQueue) -> dict[str, int]:
@@ -105,8 +124,22 @@ def _run(worker: Worker, queue: TaskQueue) -> dict[str, int]:
             signal.signal(sig, handler)
 
 
+def _report(args: argparse.Namespace, report: dict[str, int], recycler: Recycler | None) -> None:
+    """Prints the report, or (in a pool child) writes it to the supervisor's pipe."""
+    child = getattr(args, "pool_child", None)
+    if child is None or child.report_fd is None:
+        print(json.dumps({"worker": "stopped", **report}), flush=True)
+        return
+    recycled = recycler.reason if recycler is not None else None
+    with os.fdopen(child.report_fd, "w") as pipe:
+        pipe.write(json.dumps({**report, "recycled": recycled}))
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
-    """``worker``: runs the app's handlers until SIGINT/SIGTERM, then drains."""
+    """``worker``: runs the app's handlers until SIGINT/SIGTERM, then drains (with
+    ``--processes N``: a supervisor of N worker children, see ``worker_pool``)."""
+    if wants_pool(args):
+        return run_supervisor(args)
     queue = _load(args)
     worker = queue.worker(
         concurrency=args.concurrency,
@@ -126,12 +159,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         log.info(
             "metrics on http://%s:%d/metrics (and /healthz, /readyz)", metrics.host, metrics.port
         )
+    recycler = _recycler(args, worker, queue)
     try:
         report = _run(worker, queue)
     finally:
+        if recycler is not None:
+            recycler.close()
         if metrics is not None:
             metrics.close()
-    print(json.dumps({"worker": "stopped", **report}), flush=True)
+    _report(args, report, recycler)
     return 0
 
 
