@@ -11,6 +11,8 @@
 //!   `states` index);
 //! - `+cnt-v1`: that and the first triggers counting finished jobs (on inserts too, one
 //!   update trigger);
+//! - `+cnt-one`: (SQLite) the first version's one update trigger, none on inserts (on
+//!   PostgreSQL the same as `+counts`);
 //! - `+cnt-row`: (PostgreSQL) row-level triggers on updates of finished_at in place of
 //!   the statement-level one (on SQLite the same as `+counts`);
 //! - `+counts`: that and the triggers counting finished jobs (the schema the store sets
@@ -108,6 +110,23 @@ CREATE TRIGGER jobs_count_update AFTER UPDATE OF finished_at ON spikard_tasks.jo
             OR NEW.status IN ('succeeded', 'failed', 'cancelled')))
     EXECUTE FUNCTION spikard_tasks.count_job_row();
 "#;
+/// SQLite: the update trigger of the first version (one for every move, decrementing
+/// then upserting) in place of the two split by direction, still none on inserts.
+const SQLITE_ONE_UPDATE_TRIGGER: &str = r#"
+DROP TRIGGER spikard_jobs_count_finish;
+DROP TRIGGER spikard_jobs_count_unfinish;
+CREATE TRIGGER spikard_jobs_count_update AFTER UPDATE OF finished_at
+ON spikard_jobs
+WHEN NEW.status IS NOT OLD.status
+    AND (NEW.status IN ('succeeded', 'failed', 'cancelled')
+        OR OLD.status IN ('succeeded', 'failed', 'cancelled'))
+BEGIN
+    UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+    INSERT INTO spikard_job_counts (queue, status, n)
+        SELECT NEW.queue, NEW.status, 1 WHERE NEW.status IN ('succeeded', 'failed', 'cancelled')
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+"#;
 /// The count triggers of the first version (statement-level on inserts too).
 const PG_OLD_COUNTS: &str = r#"
 CREATE OR REPLACE FUNCTION spikard_tasks.count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -188,6 +207,13 @@ fn variants() -> Vec<Variant> {
             name: "+cnt-v1",
             sqlite: SQLITE_OLD_COUNTS,
             postgres: PG_OLD_COUNTS,
+            old_ready: false,
+            counted: true,
+        },
+        Variant {
+            name: "+cnt-one",
+            sqlite: SQLITE_ONE_UPDATE_TRIGGER,
+            postgres: "",
             old_ready: false,
             counted: true,
         },
@@ -318,7 +344,19 @@ async fn main() -> CoreResult<()> {
     if which == "postgres" {
         ddl(&admin, &format!("CREATE DATABASE {pg_name}")).await?;
     }
-    let variants = variants();
+    // OPS_DRAIN_ONLY=name,name…: only those stages (and `before`, the base of the ratios).
+    let only = std::env::var("OPS_DRAIN_ONLY").ok();
+    let variants: Vec<Variant> = variants()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, v)| {
+            *i == 0
+                || only
+                    .as_deref()
+                    .is_none_or(|o| o.split(',').any(|n| n == v.name))
+        })
+        .map(|(_, v)| v)
+        .collect();
     let mut figures: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); variants.len()];
     let result: CoreResult<()> = async {
         for round in 0..rounds {
