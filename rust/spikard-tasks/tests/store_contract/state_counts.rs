@@ -434,6 +434,39 @@ async fn first_triggers(kind: Kind, url: &str) {
     }
 }
 
+/// The names of the count triggers on the jobs table, sorted.
+async fn count_triggers(kind: Kind, url: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = match kind {
+        Kind::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' \
+             AND tbl_name = 'spikard_jobs' ORDER BY name"
+        }
+        _ => {
+            "SELECT tgname::text FROM pg_trigger WHERE NOT tgisinternal \
+             AND tgrelid = 'spikard_tasks.jobs'::regclass ORDER BY tgname"
+        }
+    };
+    match kind {
+        Kind::Sqlite => {
+            let path = url.trim_start_matches("sqlite://");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+            let names = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            names
+        }
+        #[cfg(feature = "postgres")]
+        Kind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let names = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            names
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// A database with the count triggers of the first version: two stores opening it at
 /// once replace them (no change is counted twice, none missed): completions, a retry
 /// out of a finished state, enqueues and a purge keep the counts exact.
@@ -456,6 +489,15 @@ pub async fn opening_a_database_with_the_first_count_triggers_replaces_them(kind
     let (a, b) = tokio::join!(store::open(&fx.url), store::open(&fx.url));
     let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = (a.unwrap(), b.unwrap());
     expect(&*a, kind, &q, &step, "opening twice at once").await;
+    let expected: &[&str] = match kind {
+        Kind::Sqlite => &[
+            "spikard_jobs_count_delete",
+            "spikard_jobs_count_finish",
+            "spikard_jobs_count_unfinish",
+        ],
+        _ => &["jobs_count_delete", "jobs_count_update"],
+    };
+    assert_eq!(count_triggers(kind, &fx.url).await, expected, "{kind:?}");
     let done = vec![
         (claimed[2].clone(), Completion::Succeeded(json!(3))),
         (claimed[3].clone(), Completion::Failed(error(1))),
