@@ -9,6 +9,12 @@
 //! - `+states`: and the full `(queue, status, run_at)` index of the first stats;
 //! - `+ready`: the job list's indexes and the ready index carrying the state (no
 //!   `states` index);
+//! - `+cnt-v1`: that and the first triggers counting finished jobs (on inserts too, one
+//!   update trigger);
+//! - `+cnt-one`: (SQLite) the first version's one update trigger, none on inserts (on
+//!   PostgreSQL the same as `+counts`);
+//! - `+cnt-row`: (PostgreSQL) row-level triggers on updates of finished_at in place of
+//!   the statement-level one (on SQLite the same as `+counts`);
 //! - `+counts`: that and the triggers counting finished jobs (the schema the store sets
 //!   up now).
 //!
@@ -45,11 +51,119 @@ struct Variant {
     counted: bool,
 }
 
-const SQLITE_NO_COUNTS: &str = "DROP TRIGGER spikard_jobs_count_insert; \
-    DROP TRIGGER spikard_jobs_count_update; DROP TRIGGER spikard_jobs_count_delete;";
-const PG_NO_COUNTS: &str = "DROP TRIGGER jobs_count_insert ON spikard_tasks.jobs; \
-    DROP TRIGGER jobs_count_update ON spikard_tasks.jobs; \
-    DROP TRIGGER jobs_count_delete ON spikard_tasks.jobs;";
+const SQLITE_NO_COUNTS: &str = "DROP TRIGGER IF EXISTS spikard_jobs_count_insert; \
+    DROP TRIGGER IF EXISTS spikard_jobs_count_update; \
+    DROP TRIGGER IF EXISTS spikard_jobs_count_finish; \
+    DROP TRIGGER IF EXISTS spikard_jobs_count_unfinish; \
+    DROP TRIGGER IF EXISTS spikard_jobs_count_delete;";
+const PG_NO_COUNTS: &str = "DROP TRIGGER IF EXISTS jobs_count_insert ON spikard_tasks.jobs; \
+    DROP TRIGGER IF EXISTS jobs_count_update ON spikard_tasks.jobs; \
+    DROP TRIGGER IF EXISTS jobs_count_delete ON spikard_tasks.jobs;";
+
+/// The count triggers of the first version (an insert trigger, one update trigger
+/// decrementing and upserting), in place of the store's.
+const SQLITE_OLD_COUNTS: &str = r#"
+DROP TRIGGER spikard_jobs_count_finish;
+DROP TRIGGER spikard_jobs_count_unfinish;
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_insert AFTER INSERT ON spikard_jobs
+WHEN NEW.status IN ('succeeded', 'failed', 'cancelled')
+BEGIN
+    INSERT INTO spikard_job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+-- Every statement that moves a job into or out of a finished state writes its
+-- finished_at (set on finishing, cleared on a retry; the purges rely on it too), and
+-- claims, starts and heartbeats never do: the trigger is not even entered for them.
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_update AFTER UPDATE OF finished_at
+ON spikard_jobs
+WHEN NEW.status IS NOT OLD.status
+    AND (NEW.status IN ('succeeded', 'failed', 'cancelled')
+        OR OLD.status IN ('succeeded', 'failed', 'cancelled'))
+BEGIN
+    UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+    INSERT INTO spikard_job_counts (queue, status, n)
+        SELECT NEW.queue, NEW.status, 1 WHERE NEW.status IN ('succeeded', 'failed', 'cancelled')
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+"#;
+/// Row-level count triggers on updates (an experiment: per row, only on writes of
+/// finished_at that change the state), the statement-level one on deletes kept.
+const PG_ROW_COUNTS: &str = r#"
+CREATE OR REPLACE FUNCTION spikard_tasks.count_job_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF OLD.status IN ('succeeded', 'failed', 'cancelled') THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        VALUES (OLD.queue, OLD.status, pg_backend_pid() % 16, -1)
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n - 1;
+    END IF;
+    IF NEW.status IN ('succeeded', 'failed', 'cancelled') THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        VALUES (NEW.queue, NEW.status, pg_backend_pid() % 16, 1)
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + 1;
+    END IF;
+    RETURN NULL;
+END $$;
+DROP TRIGGER jobs_count_update ON spikard_tasks.jobs;
+CREATE TRIGGER jobs_count_update AFTER UPDATE OF finished_at ON spikard_tasks.jobs
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status
+        AND (OLD.status IN ('succeeded', 'failed', 'cancelled')
+            OR NEW.status IN ('succeeded', 'failed', 'cancelled')))
+    EXECUTE FUNCTION spikard_tasks.count_job_row();
+"#;
+/// SQLite: the update trigger of the first version (one for every move, decrementing
+/// then upserting) in place of the two split by direction, still none on inserts.
+const SQLITE_ONE_UPDATE_TRIGGER: &str = r#"
+DROP TRIGGER spikard_jobs_count_finish;
+DROP TRIGGER spikard_jobs_count_unfinish;
+CREATE TRIGGER spikard_jobs_count_update AFTER UPDATE OF finished_at
+ON spikard_jobs
+WHEN NEW.status IS NOT OLD.status
+    AND (NEW.status IN ('succeeded', 'failed', 'cancelled')
+        OR OLD.status IN ('succeeded', 'failed', 'cancelled'))
+BEGIN
+    UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+    INSERT INTO spikard_job_counts (queue, status, n)
+        SELECT NEW.queue, NEW.status, 1 WHERE NEW.status IN ('succeeded', 'failed', 'cancelled')
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+"#;
+/// The count triggers of the first version (statement-level on inserts too).
+const PG_OLD_COUNTS: &str = r#"
+CREATE OR REPLACE FUNCTION spikard_tasks.count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, COUNT(*) FROM new_jobs
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, status ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, -COUNT(*) FROM old_jobs
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, status ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF EXISTS (SELECT 1 FROM new_jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))
+        OR EXISTS (SELECT 1 FROM old_jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))
+    THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, SUM(d) FROM (
+            SELECT n.queue, n.status, 1 AS d FROM new_jobs n JOIN old_jobs o ON o.id = n.id
+            WHERE n.status IN ('succeeded', 'failed', 'cancelled')
+            AND (n.status, n.queue) IS DISTINCT FROM (o.status, o.queue)
+            UNION ALL
+            SELECT o.queue, o.status, -1 FROM old_jobs o JOIN new_jobs n ON n.id = o.id
+            WHERE o.status IN ('succeeded', 'failed', 'cancelled')
+            AND (n.status, n.queue) IS DISTINCT FROM (o.status, o.queue)
+        ) AS t GROUP BY queue, status HAVING SUM(d) <> 0 ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON spikard_tasks.jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+"#;
 
 /// The ready index as it was before the operations (without the state).
 const SQLITE_OLD_READY: &str = "DROP INDEX spikard_jobs_ready; \
@@ -88,6 +202,27 @@ fn variants() -> Vec<Variant> {
             postgres: "",
             old_ready: false,
             counted: false,
+        },
+        Variant {
+            name: "+cnt-v1",
+            sqlite: SQLITE_OLD_COUNTS,
+            postgres: PG_OLD_COUNTS,
+            old_ready: false,
+            counted: true,
+        },
+        Variant {
+            name: "+cnt-one",
+            sqlite: SQLITE_ONE_UPDATE_TRIGGER,
+            postgres: "",
+            old_ready: false,
+            counted: true,
+        },
+        Variant {
+            name: "+cnt-row",
+            sqlite: "",
+            postgres: PG_ROW_COUNTS,
+            old_ready: false,
+            counted: true,
         },
         Variant {
             name: "+counts",
@@ -209,7 +344,19 @@ async fn main() -> CoreResult<()> {
     if which == "postgres" {
         ddl(&admin, &format!("CREATE DATABASE {pg_name}")).await?;
     }
-    let variants = variants();
+    // OPS_DRAIN_ONLY=name,name…: only those stages (and `before`, the base of the ratios).
+    let only = std::env::var("OPS_DRAIN_ONLY").ok();
+    let variants: Vec<Variant> = variants()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, v)| {
+            *i == 0
+                || only
+                    .as_deref()
+                    .is_none_or(|o| o.split(',').any(|n| n == v.name))
+        })
+        .map(|(_, v)| v)
+        .collect();
     let mut figures: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); variants.len()];
     let result: CoreResult<()> = async {
         for round in 0..rounds {

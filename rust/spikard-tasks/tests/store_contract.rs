@@ -180,6 +180,7 @@ macro_rules! counted_contract {
         tests!(
             $kind;
             opening_a_database_without_counts_counts_its_jobs_once,
+            opening_a_database_with_the_first_count_triggers_replaces_them,
             two_stores_set_up_a_fresh_database_at_once,
         );
     };

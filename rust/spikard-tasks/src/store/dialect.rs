@@ -354,10 +354,9 @@ pub(crate) const SQLITE_READY: &str = "CREATE INDEX IF NOT EXISTS spikard_jobs_r
     ON spikard_jobs(queue, priority DESC, run_at, id, status) \
     WHERE status IN ('pending', 'retrying')";
 
-/// The counts of finished jobs per queue and state, kept by triggers on every change of
-/// a job (whatever statement makes it), and their first figures: run by
-/// `SqliteStore::setup` in its write transaction when the table is missing, so the
-/// jobs already there are counted once.
+/// The counts of finished jobs per queue and state and their first figures: run by
+/// `SqliteStore::setup` in its write transaction when the table is missing, so the jobs
+/// already there are counted once (the triggers, SQLITE_COUNT_TRIGGERS, come next).
 #[cfg(feature = "sqlite")]
 pub(crate) const SQLITE_COUNTS: &str = r#"
 CREATE TABLE spikard_job_counts (
@@ -366,20 +365,39 @@ CREATE TABLE spikard_job_counts (
     n INTEGER NOT NULL,
     PRIMARY KEY (queue, status)
 ) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_insert AFTER INSERT ON spikard_jobs
+INSERT INTO spikard_job_counts (queue, status, n)
+    SELECT queue, status, COUNT(*) FROM spikard_jobs
+    WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY queue, status;
+"#;
+
+/// The name of the newest count trigger: `SqliteStore::setup` (re)creates the triggers
+/// when it is missing.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_COUNT_TRIGGER: &str = "spikard_jobs_count_finish";
+
+/// The triggers keeping `spikard_job_counts` on every change of a job (whatever statement
+/// makes it), replacing those of an earlier version. There is none on inserts: the store
+/// only ever inserts waiting jobs (`pending`), never finished ones.
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE_COUNT_TRIGGERS: &str = r#"
+DROP TRIGGER IF EXISTS spikard_jobs_count_insert;
+DROP TRIGGER IF EXISTS spikard_jobs_count_update;
+DROP TRIGGER IF EXISTS spikard_jobs_count_finish;
+DROP TRIGGER IF EXISTS spikard_jobs_count_unfinish;
+-- Every statement that moves a job into or out of a finished state writes its
+-- finished_at (set on finishing, cleared on a retry; the purges rely on it too), and
+-- claims, starts and heartbeats never do: the triggers are not even entered for them.
+-- Into a finished state (the hot path: completions, cancels): one upsert.
+CREATE TRIGGER spikard_jobs_count_finish AFTER UPDATE OF finished_at ON spikard_jobs
 WHEN NEW.status IN ('succeeded', 'failed', 'cancelled')
+    AND OLD.status NOT IN ('succeeded', 'failed', 'cancelled')
 BEGIN
     INSERT INTO spikard_job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)
         ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
 END;
--- Every statement that moves a job into or out of a finished state writes its
--- finished_at (set on finishing, cleared on a retry; the purges rely on it too), and
--- claims, starts and heartbeats never do: the trigger is not even entered for them.
-CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_update AFTER UPDATE OF finished_at
-ON spikard_jobs
-WHEN NEW.status IS NOT OLD.status
-    AND (NEW.status IN ('succeeded', 'failed', 'cancelled')
-        OR OLD.status IN ('succeeded', 'failed', 'cancelled'))
+-- Out of a finished state (retries), or into another one.
+CREATE TRIGGER spikard_jobs_count_unfinish AFTER UPDATE OF finished_at ON spikard_jobs
+WHEN OLD.status IN ('succeeded', 'failed', 'cancelled') AND NEW.status IS NOT OLD.status
 BEGIN
     UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
     INSERT INTO spikard_job_counts (queue, status, n)
@@ -391,9 +409,6 @@ WHEN OLD.status IN ('succeeded', 'failed', 'cancelled')
 BEGIN
     UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
 END;
-INSERT INTO spikard_job_counts (queue, status, n)
-    SELECT queue, status, COUNT(*) FROM spikard_jobs
-    WHERE status IN ('succeeded', 'failed', 'cancelled') GROUP BY queue, status;
 "#;
 
 #[cfg(feature = "postgres")]
@@ -563,13 +578,7 @@ CREATE TABLE spikard_tasks.job_counts (
 );
 CREATE OR REPLACE FUNCTION spikard_tasks.count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
-        SELECT queue, status, pg_backend_pid() % 16, COUNT(*) FROM new_jobs
-        WHERE status IN ('succeeded', 'failed', 'cancelled')
-        GROUP BY queue, status ORDER BY queue, status
-        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
-    ELSIF TG_OP = 'DELETE' THEN
+    IF TG_OP = 'DELETE' THEN
         INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
         SELECT queue, status, pg_backend_pid() % 16, -COUNT(*) FROM old_jobs
         WHERE status IN ('succeeded', 'failed', 'cancelled')
@@ -592,10 +601,9 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-DROP TRIGGER IF EXISTS jobs_count_insert ON spikard_tasks.jobs;
-CREATE TRIGGER jobs_count_insert AFTER INSERT ON spikard_tasks.jobs
-    REFERENCING NEW TABLE AS new_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+-- No trigger on inserts: the store only ever inserts waiting jobs (`pending`), never
+-- finished ones (and a statement-level one would copy every enqueued row into its
+-- transition table). PostgresStore::connect drops one of an earlier version.
 DROP TRIGGER IF EXISTS jobs_count_update ON spikard_tasks.jobs;
 CREATE TRIGGER jobs_count_update AFTER UPDATE ON spikard_tasks.jobs
     REFERENCING OLD TABLE AS old_jobs NEW TABLE AS new_jobs

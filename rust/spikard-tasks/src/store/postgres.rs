@@ -55,6 +55,18 @@ impl PostgresStore {
         if !counted {
             sqlx::raw_sql(pg::COUNTS).execute(&mut *tx).await?;
         }
+        // An earlier version counted inserts too; the store never inserts finished jobs.
+        let insert_trigger: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'jobs_count_insert' \
+             AND tgrelid = 'spikard_tasks.jobs'::regclass)",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if insert_trigger {
+            sqlx::query("DROP TRIGGER jobs_count_insert ON spikard_tasks.jobs")
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(Self { sql })
     }

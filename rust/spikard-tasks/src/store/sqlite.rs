@@ -199,9 +199,9 @@ impl SqliteStore {
 }
 
 /// Brings a table of an earlier version up to date: the ready index with the state,
-/// the `progress` and `trace_context` columns where they are missing, and the counts of
-/// finished jobs
-/// (table, triggers, first count) where that table is. Runs inside setup's write
+/// the `progress` and `trace_context` columns where they are missing, the counts of
+/// finished jobs (table and first count) where that table is, and their triggers where
+/// they are of an earlier version (dropped and created anew). Runs inside setup's write
 /// transaction, so processes opening the file at once take turns and only the first
 /// adds them.
 async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
@@ -224,6 +224,17 @@ async fn migrate(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
     .await?;
     if counted == 0 {
         sqlx::raw_sql(super::dialect::SQLITE_COUNTS)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let triggered: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+    )
+    .bind(super::dialect::SQLITE_COUNT_TRIGGER)
+    .fetch_one(&mut *conn)
+    .await?;
+    if triggered == 0 {
+        sqlx::raw_sql(super::dialect::SQLITE_COUNT_TRIGGERS)
             .execute(&mut *conn)
             .await?;
     }

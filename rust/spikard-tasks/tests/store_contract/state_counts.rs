@@ -313,7 +313,7 @@ async fn strip(kind: Kind, url: &str, everything: bool) {
             let sql = if everything {
                 "SELECT 1"
             } else {
-                "DROP TRIGGER spikard_jobs_count_insert; DROP TRIGGER spikard_jobs_count_update; \
+                "DROP TRIGGER spikard_jobs_count_finish; DROP TRIGGER spikard_jobs_count_unfinish; \
                  DROP TRIGGER spikard_jobs_count_delete; DROP TABLE spikard_job_counts;"
             };
             sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
@@ -328,8 +328,7 @@ async fn strip(kind: Kind, url: &str, everything: bool) {
             let sql = if everything {
                 "DROP SCHEMA spikard_tasks CASCADE"
             } else {
-                "DROP TRIGGER jobs_count_insert ON spikard_tasks.jobs; \
-                 DROP TRIGGER jobs_count_update ON spikard_tasks.jobs; \
+                "DROP TRIGGER jobs_count_update ON spikard_tasks.jobs; \
                  DROP TRIGGER jobs_count_delete ON spikard_tasks.jobs; \
                  DROP FUNCTION spikard_tasks.count_jobs(); DROP TABLE spikard_tasks.job_counts;"
             };
@@ -341,6 +340,186 @@ async fn strip(kind: Kind, url: &str, everything: bool) {
         }
         _ => {}
     }
+}
+
+/// The count triggers of the first version (SQLite): one on inserts, one update trigger.
+const SQLITE_FIRST_TRIGGERS: &str = r#"
+DROP TRIGGER spikard_jobs_count_finish;
+DROP TRIGGER spikard_jobs_count_unfinish;
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_insert AFTER INSERT ON spikard_jobs
+WHEN NEW.status IN ('succeeded', 'failed', 'cancelled')
+BEGIN
+    INSERT INTO spikard_job_counts (queue, status, n) VALUES (NEW.queue, NEW.status, 1)
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+-- Every statement that moves a job into or out of a finished state writes its
+-- finished_at (set on finishing, cleared on a retry; the purges rely on it too), and
+-- claims, starts and heartbeats never do: the trigger is not even entered for them.
+CREATE TRIGGER IF NOT EXISTS spikard_jobs_count_update AFTER UPDATE OF finished_at
+ON spikard_jobs
+WHEN NEW.status IS NOT OLD.status
+    AND (NEW.status IN ('succeeded', 'failed', 'cancelled')
+        OR OLD.status IN ('succeeded', 'failed', 'cancelled'))
+BEGIN
+    UPDATE spikard_job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
+    INSERT INTO spikard_job_counts (queue, status, n)
+        SELECT NEW.queue, NEW.status, 1 WHERE NEW.status IN ('succeeded', 'failed', 'cancelled')
+        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
+END;
+"#;
+
+/// The count triggers of the first version (PostgreSQL): statement-level on inserts too.
+#[cfg(feature = "postgres")]
+const POSTGRES_FIRST_TRIGGERS: &str = r#"
+CREATE OR REPLACE FUNCTION spikard_tasks.count_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, COUNT(*) FROM new_jobs
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, status ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, -COUNT(*) FROM old_jobs
+        WHERE status IN ('succeeded', 'failed', 'cancelled')
+        GROUP BY queue, status ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    ELSIF EXISTS (SELECT 1 FROM new_jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))
+        OR EXISTS (SELECT 1 FROM old_jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))
+    THEN
+        INSERT INTO spikard_tasks.job_counts AS c (queue, status, shard, n)
+        SELECT queue, status, pg_backend_pid() % 16, SUM(d) FROM (
+            SELECT n.queue, n.status, 1 AS d FROM new_jobs n JOIN old_jobs o ON o.id = n.id
+            WHERE n.status IN ('succeeded', 'failed', 'cancelled')
+            AND (n.status, n.queue) IS DISTINCT FROM (o.status, o.queue)
+            UNION ALL
+            SELECT o.queue, o.status, -1 FROM old_jobs o JOIN new_jobs n ON n.id = o.id
+            WHERE o.status IN ('succeeded', 'failed', 'cancelled')
+            AND (n.status, n.queue) IS DISTINCT FROM (o.status, o.queue)
+        ) AS t GROUP BY queue, status HAVING SUM(d) <> 0 ORDER BY queue, status
+        ON CONFLICT (queue, status, shard) DO UPDATE SET n = c.n + excluded.n;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER jobs_count_insert AFTER INSERT ON spikard_tasks.jobs
+    REFERENCING NEW TABLE AS new_jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION spikard_tasks.count_jobs();
+"#;
+
+/// Puts back the count triggers of the first version in a SQL database.
+async fn first_triggers(kind: Kind, url: &str) {
+    use sqlx::Connection;
+    match kind {
+        Kind::Sqlite => {
+            let path = url.trim_start_matches("sqlite://");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+            sqlx::raw_sql(SQLITE_FIRST_TRIGGERS)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+        #[cfg(feature = "postgres")]
+        Kind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::raw_sql(POSTGRES_FIRST_TRIGGERS)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+        _ => {}
+    }
+}
+
+/// The names of the count triggers on the jobs table, sorted.
+async fn count_triggers(kind: Kind, url: &str) -> Vec<String> {
+    use sqlx::Connection;
+    let sql = match kind {
+        Kind::Sqlite => {
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' \
+             AND tbl_name = 'spikard_jobs' ORDER BY name"
+        }
+        _ => {
+            "SELECT tgname::text FROM pg_trigger WHERE NOT tgisinternal \
+             AND tgrelid = 'spikard_tasks.jobs'::regclass ORDER BY tgname"
+        }
+    };
+    match kind {
+        Kind::Sqlite => {
+            let path = url.trim_start_matches("sqlite://");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+            let mut conn = sqlx::ConnectOptions::connect(&options).await.unwrap();
+            let names = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            names
+        }
+        #[cfg(feature = "postgres")]
+        Kind::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            let names = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+            conn.close().await.unwrap();
+            names
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A database with the count triggers of the first version: two stores opening it at
+/// once replace them (no change is counted twice, none missed): completions, a retry
+/// out of a finished state, enqueues and a purge keep the counts exact.
+pub async fn opening_a_database_with_the_first_count_triggers_replaces_them(kind: Kind) {
+    use JobStatus::*;
+    let fx = open!(private(kind));
+    let q = fx.queue.clone();
+    let w = fx.worker();
+    fx.add(4).await;
+    let claimed = fx.claim(&w, 4).await;
+    let done = vec![
+        (claimed[0].clone(), Completion::Succeeded(json!(1))),
+        (claimed[1].clone(), Completion::Failed(error(1))),
+    ];
+    assert_eq!(fx.store.complete(&w, done).await.unwrap(), 2);
+    let step = [(Running, 2), (Succeeded, 1), (Failed, 1)];
+    expect(&*fx.store, kind, &q, &step, "the jobs").await;
+    fx.store.close().await;
+    first_triggers(kind, &fx.url).await;
+    let (a, b) = tokio::join!(store::open(&fx.url), store::open(&fx.url));
+    let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = (a.unwrap(), b.unwrap());
+    expect(&*a, kind, &q, &step, "opening twice at once").await;
+    let expected: &[&str] = match kind {
+        Kind::Sqlite => &[
+            "spikard_jobs_count_delete",
+            "spikard_jobs_count_finish",
+            "spikard_jobs_count_unfinish",
+        ],
+        _ => &["jobs_count_delete", "jobs_count_update"],
+    };
+    assert_eq!(count_triggers(kind, &fx.url).await, expected, "{kind:?}");
+    let done = vec![
+        (claimed[2].clone(), Completion::Succeeded(json!(3))),
+        (claimed[3].clone(), Completion::Failed(error(1))),
+    ];
+    assert_eq!(b.complete(&w, done).await.unwrap(), 2);
+    let step = [(Succeeded, 2), (Failed, 2)];
+    expect(&*a, kind, &q, &step, "completions after the upgrade").await;
+    let filter = in_queue(&q, &[Failed]);
+    assert_eq!(a.retry_batch(&filter, now_ms(), 10).await.unwrap(), 2);
+    let step = [(Pending, 2), (Succeeded, 2)];
+    expect(&*b, kind, &q, &step, "a retry after the upgrade").await;
+    b.enqueue(vec![fx.row()]).await.unwrap();
+    let step = [(Pending, 3), (Succeeded, 2)];
+    expect(&*a, kind, &q, &step, "an enqueue after the upgrade").await;
+    let purged = a
+        .purge_batch(&in_queue(&q, &[]), now_ms() + 1, 1000)
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    expect(&*a, kind, &q, &[(Pending, 3)], "a purge after the upgrade").await;
+    a.close().await;
+    b.close().await;
 }
 
 /// Jobs in every state on a database without the counts table (an earlier version's):
