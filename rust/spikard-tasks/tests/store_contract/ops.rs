@@ -769,21 +769,19 @@ pub async fn cancel_batch_cancels_waiting_jobs_and_asks_running_ones(kind: Kind)
     let elsewhere = make(&fx, row_in(&fx, &other), JobStatus::Pending).await;
     let now = fx.store.now_ms();
     let filter = in_queue(&fx.queue);
-    assert_eq!(
-        fx.store.cancel_batch(&filter, now, 3).await.unwrap(),
-        3,
-        "{kind:?}"
-    );
-    assert_eq!(
-        fx.store.cancel_batch(&filter, now, 3).await.unwrap(),
-        1,
-        "{kind:?}"
-    );
-    assert_eq!(
-        fx.store.cancel_batch(&filter, now, 3).await.unwrap(),
-        0,
-        "{kind:?}"
-    );
+    // Rounds of at most 3 until one touches nothing: 4 in all (the running job asked
+    // once). A SQL store skips rows another transaction holds locked at that moment (other
+    // tests share the database), so how the 4 split over rounds is not fixed.
+    let mut rounds = Vec::new();
+    loop {
+        let n = fx.store.cancel_batch(&filter, now, 3).await.unwrap();
+        assert!(n <= 3, "{kind:?}: a round of limit 3 touched {n}");
+        if n == 0 || rounds.len() == 20 {
+            break;
+        }
+        rounds.push(n);
+    }
+    assert_eq!(rounds.iter().sum::<u64>(), 4, "{kind:?}: rounds {rounds:?}");
     for id in &waiting {
         let rec = fx.get(id).await;
         assert_eq!(rec.status, JobStatus::Cancelled, "{kind:?}");
