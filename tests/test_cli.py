@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,16 @@ from .procs import REPO
 pytestmark = pytest.mark.timeout(120)
 
 
-def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path = REPO, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "spikard_tasks.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=110,
+        env=env,
     )
 
 
@@ -30,6 +34,21 @@ def test_demo_runs_on_sqlite(tmp_path: Path) -> None:
     assert "enqueued 60 jobs" in result.stdout
     assert "total" in result.stdout
     assert (tmp_path / "spikard_tasks_demo.db").exists()
+    # The summary is not buried under the per-job lines of the jobs it fails on purpose,
+    # and it points at the operations commands.
+    assert "job attempt failed" not in result.stderr
+    assert "job failed" not in result.stderr
+    assert "spikard-tasks jobs list --url sqlite:///spikard_tasks_demo.db --status failed" in (
+        result.stdout
+    )
+
+
+def test_demo_shows_the_per_job_lines_when_logs_are_asked_for(tmp_path: Path) -> None:
+    env = {**os.environ, "SPIKARD_TASKS_LOG": "info"}
+    result = run("demo", "--jobs", "60", "--concurrency", "4", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "job attempt failed, retrying" in result.stderr
+    assert "job failed" in result.stderr
 
 
 def test_enqueue_status_cancel(tmp_path: Path) -> None:
