@@ -80,11 +80,27 @@ def until(driver: Any, check: Callable[[Any], Any], what: str) -> Any:
         raise AssertionError(f"timed out waiting for {what}; browser log: {logs}") from None
 
 
+def fresh(read: Callable[[], Any]) -> Any:
+    """``read()``, run again when the page's live refresh replaced an element between
+    finding it and using it (the dashboard re-renders every 2 s)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(50):
+        try:
+            return read()
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return read()
+
+
 def text(driver: Any, css: str) -> str:
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return str(found[0].text) if found else ""
+    def read() -> str:
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        return str(found[0].text) if found else ""
+
+    return str(fresh(read))
 
 
 def count(driver: Any, state: str) -> int | None:
@@ -95,8 +111,14 @@ def count(driver: Any, state: str) -> int | None:
 def click(driver: Any, css: str) -> None:
     from selenium.webdriver.common.by import By
 
-    until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, css), css)
-    driver.find_element(By.CSS_SELECTOR, css).click()
+    def press(d: Any) -> bool:
+        found = d.find_elements(By.CSS_SELECTOR, css)
+        if not found:
+            return False
+        found[0].click()  # a stale element (a refresh in between) is found and pressed again
+        return True
+
+    until(driver, press, css)
 
 
 def confirm(driver: Any) -> None:
@@ -141,10 +163,14 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
         click(browser, row)
         until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "details[data-attempt]"),
               "the attempt's traceback")  # fmt: skip
-        details = browser.find_element(By.CSS_SELECTOR, 'details[data-attempt="1"]')
-        if details.get_attribute("open") is None:
-            details.find_element(By.TAG_NAME, "summary").click()
-        traceback = details.find_element(By.CSS_SELECTOR, "pre.traceback").text
+
+        def opened_traceback(d: Any) -> str:
+            details = d.find_element(By.CSS_SELECTOR, 'details[data-attempt="1"]')
+            if details.get_attribute("open") is None:
+                details.find_element(By.TAG_NAME, "summary").click()
+            return str(details.find_element(By.CSS_SELECTOR, "pre.traceback").text)
+
+        traceback = until(browser, opened_traceback, "the opened traceback")
         assert "Traceback (most recent call last)" in traceback
         assert "RuntimeError: first run fails" in traceback
         assert text(browser, ".job-status .badge") == "failed"
@@ -185,10 +211,9 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
         # keyboard: Enter opens the confirmation on its Cancel button, Escape backs out
         from selenium.webdriver.common.keys import Keys
 
-        pause = browser.find_element(
+        fresh(lambda: browser.find_element(
             By.CSS_SELECTOR, f'tr[data-queue="{name}"] [data-action="pause"]'
-        )
-        pause.send_keys(Keys.ENTER)
+        ).send_keys(Keys.ENTER))  # fmt: skip
         until(browser, lambda d: d.find_element(By.ID, "confirm").get_attribute("open") is not None,
               "the dialog from the keyboard")  # fmt: skip
         assert browser.switch_to.active_element.get_attribute("id") == "confirm-cancel"
@@ -198,11 +223,13 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
         assert queue.paused() == []
 
         # live refresh can be paused from the page
-        toggle = browser.find_element(By.ID, "live-toggle")
-        toggle.click()
-        assert toggle.get_attribute("aria-pressed") == "false"
-        toggle.click()
-        assert toggle.get_attribute("aria-pressed") == "true"
+        def toggle_live() -> str:
+            toggle = browser.find_element(By.ID, "live-toggle")
+            toggle.click()
+            return str(toggle.get_attribute("aria-pressed"))
+
+        assert fresh(toggle_live) == "false"
+        assert fresh(toggle_live) == "true"
         if SCREENSHOTS:
             for n in range(12):
                 queue.enqueue("ops.ok", [n], strict=False)

@@ -47,6 +47,8 @@ pub(crate) struct Dialect {
     pub state_counts: &'static str,
     pub begin: &'static str,
     pub lock_rows: &'static str,
+    /// Flow control ([`super::sql_limits`]).
+    pub limits: LimitSql,
     pub ops: OpsSql,
     pub list_schedules: &'static str,
     pub remove_schedule: &'static str,
@@ -64,6 +66,18 @@ pub(crate) struct OpsSql {
     pub remove_worker: &'static str,
     pub workers: &'static str,
     pub prune_workers: &'static str,
+}
+
+/// The statements of flow control ([`super::sql_limits`]): the limits table, how a row
+/// of it is locked for the claim's transaction, and its upsert (binds: key, scope, name,
+/// rate count, rate period, max_running).
+#[derive(Debug)]
+pub(crate) struct LimitSql {
+    pub table: &'static str,
+    pub for_update: &'static str,
+    pub upsert: &'static str,
+    /// The column naming a ready job's queue in the claim index (MySQL: `ready_queue`).
+    pub queue_column: &'static str,
 }
 
 /// The columns of a worker's row, in the order [`super::sql_ops`] reads them.
@@ -234,7 +248,7 @@ pub(crate) const SQLITE: Dialect = dialect!(
     errors: "errors",
     upsert: "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
         updated_at = excluded.updated_at",
-    schema: &[SQLITE_SCHEMA],
+    schema: &[SQLITE_SCHEMA, SQLITE_LIMITS],
     numbered: false,
     // binds: before, limit (and the same for every dialect)
     purge: "DELETE FROM spikard_jobs WHERE id IN (SELECT id FROM spikard_jobs \
@@ -263,6 +277,15 @@ pub(crate) const SQLITE: Dialect = dialect!(
         UNION ALL SELECT queue, status, n, 0, NULL FROM spikard_job_counts WHERE n <> 0",
     begin: "BEGIN IMMEDIATE",
     lock_rows: "",
+    limits: LimitSql {
+        table: "spikard_limits",
+        for_update: "",
+        queue_column: "queue",
+        upsert: "INSERT INTO spikard_limits (limit_key, scope, name, rate_count, rate_period_ms, \
+            max_running, next_start_us) VALUES (?, ?, ?, ?, ?, ?, 0) ON CONFLICT (limit_key) \
+            DO UPDATE SET rate_count = excluded.rate_count, \
+            rate_period_ms = excluded.rate_period_ms, max_running = excluded.max_running",
+    },
     ops: ops_statements!(
         "spikard_paused", "spikard_workers", ["?", "?"],
         values: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -417,7 +440,7 @@ pub(crate) const POSTGRES: Dialect = dialect!(
     errors: "errors::text AS errors",
     upsert: "ON CONFLICT (name) DO UPDATE SET definition = excluded.definition, \
         updated_at = excluded.updated_at",
-    schema: &[POSTGRES_SCHEMA],
+    schema: &[POSTGRES_SCHEMA, POSTGRES_LIMITS],
     numbered: true,
     purge: "DELETE FROM spikard_tasks.jobs WHERE id IN (SELECT id FROM spikard_tasks.jobs \
         WHERE finished_at IS NOT NULL AND finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)",
@@ -447,6 +470,15 @@ pub(crate) const POSTGRES: Dialect = dialect!(
         GROUP BY queue, status HAVING SUM(n) <> 0",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
+    limits: LimitSql {
+        table: "spikard_tasks.limits",
+        for_update: " FOR UPDATE",
+        queue_column: "queue",
+        upsert: "INSERT INTO spikard_tasks.limits (limit_key, scope, name, rate_count, \
+            rate_period_ms, max_running, next_start_us) VALUES ($1, $2, $3, $4, $5, $6, 0) \
+            ON CONFLICT (limit_key) DO UPDATE SET rate_count = excluded.rate_count, \
+            rate_period_ms = excluded.rate_period_ms, max_running = excluded.max_running",
+    },
     ops: ops_statements!(
         "spikard_tasks.paused", "spikard_tasks.workers", ["$1", "$2"],
         values: "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -714,7 +746,7 @@ pub(crate) const MYSQL: Dialect = dialect!(
     errors: "errors",
     upsert: "ON DUPLICATE KEY UPDATE definition = VALUES(definition), \
         updated_at = VALUES(updated_at)",
-    schema: &[MYSQL_SCHEMA, MYSQL_SCHEDULES, MYSQL_PAUSED, MYSQL_WORKERS],
+    schema: &[MYSQL_SCHEMA, MYSQL_SCHEDULES, MYSQL_PAUSED, MYSQL_WORKERS, MYSQL_LIMITS],
     numbered: false,
     purge: "DELETE FROM spikard_jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
         ORDER BY finished_at LIMIT ?",
@@ -735,6 +767,15 @@ pub(crate) const MYSQL: Dialect = dialect!(
         FROM spikard_jobs GROUP BY queue, status",
     begin: "BEGIN",
     lock_rows: " FOR UPDATE SKIP LOCKED",
+    limits: LimitSql {
+        table: "spikard_limits",
+        for_update: " FOR UPDATE",
+        queue_column: "ready_queue",
+        upsert: "INSERT INTO spikard_limits (limit_key, scope, name, rate_count, rate_period_ms, \
+            max_running, next_start_us) VALUES (?, ?, ?, ?, ?, ?, 0) ON DUPLICATE KEY UPDATE \
+            rate_count = VALUES(rate_count), rate_period_ms = VALUES(rate_period_ms), \
+            max_running = VALUES(max_running)",
+    },
     ops: ops_statements!(
         "spikard_paused", "spikard_workers", ["?", "?"],
         values: "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -812,5 +853,46 @@ CREATE TABLE IF NOT EXISTS spikard_workers (
     heartbeat_interval BIGINT NOT NULL,
     jobs_held BIGINT NOT NULL,
     version VARCHAR(64) NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+"#;
+
+/// The limits of flow control ([`super::sql_limits`]): one row per task or queue limit;
+/// `next_start_us` is when its rate allows the next start (µs since the epoch).
+#[cfg(feature = "sqlite")]
+const SQLITE_LIMITS: &str = r#"
+CREATE TABLE IF NOT EXISTS spikard_limits (
+    limit_key TEXT PRIMARY KEY NOT NULL,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rate_count BIGINT,
+    rate_period_ms BIGINT,
+    max_running BIGINT,
+    next_start_us BIGINT NOT NULL DEFAULT 0
+);
+"#;
+
+#[cfg(feature = "postgres")]
+const POSTGRES_LIMITS: &str = r#"
+CREATE TABLE IF NOT EXISTS spikard_tasks.limits (
+    limit_key TEXT PRIMARY KEY,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    rate_count BIGINT,
+    rate_period_ms BIGINT,
+    max_running BIGINT,
+    next_start_us BIGINT NOT NULL DEFAULT 0
+);
+"#;
+
+#[cfg(feature = "mysql")]
+const MYSQL_LIMITS: &str = r#"
+CREATE TABLE IF NOT EXISTS spikard_limits (
+    limit_key VARCHAR(255) NOT NULL PRIMARY KEY,
+    scope VARCHAR(16) NOT NULL,
+    name VARCHAR(255) NOT NULL,
+    rate_count BIGINT NULL,
+    rate_period_ms BIGINT NULL,
+    max_running BIGINT NULL,
+    next_start_us BIGINT NOT NULL DEFAULT 0
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 "#;

@@ -22,6 +22,9 @@ use crate::job::{
 };
 use crate::url::BackendUrl;
 
+pub use limits::{
+    ClaimPlan, Limit, LimitScope, LimitState, LimitStore, LimitedClaim, Rate, MAX_RATE_PER_SECOND,
+};
 pub use ops::{
     Cursor, JobFilter, OpsStore, QueueStats, StorePage, WorkerInfo, MAX_PAGE, OPS_BATCH,
 };
@@ -32,6 +35,7 @@ mod conn_stack;
 mod dialect;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod limits;
 pub mod ops;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod pool;
@@ -39,6 +43,8 @@ mod pool;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "redis")]
+mod redis_limits;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod retry;
 mod rows;
@@ -46,6 +52,8 @@ mod rows;
 mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql_ops;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql_limits;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -216,7 +224,7 @@ pub trait ScheduleStore: Send + Sync + 'static {
 /// Persistence of jobs. Implementations must be safe to share between tasks and
 /// processes (several workers may claim from one store at once).
 #[async_trait]
-pub trait Store: ScheduleStore + OpsStore {
+pub trait Store: ScheduleStore + OpsStore + LimitStore {
     /// Inserts rows in one transaction (all or nothing). A row whose `unique_key` matches
     /// an unfinished job in its queue is not inserted; that job's id is returned instead.
     async fn enqueue(&self, rows: Vec<JobRow>) -> CoreResult<Vec<Enqueued>>;

@@ -624,3 +624,4 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 sql_schedule_store!(MySqlStore);
 
 super::sql_ops::sql_ops_store!(MySqlStore, |_s| ());
+super::sql_limits::sql_limit_store!(MySqlStore, |_s| ());

@@ -393,3 +393,4 @@ fn column<'a, T, U>(items: &'a [T], value: impl Fn(&'a T) -> U) -> Vec<U> {
 }
 
 super::sql_ops::sql_ops_store!(PostgresStore, |_s| ());
+super::sql_limits::sql_limit_store!(PostgresStore, |_s| ());

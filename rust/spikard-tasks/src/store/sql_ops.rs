@@ -24,19 +24,19 @@ const PRUNE_BATCH: i64 = 100;
 
 /// One bound value.
 #[derive(Clone, Debug)]
-enum Arg {
+pub(super) enum Arg {
     Text(String),
     Int(i64),
 }
 
 /// The values bound to a statement being written, and their placeholders.
-struct Args {
+pub(super) struct Args {
     numbered: bool,
-    values: Vec<Arg>,
+    pub(super) values: Vec<Arg>,
 }
 
 impl Args {
-    fn new(d: &Dialect) -> Self {
+    pub(super) fn new(d: &Dialect) -> Self {
         Self {
             numbered: d.numbered,
             values: Vec::new(),
@@ -53,16 +53,16 @@ impl Args {
         }
     }
 
-    fn text(&mut self, value: &str) -> String {
+    pub(super) fn text(&mut self, value: &str) -> String {
         self.p(Arg::Text(value.to_owned()))
     }
 
-    fn int(&mut self, value: i64) -> String {
+    pub(super) fn int(&mut self, value: i64) -> String {
         self.p(Arg::Int(value))
     }
 
     /// `p, p, …` binding every id.
-    fn list(&mut self, ids: &[String]) -> String {
+    pub(super) fn list(&mut self, ids: &[String]) -> String {
         let marks: Vec<String> = ids.iter().map(|id| self.text(id)).collect();
         marks.join(", ")
     }
@@ -168,7 +168,10 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     /// A query of `sql` with `args` bound.
-    fn query(sql: String, args: Vec<Arg>) -> sqlx::query::Query<'static, DB, DB::Arguments> {
+    pub(super) fn query(
+        sql: String,
+        args: Vec<Arg>,
+    ) -> sqlx::query::Query<'static, DB, DB::Arguments> {
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for arg in args {
             q = match arg {

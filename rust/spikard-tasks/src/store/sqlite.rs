@@ -515,3 +515,4 @@ impl Store for SqliteStore {
 sql_schedule_store!(SqliteStore);
 
 super::sql_ops::sql_ops_store!(SqliteStore, |s| s.writes.lock().await);
+super::sql_limits::sql_limit_store!(SqliteStore, |s| s.writes.lock().await);
