@@ -168,6 +168,7 @@ macro_rules! store_contract {
             task_and_queue_limits_hold_together,
             rate_limit_spaces_the_starts,
             limited_claim_follows_priority,
+            limited_claim_ignores_removed_limits_and_takes_due_jobs,
             concurrent_limited_claims_never_exceed_the_cap,
         );
     };

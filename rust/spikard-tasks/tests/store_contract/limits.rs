@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde_json::json;
 use spikard_tasks::job::JobRow;
 use spikard_tasks::store::{ClaimPlan, Limit, LimitScope, LimitState, LimitedClaim, Rate, Store};
-use spikard_tasks::{ClaimedJob, Completion, JobStatus};
+use spikard_tasks::time::now_ms;
+use spikard_tasks::{AttemptError, ClaimedJob, Completion, JobStatus};
 
 use crate::support::{ids_of, open, sorted, Fixture, Kind, LEASE};
 
@@ -438,29 +439,91 @@ pub async fn rate_limit_spaces_the_starts(kind: Kind) {
 }
 
 /// Under a cap of 1 the job of the task picked is the first in claim order (highest
-/// priority), and the claim returns its jobs in claim order.
+/// priority), and the claim returns its jobs in claim order, over every queue it takes.
 pub async fn limited_claim_follows_priority(kind: Kind) {
     let fx = open!(shared(kind));
     let (a, b) = (task(&fx, "a"), task(&fx, "b"));
     let one = limit(LimitScope::Task, &a, None, Some(1));
     set(&fx, &[&one]).await;
+    let other = format!("{}-b", fx.queue);
     let ids = fx
         .enqueue(vec![
             job(&fx, &a, 0),
             job(&fx, &b, 5),
             job(&fx, &a, 9),
             job(&fx, &b, -1),
+            JobRow {
+                queue: other.clone(),
+                ..job(&fx, &b, 7)
+            },
+            JobRow {
+                queue: other.clone(),
+                ..job(&fx, &a, 8)
+            },
         ])
         .await;
-    let got = claim(&fx, &fx.worker(), 10, &plan(&[&one])).await.jobs;
+    let queues = [fx.queue.clone(), other];
+    let got = claim_of(&fx, &queues, &fx.worker(), 10, &plan(&[&one]))
+        .await
+        .jobs;
     let order: Vec<String> = got.iter().map(|j| j.id.clone()).collect();
-    assert_eq!(
-        order,
-        [ids[2].clone(), ids[1].clone(), ids[3].clone()],
-        "{kind:?}"
-    );
-    untouched(&fx, &ids[..1], &order).await;
+    let expected: Vec<String> = [2, 4, 1, 3].map(|i| ids[i].clone()).to_vec();
+    assert_eq!(order, expected, "{kind:?}");
+    untouched(&fx, &[ids[0].clone(), ids[5].clone()], &order).await;
     clear(&fx).await;
+}
+
+/// The limits of the plan that are no longer stored are not obeyed, and the limited
+/// claim takes jobs that came due (a scheduled job, a retry) like the plain claim,
+/// counting the retry's attempt.
+pub async fn limited_claim_ignores_removed_limits_and_takes_due_jobs(kind: Kind) {
+    let fx = open!(shared(kind));
+    let t = task(&fx, "t");
+    let gone = limit(LimitScope::Task, &t, None, Some(1));
+    set(&fx, &[&gone]).await;
+    let none = limit(LimitScope::Task, &t, None, None);
+    assert!(fx.store.set_limit(&none).await.unwrap(), "{kind:?}");
+    let p = plan(&[&gone]);
+    fx.enqueue(jobs(&fx, &t, 0, 3)).await;
+    let w = fx.worker();
+    let got = claim(&fx, &w, 10, &p).await;
+    assert_eq!((got.jobs.len(), got.retry_at_ms), (3, None), "{kind:?}");
+    // Due soon: a scheduled job and a retry of one of those.
+    let soon = now_ms() + 300;
+    let scheduled = JobRow {
+        run_at_ms: soon,
+        ..job(&fx, &t, 0)
+    };
+    let scheduled = fx.enqueue(vec![scheduled]).await.remove(0);
+    let retried = got.jobs[0].id.clone();
+    let retry = vec![(
+        got.jobs[0].clone(),
+        Completion::Retry {
+            run_at_ms: soon,
+            error: AttemptError {
+                attempt: 1,
+                error: "Later: again".into(),
+                traceback: None,
+                at_ms: now_ms(),
+            },
+        },
+    )];
+    assert_eq!(fx.store.complete(&w, retry).await.unwrap(), 1, "{kind:?}");
+    let early = claim(&fx, &w, 10, &p).await.jobs;
+    if now_ms() < soon {
+        assert!(early.is_empty(), "{kind:?}: {early:?}");
+    }
+    tokio::time::sleep(Duration::from_millis((soon + 50 - now_ms()).max(0) as u64)).await;
+    let late = claim(&fx, &w, 10, &p).await.jobs;
+    let mut taken: Vec<(String, u32)> = early
+        .iter()
+        .chain(&late)
+        .map(|j| (j.id.clone(), j.attempt))
+        .collect();
+    taken.sort();
+    let mut expected = vec![(scheduled, 1), (retried, 2)];
+    expected.sort();
+    assert_eq!(taken, expected, "{kind:?}");
 }
 
 /// Concurrent limited claims (separate handles and workers) never run more jobs under a
