@@ -1,5 +1,5 @@
 //! The store contract: one test per documented rule of a `Store` / `ScheduleStore` /
-//! `OpsStore`
+//! `OpsStore` / `LimitStore`
 //! method, generated for every backend (`sqlite::claim_…`, `postgres::claim_…`, …),
 //! each checking what the method's doc comment promises.
 //!
@@ -19,6 +19,8 @@ mod complete;
 mod enqueue;
 #[path = "store_contract/lease.rs"]
 mod lease;
+#[path = "store_contract/limits.rs"]
+mod limits;
 #[path = "store_contract/lock.rs"]
 mod lock;
 #[path = "store_contract/maintenance.rs"]
@@ -45,6 +47,7 @@ mod cases {
     pub use super::complete::*;
     pub use super::enqueue::*;
     pub use super::lease::*;
+    pub use super::limits::*;
     #[cfg(any(feature = "postgres", feature = "mysql", feature = "redis"))]
     pub use super::lock::*;
     pub use super::maintenance::*;
@@ -157,6 +160,16 @@ macro_rules! store_contract {
             // the counts of stats and counts through every transition
             counts_stay_exact_through_every_transition,
             counts_stay_exact_under_concurrent_completions,
+            // flow control: set_limit, limits, claim_limited
+            set_limit_stores_replaces_and_removes_limits,
+            limits_with_usage_count_running_jobs,
+            max_running_caps_a_task_without_blocking_the_others,
+            queue_max_running_and_local_room_bound_a_queue,
+            task_and_queue_limits_hold_together,
+            rate_limit_spaces_the_starts,
+            limited_claim_follows_priority,
+            limited_claim_ignores_removed_limits_and_takes_due_jobs,
+            concurrent_limited_claims_never_exceed_the_cap,
         );
     };
 }

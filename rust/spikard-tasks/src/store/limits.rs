@@ -67,7 +67,10 @@ impl Rate {
                 "rate_limit {text:?} {why}; write it as N/s, N/m, N/h or N/d (e.g. \"100/s\")"
             ))
         };
-        let (count, unit) = text.trim().split_once('/').ok_or_else(|| bad("has no '/'"))?;
+        let (count, unit) = text
+            .trim()
+            .split_once('/')
+            .ok_or_else(|| bad("has no '/'"))?;
         let count: u32 = count
             .trim()
             .parse()
@@ -306,7 +309,16 @@ mod tests {
         assert_eq!(Rate::parse(" 600/m ").unwrap().to_string(), "600/m");
         assert_eq!(Rate::parse("10/hour").unwrap().interval_us(), 360_000_000);
         assert_eq!(Rate::parse("3/s").unwrap().interval_us(), 333_334);
-        for bad in ["", "100", "0/s", "-1/s", "1.5/s", "10/w", "2000000/s", "x/s"] {
+        for bad in [
+            "",
+            "100",
+            "0/s",
+            "-1/s",
+            "1.5/s",
+            "10/w",
+            "2000000/s",
+            "x/s",
+        ] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }
     }
@@ -327,17 +339,26 @@ mod tests {
                 max_running: Some(2),
             },
         ];
-        let candidates = [("a", "q1"), ("a", "q1"), ("b", "q1"), ("b", "q2"), ("b", "q2")];
+        let candidates = [
+            ("a", "q1"),
+            ("a", "q1"),
+            ("b", "q1"),
+            ("b", "q2"),
+            ("b", "q2"),
+        ];
         let mut allow = vec![1, 1];
         let mut room = vec![];
-        assert_eq!(pick(&candidates, &limits, &mut allow, &mut room, 10), [0, 2, 3]);
+        assert_eq!(
+            pick(&candidates, &limits, &mut allow, &mut room, 10),
+            [0, 2, 3]
+        );
         let mut allow = vec![1, 2];
         let mut room = vec![("q1".to_string(), 1)];
-        assert_eq!(pick(&candidates, &limits, &mut allow, &mut room, 10), [0, 3, 4]);
         assert_eq!(
-            pick(&candidates, &limits, &mut [1, 2], &mut vec![], 2),
-            [0, 2]
+            pick(&candidates, &limits, &mut allow, &mut room, 10),
+            [0, 3, 4]
         );
+        assert_eq!(pick(&candidates, &limits, &mut [1, 2], &mut [], 2), [0, 2]);
     }
 
     #[test]

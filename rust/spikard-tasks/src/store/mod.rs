@@ -33,9 +33,9 @@ pub use ops::{
 mod conn_stack;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod dialect;
+pub mod limits;
 #[cfg(feature = "mysql")]
 pub mod mysql;
-pub mod limits;
 pub mod ops;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod pool;
@@ -51,9 +51,9 @@ mod rows;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
-mod sql_ops;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 mod sql_limits;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
+mod sql_ops;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(feature = "sqlite")]

@@ -59,7 +59,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// library's default of 6 made calls block ~10 s). The next call tries again.
 const RECONNECT_RETRIES: usize = 4;
 /// Most due scheduled (or retrying) jobs one claim moves to the ready set, per set.
-const PROMOTE_BATCH: usize = 1000;
+pub(super) const PROMOTE_BATCH: usize = 1000;
 /// How long a worker may hold the maintenance lock before it expires by itself (ms).
 const MAINTENANCE_LOCK_MS: u64 = 15_000;
 /// How often the listener pings its subscription connection to notice a dead peer.
@@ -219,6 +219,17 @@ impl RedisStore {
         CoreError::Backend(format!("redis: {}", self.secrets.scrub(&err.to_string())))
     }
 
+    /// Runs a script of another module (flow control): on the workers' connection when
+    /// `work`, else on the producers' and readers'.
+    pub(super) async fn invoke_script<T: FromRedisValue>(
+        &self,
+        work: bool,
+        inv: &ScriptInvocation<'_>,
+    ) -> CoreResult<T> {
+        self.invoke(if work { &self.work } else { &self.calls }, inv)
+            .await
+    }
+
     async fn invoke<T: FromRedisValue>(
         &self,
         conn: &Managed,
@@ -265,7 +276,7 @@ fn opt(value: Option<&str>) -> String {
 struct Hash<'a>(&'a str, HashMap<String, String>);
 
 /// Fields of a claimed job, in the claim script's order.
-struct ClaimRow(Vec<Option<String>>);
+pub(super) struct ClaimRow(pub(super) Vec<Option<String>>);
 
 const CLAIM_FIELDS: &str =
     "id queue task args kwargs attempts max_attempts timeout_ms priority enqueued_at \

@@ -6,9 +6,13 @@
 //! picks in claim order what every limit allows, claims those by id and advances the
 //! rates' next starts. SQLite needs no row locks: `BEGIN IMMEDIATE` is its one writer.
 
-use sqlx::{AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
+use sqlx::{
+    AssertSqlSafe, ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type,
+};
 
-use super::limits::{allowance, next_start_us, pick, ClaimPlan, Limit, LimitScope, LimitState, Rate};
+use super::limits::{
+    allowance, next_start_us, pick, ClaimPlan, Limit, LimitScope, LimitState, Rate,
+};
 use super::retry::{retry_tx, TxError};
 use super::sql::{Affected, Sql};
 use super::sql_ops::Args;
@@ -102,7 +106,9 @@ where
              next_start_us FROM {} ORDER BY limit_key",
             self.d.limits.table
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let Some((limit, next_us)) = limit_from(row)? else {
@@ -157,7 +163,7 @@ where
         if limit == 0 || queues.is_empty() {
             return Ok((Vec::new(), None));
         }
-        Ok(retry_tx(|| async move {
+        retry_tx(|| async move {
             let mut tx = self.pool.begin_with(AssertSqlSafe(self.d.begin)).await?;
             let out = self
                 .claim_limited_in(&mut tx, queues, worker, limit, lease_until, now, plan)
@@ -165,7 +171,7 @@ where
             tx.commit().await?;
             Ok::<_, TxError>(out)
         })
-        .await?)
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -216,15 +222,18 @@ where
         let open: Vec<&String> = queues
             .iter()
             .filter(|q| {
-                let global = limits.iter().zip(&allow).all(|(l, &n)| {
-                    !(l.scope == LimitScope::Queue && &l.name == *q) || n > 0
-                });
+                let global = limits
+                    .iter()
+                    .zip(&allow)
+                    .all(|(l, &n)| !(l.scope == LimitScope::Queue && &l.name == *q) || n > 0);
                 let local = room.iter().all(|(name, n)| name != *q || *n > 0);
                 global && local
             })
             .collect();
         let bounded = |q: &String| {
-            limits.iter().any(|l| l.scope == LimitScope::Queue && &l.name == q)
+            limits
+                .iter()
+                .any(|l| l.scope == LimitScope::Queue && &l.name == q)
                 || room.iter().any(|(name, _)| name == q)
         };
         let tasks: Vec<String> = limits
@@ -281,7 +290,10 @@ where
         for (_, _, _, i) in &keyed {
             names.push((rows[*i].try_get("task")?, rows[*i].try_get("queue")?));
         }
-        let refs: Vec<(&str, &str)> = names.iter().map(|(t, q)| (t.as_str(), q.as_str())).collect();
+        let refs: Vec<(&str, &str)> = names
+            .iter()
+            .map(|(t, q)| (t.as_str(), q.as_str()))
+            .collect();
         let before = allow.clone();
         let chosen = pick(&refs, &limits, &mut allow, &mut room, limit);
         let ids: Vec<String> = chosen.iter().map(|&k| keyed[k].2.clone()).collect();
@@ -378,7 +390,8 @@ macro_rules! sql_limit_store {
                 plan: &$crate::store::ClaimPlan,
             ) -> CoreResult<$crate::store::LimitedClaim> {
                 let now = $crate::store::Store::now_ms(self);
-                let lease_until = now.saturating_add(lease.as_millis().min(i64::MAX as u128) as i64);
+                let lease_until =
+                    now.saturating_add(lease.as_millis().min(i64::MAX as u128) as i64);
                 let (rows, retry_at_ms) = {
                     let $s = self;
                     let _writing = $lock;
@@ -390,7 +403,10 @@ macro_rules! sql_limit_store {
                 $crate::store::fail_corrupt(self, worker, broken).await;
                 let mut keyed = keyed;
                 keyed.sort_by(|(a, ra), (b, rb)| {
-                    b.priority.cmp(&a.priority).then(ra.cmp(rb)).then(a.id.cmp(&b.id))
+                    b.priority
+                        .cmp(&a.priority)
+                        .then(ra.cmp(rb))
+                        .then(a.id.cmp(&b.id))
                 });
                 Ok($crate::store::LimitedClaim {
                     jobs: keyed.into_iter().map(|(j, _)| j).collect(),
