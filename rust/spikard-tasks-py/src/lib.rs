@@ -6,8 +6,8 @@
 mod bridge;
 mod convert;
 mod errors;
-mod logging;
 mod limits;
+mod logging;
 mod ops;
 mod queue;
 mod rules;

@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{check_text, JobRecord, JobStatus};
 use crate::queue::TaskQueueClient;
-use crate::store::{
-    Cursor, JobFilter, LimitState, QueueStats, WorkerInfo, MAX_PAGE, OPS_BATCH,
-};
+use crate::store::{Cursor, JobFilter, LimitState, QueueStats, WorkerInfo, MAX_PAGE, OPS_BATCH};
 use crate::time::duration_ms;
 
 /// The figures of every queue of a store ([`TaskQueueClient::stats`]).

@@ -183,9 +183,9 @@ impl StoreBackend {
             }
             Ok(Some(got)) if got.jobs.is_empty() => {
                 self.error_pause = ERROR_PAUSE;
-                let wait = got
-                    .retry_in
-                    .map_or(self.parts.poll_interval, |r| r.min(self.parts.poll_interval));
+                let wait = got.retry_in.map_or(self.parts.poll_interval, |r| {
+                    r.min(self.parts.poll_interval)
+                });
                 self.start_wait(wait);
             }
             Ok(Some(got)) => {

@@ -17,7 +17,10 @@ impl HeldJobs {
     /// Records newly claimed jobs: `(id, queue)`.
     pub(crate) fn add<'a>(&self, jobs: impl IntoIterator<Item = (&'a str, &'a str)>) {
         if let Ok(mut held) = self.0.lock() {
-            held.extend(jobs.into_iter().map(|(id, q)| (id.to_owned(), q.to_owned())));
+            held.extend(
+                jobs.into_iter()
+                    .map(|(id, q)| (id.to_owned(), q.to_owned())),
+            );
         }
     }
 
@@ -58,6 +61,9 @@ mod tests {
         let mut ids = held.snapshot();
         ids.sort();
         assert_eq!(ids, ["b", "c"]);
-        assert_eq!((held.in_queue("q"), held.in_queue("r"), held.in_queue("s")), (1, 1, 0));
+        assert_eq!(
+            (held.in_queue("q"), held.in_queue("r"), held.in_queue("s")),
+            (1, 1, 0)
+        );
     }
 }

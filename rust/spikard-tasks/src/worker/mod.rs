@@ -109,7 +109,9 @@ impl WorkerOptions {
         }
         for limit in &self.task_limits {
             if limit.scope != LimitScope::Task {
-                return Err(CoreError::config("a worker's task limits must be task limits"));
+                return Err(CoreError::config(
+                    "a worker's task limits must be task limits",
+                ));
             }
             limit.validate()?;
         }
