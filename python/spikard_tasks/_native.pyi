@@ -102,8 +102,8 @@ class NativeQueue:
     def stats(self) -> dict[str, Any]:
         """Figures per queue: ``{"now_ms": int, "queues": [{"queue": str, "counts":
         {state: int}, "oldest_ready_ms": int | None, "succeeded_last_minute": int,
-        "failed_last_minute": int, "paused": bool}]}`` (every queue with a job or
-        paused; ``now_ms`` is the store's clock)."""
+        "failed_last_minute": int, "paused": bool}], "limits": [as limits() returns]}``
+        (every queue with a job or paused; ``now_ms`` is the store's clock)."""
     def list_jobs(self, filter_json: str, limit: int, cursor: str | None = None) -> dict[str, Any]:
         """A page of jobs matching ``filter_json`` (a ``JobFilter``: ``{"statuses":
         [...], "task", "queue", "since_ms", "until_ms", "ids": [...]}``, absent = any),
@@ -133,6 +133,13 @@ class NativeQueue:
         """The live workers (missed fewer than two heartbeats): ``name``, ``host``,
         ``pid``, ``queues``, ``concurrency``, ``started_at_ms``, ``heartbeat_at_ms``,
         ``heartbeat_interval_ms``, ``jobs_held``, ``version``."""
+    def set_limit(self, scope: str, name: str, rate: str | None, max_running: int | None) -> bool:
+        """Stores the limit of a ``"task"`` or ``"queue"`` (``rate`` ``N/s|m|h|d``,
+        ``max_running`` >= 1), or removes it when both are ``None``; whether anything
+        changed. ``ConfigError`` for a bad value."""
+    def limits(self) -> list[dict[str, Any]]:
+        """Every stored limit: ``{"scope", "name", "rate": str | None, "max_running":
+        int | None, "running": int, "next_start_ms": int}``."""
     def start_worker(
         self,
         handlers: dict[str, tuple[Callable[..., Any], bool]],

@@ -19,7 +19,9 @@ import signal
 import sys
 import types
 
+from .._flow import parse_queues
 from ..cron import CronSchedule
+from ..exceptions import ConfigError
 from ..pool.recycle import Recycler
 from ..queue import TaskQueue
 from ..worker import Worker
@@ -57,13 +59,15 @@ def _load(args: argparse.Namespace) -> TaskQueue:
     return queue
 
 
-def _queues(text: str | None) -> list[str] | None:
+def _queues(text: str | None) -> dict[str, int | None] | None:
+    """``--queues a,b=2``: each queue with its concurrency in this worker (``None``: no
+    cap of its own)."""
     if text is None:
         return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise CliError("--queues needs at least one queue name")
-    return names
+    try:
+        return parse_queues(text)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _recycler(args: argparse.Namespace, worker: Worker, queue: TaskQueue) -> Recycler | None:
