@@ -144,10 +144,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ``--processes N``: a supervisor of N worker children, see ``worker_pool``)."""
     if wants_pool(args):
         return run_supervisor(args)
+    queues = _queues(args.queues)  # a wrong value fails before the app is imported
     queue = _load(args)
     worker = queue.worker(
         concurrency=args.concurrency,
-        queues=_queues(args.queues),
+        queues=queues,
         name=args.name,
         drain_timeout=args.drain_timeout,
         scheduler=not args.no_scheduler,

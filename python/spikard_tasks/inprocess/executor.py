@@ -104,10 +104,8 @@ class Executor:
         self._abandoned = False  # drain timed out: leftovers are cancelled
         self._drain_deadline = math.inf  # wall-clock end of the drain
         self._cut_off: list[RuntimeJob[Any]] = []  # cancelled for being due after it
-        # What a job must pass to start (paused queues, limits), None: any job starts.
-        self._gate: Callable[[RuntimeJob[Any]], bool] | None = None
-        # Told when an attempt ends (the limits' running counts), None: nobody is.
-        self._on_end: Callable[[RuntimeJob[Any]], None] | None = None
+        self._gate: Callable[[RuntimeJob[Any]], bool] | None = None  # paused, limited
+        self._on_end: Callable[[RuntimeJob[Any]], None] | None = None  # limits' counts
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
