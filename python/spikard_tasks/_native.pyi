@@ -127,6 +127,21 @@ class NativeQueue:
         interval); enqueueing still works. ``False`` if it was paused already."""
     def resume(self, queue: str) -> bool:
         """Resumes a paused queue; ``False`` if it was not paused."""
+    def set_limit(
+        self,
+        scope: str,
+        name: str,
+        rate: str | None = None,
+        max_running: int | None = None,
+    ) -> bool:
+        """Stores the limit of a task or queue (``scope`` ``"task"`` or ``"queue"``): a
+        rate such as ``"100/s"``, ``"600/m"``, ``"10/h"`` or ``"5/d"`` (starts spaced
+        evenly) and/or a cap on running jobs across every worker; with neither it removes
+        the stored limit. Returns whether anything changed. ``ConfigError`` for a bad
+        scope, rate, cap (< 1) or name."""
+    def limits(self) -> list[dict[str, Any]]:
+        """Every stored limit: ``{"scope", "name", "rate": str | None, "max_running":
+        int | None, "running": int, "next_start_ms": int}``, by scope and name."""
     def paused(self) -> list[str]:
         """The paused queues, by name."""
     def workers(self) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ mod bridge;
 mod convert;
 mod errors;
 mod logging;
+mod limits;
 mod ops;
 mod queue;
 mod rules;

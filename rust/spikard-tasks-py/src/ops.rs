@@ -19,7 +19,7 @@ pub fn parse_filter(filter_json: &str) -> Result<JobFilter> {
 }
 
 /// Any serializable answer as Python objects (dicts, lists, …).
-fn to_py<T: serde::Serialize>(py: Python<'_>, value: &T) -> Result<Py<PyAny>> {
+pub(crate) fn to_py<T: serde::Serialize>(py: Python<'_>, value: &T) -> Result<Py<PyAny>> {
     let json = serde_json::to_value(value).map_err(CoreError::from)?;
     Ok(json_to_py(py, &json)?.unbind())
 }

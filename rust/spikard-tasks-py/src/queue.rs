@@ -235,6 +235,28 @@ impl NativeQueue {
         crate::ops::set_paused(py, &self.client, queue, false)
     }
 
+    /// Stores the limit of a task or queue (`scope` "task" or "queue"): a rate such as
+    /// "100/s" and/or a cap on running jobs; with neither it removes the stored one.
+    /// Returns whether anything changed.
+    #[pyo3(signature = (scope, name, rate=None, max_running=None))]
+    fn set_limit(
+        &self,
+        py: Python<'_>,
+        scope: &str,
+        name: &Bound<'_, PyString>,
+        rate: Option<String>,
+        max_running: Option<i64>,
+    ) -> Result<bool> {
+        let name = name_text(name, "limit name")?;
+        crate::limits::set_limit(py, &self.client, scope, name, rate, max_running)
+    }
+
+    /// Every stored limit: `{"scope", "name", "rate", "max_running", "running",
+    /// "next_start_ms"}`.
+    fn limits(&self, py: Python<'_>) -> Result<Py<PyAny>> {
+        crate::limits::limits(py, &self.client)
+    }
+
     /// The paused queues, by name.
     fn paused(&self, py: Python<'_>) -> Result<Vec<String>> {
         crate::ops::paused(py, &self.client)
@@ -392,6 +414,11 @@ fn apply_worker_options(opts: &mut WorkerOptions, options: &Bound<'_, PyDict>) -
             "poll_interval" => opts.poll_interval = secs(value, "poll_interval")?,
             "lease" => opts.lease = secs(value, "lease")?,
             "heartbeat" => opts.heartbeat = secs(value, "heartbeat")?,
+            "limits" => opts.task_limits = crate::limits::task_limits(&value)?,
+            "queue_concurrency" => {
+                let caps: std::collections::BTreeMap<String, i64> = value.extract()?;
+                opts.queue_concurrency = crate::limits::queue_concurrency(caps)?;
+            }
             "task_backoff" => {
                 let text: String = value.extract()?;
                 opts.task_backoff = serde_json::from_str(&text).map_err(|e| {

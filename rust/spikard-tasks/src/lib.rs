@@ -68,6 +68,7 @@ pub mod error;
 pub mod handler;
 pub mod job;
 pub mod metrics;
+pub mod limits_client;
 pub mod ops_client;
 pub mod queue;
 pub mod redact;

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CoreError, CoreResult};
 use crate::job::{check_text, JobRecord, JobStatus};
 use crate::queue::TaskQueueClient;
-use crate::store::{Cursor, JobFilter, QueueStats, WorkerInfo, MAX_PAGE, OPS_BATCH};
+use crate::store::{
+    Cursor, JobFilter, LimitState, QueueStats, WorkerInfo, MAX_PAGE, OPS_BATCH,
+};
 use crate::time::duration_ms;
 
 /// The figures of every queue of a store ([`TaskQueueClient::stats`]).
@@ -22,6 +24,9 @@ pub struct Stats {
     pub now_ms: i64,
     /// Every queue that has a job or is paused, by name.
     pub queues: Vec<QueueStats>,
+    /// Every stored limit (flow control) with its running count, by key.
+    #[serde(default)]
+    pub limits: Vec<LimitState>,
 }
 
 /// One page of [`TaskQueueClient::list_jobs`].
@@ -49,7 +54,12 @@ impl TaskQueueClient {
     pub async fn stats(&self) -> CoreResult<Stats> {
         let now_ms = self.store.now_ms();
         let queues = self.store.stats(now_ms).await?;
-        Ok(Stats { now_ms, queues })
+        let limits = self.store.limits(true).await?;
+        Ok(Stats {
+            now_ms,
+            queues,
+            limits,
+        })
     }
 
     /// Up to `limit` (1 to 1,000) jobs matching `filter`, newest first (by enqueue

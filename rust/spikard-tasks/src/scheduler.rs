@@ -124,18 +124,41 @@ struct Running {
 async fn supervise(client: TaskQueueClient, reload: Duration, mut stop_rx: watch::Receiver<bool>) {
     let mut running: HashMap<String, Running> = HashMap::new();
     loop {
-        match client.store.schedules().await {
-            Ok(stored) => reconcile(&client, &mut running, stored).await,
-            Err(e) => tracing::warn!(error = %e, "reading schedules failed; retrying"),
+        let step = async {
+            match client.store.schedules().await {
+                Ok(stored) => reconcile(&client, &mut running, stored).await,
+                Err(e) => tracing::warn!(error = %e, "reading schedules failed; retrying"),
+            }
+        };
+        // A stop is not held up by a store that does not answer.
+        tokio::select! {
+            _ = step => {}
+            _ = stop_rx.wait_for(|s| *s) => break,
         }
         tokio::select! {
             _ = tokio::time::sleep(reload) => {}
             _ = stop_rx.wait_for(|s| *s) => break,
         }
     }
-    for (_, r) in running.drain() {
+    for (_, r) in running.iter() {
         let _ = r.stop.send(true);
-        let _ = r.join.await;
+    }
+    for (name, r) in running.drain() {
+        stop_within(&name, r.join, STOP_GRACE).await;
+    }
+}
+
+/// How long a stopping scheduler lets a tick being enqueued finish before it abandons
+/// it (the tick's transaction is rolled back; another scheduler or the next start fires
+/// it, as the schedule's missed-tick policy says).
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits up to `grace` for a schedule's task to end, then aborts it: a stop never hangs
+/// on a store that stopped answering.
+async fn stop_within(name: &str, mut join: JoinHandle<()>, grace: Duration) {
+    if tokio::time::timeout(grace, &mut join).await.is_err() {
+        tracing::warn!(schedule = %name, ?grace, "a tick was still being enqueued; abandoning it");
+        join.abort();
     }
 }
 
@@ -158,7 +181,7 @@ async fn reconcile(
     for name in stale {
         if let Some(r) = running.remove(&name) {
             let _ = r.stop.send(true);
-            let _ = r.join.await;
+            stop_within(&name, r.join, STOP_GRACE).await;
         }
     }
     for s in stored {

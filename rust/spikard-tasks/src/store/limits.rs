@@ -49,8 +49,9 @@ impl LimitScope {
 }
 
 /// A rate: at most `count` starts per `period_ms`, spaced evenly (`"100/s"`, `"600/m"`,
-/// `"10/h"`).
+/// `"10/h"`); written as that text in JSON.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Rate {
     /// Starts per period (≥ 1).
     pub count: u32,
@@ -93,6 +94,20 @@ impl Rate {
         let period_us = i64::from(self.period_ms) * 1000;
         let count = i64::from(self.count);
         (period_us + count - 1) / count
+    }
+}
+
+impl TryFrom<String> for Rate {
+    type Error = CoreError;
+
+    fn try_from(text: String) -> CoreResult<Self> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Rate> for String {
+    fn from(rate: Rate) -> Self {
+        rate.to_string()
     }
 }
 

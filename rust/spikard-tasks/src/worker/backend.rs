@@ -9,6 +9,12 @@
 //! (`paused.rs`); when all of them are paused it waits a poll interval (at least 50 ms)
 //! and looks again. On shutdown, jobs claimed but not yet started are released back to
 //! the queue.
+//!
+//! Flow control (`limits.rs`, the store's limited claim): while stored limits or
+//! per-queue concurrency bound the worker, it claims only for free slots (nothing ahead,
+//! so a rate-limited job starts when its token is taken) and, when a rate held jobs
+//! back, looks again when the rate allows the next start rather than after a full poll
+//! interval.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,11 +33,12 @@ use tokio::task::JoinHandle;
 use tower::layer::util::Identity;
 
 use super::held::HeldJobs;
+use super::limits::WorkerLimits;
 use super::paused::ActiveQueues;
 use crate::error::{CoreError, CoreResult};
 use crate::handler::TaskHandler;
 use crate::job::ClaimedJob;
-use crate::store::Store;
+use crate::store::{ClaimPlan, Store};
 
 /// Pause after a failed claim (e.g. the database is restarting), doubled up to 5 s.
 const ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -41,11 +48,17 @@ enum Phase {
     Idle,
     /// A claim query is in flight, on its own task so that it runs while jobs do
     /// (`None` from it: every queue of the worker is paused, nothing was asked).
-    Claiming(JoinHandle<CoreResult<Option<Vec<ClaimedJob>>>>),
+    Claiming(JoinHandle<CoreResult<Option<Claimed>>>),
     /// Nothing was ready (or the store failed): waiting before the next claim.
     Waiting(BoxFuture<'static, ()>),
     /// Shutting down: buffered jobs are being released.
     Releasing(BoxFuture<'static, CoreResult<u64>>),
+}
+
+/// What a claim took, and how soon a rate allows the jobs it held back.
+pub(crate) struct Claimed {
+    jobs: Vec<ClaimedJob>,
+    retry_in: Option<Duration>,
 }
 
 /// Everything the backend needs to claim jobs.
@@ -53,6 +66,10 @@ pub(crate) struct BackendParts {
     pub store: Arc<dyn Store>,
     /// The worker's queues that are not paused.
     pub queues: Arc<ActiveQueues>,
+    /// The stored limits that bound its claims.
+    pub limits: Arc<WorkerLimits>,
+    /// Per-queue concurrency inside this worker.
+    pub queue_concurrency: Arc<[(String, usize)]>,
     pub worker: Arc<str>,
     pub concurrency: usize,
     pub lease: Duration,
@@ -116,8 +133,12 @@ impl StoreBackend {
             return;
         }
         let limit = self.room().max(1);
+        let busy = self.parts.inflight.load(Ordering::Acquire) + self.buffer.len();
+        let free = self.parts.concurrency.saturating_sub(busy).max(1);
         let store = self.parts.store.clone();
         let queues = self.parts.queues.clone();
+        let limits = self.parts.limits.clone();
+        let caps = self.parts.queue_concurrency.clone();
         let worker = self.parts.worker.clone();
         let lease = self.parts.lease;
         let held = self.parts.held.clone();
@@ -126,29 +147,50 @@ impl StoreBackend {
             if queues.is_empty() {
                 return Ok(None);
             }
-            let jobs = store.claim(&queues, &worker, limit, lease).await?;
+            let plan = ClaimPlan {
+                limits: limits.get().await.to_vec(),
+                queue_room: caps
+                    .iter()
+                    .filter(|(q, _)| queues.contains(q))
+                    .map(|(q, n)| (q.clone(), n.saturating_sub(held.in_queue(q))))
+                    .collect(),
+            };
+            let (jobs, retry_in) = if plan.is_empty() {
+                (store.claim(&queues, &worker, limit, lease).await?, None)
+            } else {
+                let got = store
+                    .claim_limited(&queues, &worker, free, lease, &plan)
+                    .await?;
+                let retry_in = got.retry_at_ms.map(|at| {
+                    Duration::from_millis(at.saturating_sub(store.now_ms()).max(1) as u64)
+                });
+                (got.jobs, retry_in)
+            };
             // Held (and so heartbeated) from the moment the claim returns, not from when
             // apalis next asks for a job: with every slot busy that may be long after
             // the claim's lease ran out.
-            held.add(jobs.iter().map(|j| j.id.as_str()));
-            Ok(Some(jobs))
+            held.add(jobs.iter().map(|j| (j.id.as_str(), j.queue.as_str())));
+            Ok(Some(Claimed { jobs, retry_in }))
         }));
     }
 
     /// Takes the result of a finished claim.
-    fn claimed(&mut self, result: CoreResult<Option<Vec<ClaimedJob>>>) {
+    fn claimed(&mut self, result: CoreResult<Option<Claimed>>) {
         match result {
             Ok(None) => {
                 self.error_pause = ERROR_PAUSE;
                 self.start_wait(self.parts.queues.refresh_interval());
             }
-            Ok(Some(jobs)) if jobs.is_empty() => {
+            Ok(Some(got)) if got.jobs.is_empty() => {
                 self.error_pause = ERROR_PAUSE;
-                self.start_wait(self.parts.poll_interval);
+                let wait = got
+                    .retry_in
+                    .map_or(self.parts.poll_interval, |r| r.min(self.parts.poll_interval));
+                self.start_wait(wait);
             }
-            Ok(Some(jobs)) => {
+            Ok(Some(got)) => {
                 self.error_pause = ERROR_PAUSE;
-                self.buffer.extend(jobs);
+                self.buffer.extend(got.jobs);
                 self.phase = Phase::Idle;
             }
             Err(err) => {
@@ -239,7 +281,7 @@ impl Backend for StoreBackend {
                     // Let an in-flight claim land so its jobs are released, not orphaned.
                     match handle.poll_unpin(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(Ok(Some(jobs)))) => self.buffer.extend(jobs),
+                        Poll::Ready(Ok(Ok(Some(got)))) => self.buffer.extend(got.jobs),
                         Poll::Ready(_) => {}
                     }
                     self.phase = Phase::Idle;

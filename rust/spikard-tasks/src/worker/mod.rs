@@ -5,6 +5,7 @@
 mod backend;
 mod completer;
 mod held;
+mod limits;
 mod observe;
 mod paused;
 mod registry;
@@ -27,11 +28,12 @@ use crate::config::{Backoff, TaskQueueConfig};
 use crate::error::{CoreError, CoreResult};
 use crate::handler::TaskHandler;
 use crate::queue::TaskQueueClient;
-use crate::store::Store;
+use crate::store::{Limit, LimitScope, Store};
 use crate::time::{check_secs, duration_ms, secs};
 use backend::{BackendParts, StoreBackend};
 use completer::Completer;
 use held::HeldJobs;
+use limits::WorkerLimits;
 use paused::ActiveQueues;
 use registry::Registry;
 use service::JobService;
@@ -62,6 +64,13 @@ pub struct WorkerOptions {
     /// Host name shown in the worker registry (`TaskQueueClient::workers`); by default
     /// the kernel's host name ([`default_host`]).
     pub host: String,
+    /// The limits of the tasks this worker runs, stored when it starts (an entry that
+    /// limits nothing removes a stored one). Only the stored limits of these tasks (all
+    /// stored task limits, when empty) and of the worker's queues bound its claims.
+    pub task_limits: Vec<Limit>,
+    /// Per-queue concurrency inside this worker (`emails=4,reports=1`): it holds at most
+    /// that many jobs of the queue at once; queues not named share `concurrency`.
+    pub queue_concurrency: Vec<(String, usize)>,
 }
 
 impl WorkerOptions {
@@ -79,6 +88,8 @@ impl WorkerOptions {
             result_ttl: cfg.result_ttl.map(secs),
             name: default_worker_name(),
             host: default_host(),
+            task_limits: Vec::new(),
+            queue_concurrency: Vec::new(),
         }
     }
 }
@@ -95,6 +106,24 @@ impl WorkerOptions {
         check_secs("heartbeat", s(self.heartbeat), false)?;
         for backoff in self.task_backoff.values() {
             backoff.validate()?;
+        }
+        for limit in &self.task_limits {
+            if limit.scope != LimitScope::Task {
+                return Err(CoreError::config("a worker's task limits must be task limits"));
+            }
+            limit.validate()?;
+        }
+        for (queue, n) in &self.queue_concurrency {
+            if !self.queues.contains(queue) {
+                return Err(CoreError::Config(format!(
+                    "queue {queue:?} has a concurrency but is not one of the worker's queues"
+                )));
+            }
+            if *n == 0 {
+                return Err(CoreError::Config(format!(
+                    "the concurrency of queue {queue:?} must be at least 1"
+                )));
+            }
         }
         self.backoff.validate()
     }
@@ -259,7 +288,12 @@ async fn run(
     log_start(&client, &options);
     let held = Arc::new(HeldJobs::default());
     let store = client.store.clone();
+    for limit in &options.task_limits {
+        store.set_limit(limit).await?;
+    }
     let backend = StoreBackend::new(BackendParts {
+        limits: Arc::new(WorkerLimits::new(store.clone(), &options)),
+        queue_concurrency: options.queue_concurrency.clone().into(),
         store: store.clone(),
         queues: Arc::new(ActiveQueues::new(
             store.clone(),
