@@ -148,13 +148,6 @@ class NativeQueue:
         """The live workers (missed fewer than two heartbeats): ``name``, ``host``,
         ``pid``, ``queues``, ``concurrency``, ``started_at_ms``, ``heartbeat_at_ms``,
         ``heartbeat_interval_ms``, ``jobs_held``, ``version``."""
-    def set_limit(self, scope: str, name: str, rate: str | None, max_running: int | None) -> bool:
-        """Stores the limit of a ``"task"`` or ``"queue"`` (``rate`` ``N/s|m|h|d``,
-        ``max_running`` >= 1), or removes it when both are ``None``; whether anything
-        changed. ``ConfigError`` for a bad value."""
-    def limits(self) -> list[dict[str, Any]]:
-        """Every stored limit: ``{"scope", "name", "rate": str | None, "max_running":
-        int | None, "running": int, "next_start_ms": int}``."""
     def start_worker(
         self,
         handlers: dict[str, tuple[Callable[..., Any], bool]],
