@@ -131,14 +131,14 @@ def cmd_queues_list(args: argparse.Namespace) -> int:
         ]
         print(json.dumps(out, indent=2))
         return 0
-    headers = ["queue", "paused", "rate", "max running", *STATES]
+    headers = ["queue", "paused", *STATES, "rate", "max running"]
     rows = [
         [
             q.queue,
             "yes" if q.paused else "no",
+            *(q.counts[s] for s in STATES),
             (lim and lim.rate_limit) or "-",
             "-" if lim is None or lim.max_running is None else lim.max_running,
-            *(q.counts[s] for s in STATES),
         ]
         for q, lim in listed
     ]

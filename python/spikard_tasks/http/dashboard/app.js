@@ -330,7 +330,16 @@
         h("td", null, l.rate_limit === null ? "—" : l.rate_limit),
         h("td", { class: "num" }, l.max_running === null ? "—" : number(l.max_running)),
         h("td", { class: "num" }, number(l.running)),
-        h("td", null, l.next_start === null ? (l.rate_limit === null ? "—" : "now") : when(l.next_start))))));
+        h("td", null, nextStart(l))))));
+  }
+
+  // When a limit's rate lets the next job start: "now", "in <1s", "in 5m".
+  function nextStart(l) {
+    if (l.rate_limit === null) return "—";
+    if (l.next_start === null) return "now";
+    const seconds = (Date.parse(l.next_start) - Date.now()) / 1000;
+    const label = seconds <= 0 ? "now" : seconds < 1 ? "in <1s" : "in " + duration(seconds);
+    return h("time", { datetime: l.next_start, title: new Date(l.next_start).toLocaleString() }, label);
   }
 
   function pauseButton(q) {
