@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from spikard_tasks import Backoff, ConfigError, JobStatus, LimitInfo, TaskHandler, TaskQueue
+from spikard_tasks._flow import format_queues, parse_queues
 
 from .cli_procs import cli, cli_env
 from .conftest import _url
@@ -564,6 +565,24 @@ def test_worker_queues_as_a_mapping() -> None:
         queue.worker(queues="a")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="non-empty"):
         queue.worker(queues={"": 1})
+
+
+def test_queues_text_of_the_command_line() -> None:
+    """``--queues`` text both ways (a pool hands ``queues=`` to its children as text)."""
+    assert parse_queues("a, b=2 ,c=10") == {"a": None, "b": 2, "c": 10}
+    assert format_queues({"a": None, "b": 2}) == "a,b=2"
+    assert format_queues(["a", "b"]) == "a,b"
+    mapping: dict[str, int | None] = {"emails": 4, "reports": 1, "misc": None}
+    assert parse_queues(format_queues(mapping)) == mapping
+    for bad, says in (
+        (" , ", "at least one queue"),
+        ("=3", "no queue name"),
+        ("a=x", "whole number"),
+        ("a=0", "at least 1"),
+        ("a=-1", "whole number"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            parse_queues(bad)
 
 
 # -- the command line and HTTP -----------------------------------------------------------------
