@@ -80,7 +80,7 @@ def test_help_of_the_real_command_shows_defaults() -> None:
     assert worker.returncode == 0, worker.stderr
     flat = " ".join(worker.stdout.split())
     assert "(default: INFO)" in flat
-    assert "--queues A,B consume exactly these queues" in flat
+    assert "--queues A,B=N consume exactly these queues" in flat
     assert "--drain-timeout" in flat and "--url" in flat
     enqueue = cli("enqueue", "--help")
     assert "(default: [])" in " ".join(enqueue.stdout.split())
@@ -102,6 +102,10 @@ BAD_NUMBERS = [
     (("serve", "tests.apps.cli_app:queue"), "--port", "70000"),
     (("bench",), "--jobs", "-3"),
     (("bench",), "--poll-interval", "inf"),
+    (("queues", "limit", "--url", "URL", "emails"), "--max-running", "0"),
+    (("queues", "limit", "--url", "URL", "emails"), "--max-running", "many"),
+    (("queues", "limit", "--url", "URL", "emails"), "--rate", "10/w"),
+    (("queues", "limit", "--url", "URL", "emails"), "--rate", "0/s"),
 ]
 
 

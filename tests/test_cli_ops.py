@@ -237,8 +237,8 @@ def test_queues_pause_resume_and_list(tmp_path: Path) -> None:
     again = cli("queues", "pause", "--url", url, "reports")
     assert again.stdout.strip() == "queue reports was already paused"
     listed = cli("queues", "list", "--url", url)
-    assert re.search(r"^reports\s+yes(\s+0){7}$", listed.stdout, re.M), listed.stdout
-    assert re.search(r"^default\s+no\s+0\s+1\s+0\s+0\s+2\s+1\s+1$", listed.stdout, re.M)
+    assert re.search(r"^reports\s+yes(\s+0){7}\s+-\s+-$", listed.stdout, re.M), listed.stdout
+    assert re.search(r"^default\s+no\s+0\s+1\s+0\s+0\s+2\s+1\s+1\s+-\s+-$", listed.stdout, re.M)
     rows = json.loads(cli("queues", "list", "--url", url, "--json").stdout)
     assert {q["queue"]: q["paused"] for q in rows} == {
         "default": False,

@@ -222,6 +222,18 @@ def test_dashboard_in_chromium_against_a_real_worker(browser: Any, tmp_path: Pat
               "Escape to close the dialog")  # fmt: skip
         assert queue.paused() == []
 
+        # a queue's limit shows in the limits table, and the table goes when it is removed
+        queue.limit(name, max_running=2, rate_limit="5/s")
+        row = f'tr[data-limit="queue:{name}"]'
+        until(browser, lambda d: "5/s" in text(d, row), "the queue's limit in the table")
+        assert text(browser, f"{row} th") == name
+        assert [c for c in text(browser, row).split() if c.isdigit()] == ["2", "0"]
+        assert text(browser, row).endswith(("now", "in <1s"))  # when the rate allows a start
+        assert fresh(lambda: browser.find_element(By.ID, "limits").is_displayed())
+        queue.limit(name)
+        until(browser, lambda d: not d.find_element(By.ID, "limits").is_displayed(),
+              "the limits table to go")  # fmt: skip
+
         # live refresh can be paused from the page
         def toggle_live() -> str:
             toggle = browser.find_element(By.ID, "live-toggle")

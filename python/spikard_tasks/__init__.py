@@ -31,7 +31,7 @@ from .exceptions import (
 )
 from .inprocess.runtime import BackgroundRuntime, DrainReport, RuntimeJob, RuntimeStats
 from .job import AttemptError, Job, JobInfo, Progress
-from .ops_types import JobPage, QueueStats, Stats, WorkerInfo
+from .ops_types import JobPage, LimitInfo, QueueStats, Stats, WorkerInfo
 from .queue import TaskQueue
 from .status import JobStatus
 from .task import AsyncTask, Task, TaskHandler
@@ -70,6 +70,7 @@ __all__ = [
     "JobInfo",
     "JobPage",
     "JobStatus",
+    "LimitInfo",
     "NoCurrentJob",
     "Progress",
     "QueueFull",

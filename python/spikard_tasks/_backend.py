@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -19,7 +20,7 @@ from ._ops_filter import JobFilter
 from .config import TaskQueueConfig
 from .exceptions import RuntimeShutDown
 from .job import Job, JobBackend, JobInfo
-from .ops_types import JobPage, Stats, WorkerInfo
+from .ops_types import JobPage, LimitInfo, Stats, WorkerInfo
 from .status import JobStatus
 
 __all__ = ["Backend", "DurableBackend", "EnqueueSpec"]
@@ -91,6 +92,15 @@ class Backend(JobBackend, Protocol):
 
     def workers(self) -> list[WorkerInfo]:
         """The live workers."""
+        ...
+
+    def set_limit(self, scope: str, name: str, rate: str | None, max_running: int | None) -> bool:
+        """Stores the limit of ``scope`` ``name`` (checked values), or removes it when
+        both are ``None``; whether that changed anything."""
+        ...
+
+    def limits(self) -> list[LimitInfo]:
+        """Every stored limit with its running count."""
         ...
 
 
@@ -223,3 +233,13 @@ class DurableBackend:
     def workers(self) -> list[WorkerInfo]:
         """The store's live workers."""
         return [WorkerInfo.from_record(rec) for rec in self.native.workers()]
+
+    def set_limit(self, scope: str, name: str, rate: str | None, max_running: int | None) -> bool:
+        """Stores (or removes) a limit in the store."""
+        return bool(self.native.set_limit(scope, name, rate, max_running))
+
+    def limits(self) -> list[LimitInfo]:
+        """The store's limits with their running counts."""
+        now_ms = int(time.time() * 1000)
+        found = [LimitInfo.from_record(rec, now_ms) for rec in self.native.limits()]
+        return sorted(found, key=lambda lim: (lim.scope, lim.name))

@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
+from ._flow import check_max_running, check_rate
 from ._hooks import Hook
 from ._normalize import handler_callable
 from ._text import check_text
@@ -100,6 +101,8 @@ class TaskRegistry:
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
         backoff: Backoff | dict[str, Any] | None = None,
+        rate_limit: str | None = None,
+        max_running: int | None = None,
     ) -> TaskDecorator: ...
 
     def task(
@@ -115,6 +118,8 @@ class TaskRegistry:
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
         backoff: Backoff | dict[str, Any] | None = None,
+        rate_limit: str | None = None,
+        max_running: int | None = None,
     ) -> Any:
         """Registers a function (sync or ``async def``), a ``TaskHandler`` subclass or
         instance as a task. Usable bare (``@queue.task``) or with options; every option
@@ -126,8 +131,15 @@ class TaskRegistry:
           job at once; ``dont_retry_on``: these fail the job at once (it wins over
           ``retry_on``). ``Retry``/``Cancel`` and timeouts are not affected;
         - ``backoff``: a ``Backoff`` (or dict) for this task's retries instead of the
-          queue's.
+          queue's;
+        - ``rate_limit``: at most this many starts, spaced evenly, across every worker on
+          every host (``"100/s"``, ``"600/m"``, ``"10/h"``, ``"5/d"``);
+        - ``max_running``: at most this many of its jobs ``running`` at once across every
+          worker. Both are stored by each worker that registers the task when it starts
+          (a worker without them removes them); jobs held back stay ``pending``.
         """
+        rate = check_rate(rate_limit)
+        cap = check_max_running(max_running)
         defaults = {
             "max_attempts": max_attempts,
             "priority": priority,
@@ -158,6 +170,8 @@ class TaskRegistry:
                 retry_on=retry_on,
                 dont_retry_on=dont_retry_on,
                 backoff=backoff,
+                rate_limit=rate,
+                max_running=cap,
             )
             self._tasks[task_name] = task
             return task

@@ -1,5 +1,6 @@
 """``Operations``: what an operator reads and does to a queue's store — figures per
-queue, the job list, retry, bulk cancel and purge, pause and resume, live workers. A base
+queue, the job list, retry, bulk cancel and purge, pause and resume, flow-control limits,
+live workers. A base
 of ``TaskQueue`` (like ``TaskRegistry``); each method has an ``a``-prefixed awaitable twin
 that runs it on the default executor.
 
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ._backend import Backend
+from ._flow import check_max_running, check_rate
 from ._ops_filter import (
     FINISHED,
     RETRYABLE,
@@ -27,7 +29,7 @@ from ._ops_filter import (
 from ._text import check_text
 from .config import TaskQueueConfig
 from .exceptions import ConfigError
-from .ops_types import JobPage, Stats, WorkerInfo
+from .ops_types import JobPage, LimitInfo, Stats, WorkerInfo
 
 __all__ = ["Operations"]
 
@@ -260,3 +262,49 @@ class Operations:
     async def apaused(self) -> list[str]:
         """Awaitable twin of :meth:`paused`."""
         return await _off_loop(self.paused)
+
+    # -- flow control ------------------------------------------------------------------
+
+    def limit(
+        self,
+        queue: str,
+        *,
+        max_running: int | None = None,
+        rate_limit: str | None = None,
+    ) -> bool:
+        """Limits the jobs of ``queue`` across every worker on every host, kept in the
+        store: at most ``max_running`` of them ``running`` at once (claimed ahead
+        included) and at most ``rate_limit`` starts (``"100/s"``, ``"600/m"``, ``"10/h"``,
+        ``"5/d"``: a token bucket of one token, so starts are spaced evenly). Replaces the
+        queue's earlier limit; with both ``None`` it removes it. Jobs held back stay
+        ``pending`` (no attempt used, never failed for it). Returns whether anything
+        changed. ``ConfigError`` for a bad rate or a ``max_running`` below 1."""
+        name = self._limited_queue(queue)
+        rate = check_rate(rate_limit)
+        cap = check_max_running(max_running)
+        return self._backend.set_limit("queue", name, rate, cap)
+
+    async def alimit(
+        self,
+        queue: str,
+        *,
+        max_running: int | None = None,
+        rate_limit: str | None = None,
+    ) -> bool:
+        """Awaitable twin of :meth:`limit`."""
+        return await _off_loop(self.limit, queue, max_running=max_running, rate_limit=rate_limit)
+
+    def limits(self) -> list[LimitInfo]:
+        """Every stored limit — of queues (:meth:`limit`) and of tasks (their
+        ``rate_limit`` / ``max_running``, stored by the workers that run them) — with the
+        jobs running under it now and when its rate allows the next start."""
+        return self._backend.limits()
+
+    async def alimits(self) -> list[LimitInfo]:
+        """Awaitable twin of :meth:`limits`."""
+        return await _off_loop(self.limits)
+
+    def _limited_queue(self, queue: object) -> str:
+        if not isinstance(queue, str) or not queue:
+            raise ConfigError(f"queue must be a non-empty string, got {queue!r}")
+        return check_text("queue name", queue)

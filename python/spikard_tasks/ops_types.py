@@ -1,6 +1,7 @@
 """What the operations of a ``TaskQueue`` return (see :mod:`spikard_tasks.operations`):
-``Stats`` and ``QueueStats`` (counts and throughput per queue), ``JobPage`` (one page of
-the job list) and ``WorkerInfo`` (a live worker). Each has ``to_dict()``, a JSON-ready
+``Stats`` and ``QueueStats`` (counts and throughput per queue), ``LimitInfo`` (a stored
+flow-control limit and how it stands), ``JobPage`` (one page of the job list) and
+``WorkerInfo`` (a live worker). Each has ``to_dict()``, a JSON-ready
 form (times as ISO-8601 UTC text) used by the CLI's ``--json`` and the HTTP routes."""
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 from ._limits import from_ms
 from .job import JobInfo
 
-__all__ = ["STATES", "JobPage", "QueueStats", "Stats", "WorkerInfo", "job_to_dict"]
+__all__ = [
+    "STATES",
+    "JobPage",
+    "LimitInfo",
+    "QueueStats",
+    "Stats",
+    "WorkerInfo",
+    "job_to_dict",
+]
 
 #: Every job state, in the order tables show them.
 STATES = ("pending", "scheduled", "running", "retrying", "succeeded", "failed", "cancelled")
@@ -84,6 +93,48 @@ class QueueStats:
 
 
 @dataclasses.dataclass(frozen=True)
+class LimitInfo:
+    """A flow-control limit kept in the store (see ``TaskQueue.limit`` and
+    ``@queue.task(rate_limit=, max_running=)``) and how it stands now."""
+
+    scope: str
+    """``"task"`` (every job of one task, in any queue) or ``"queue"`` (every job of one
+    queue)."""
+    name: str
+    """The task's or the queue's name."""
+    rate_limit: str | None
+    """Starts allowed, spaced evenly (``"100/s"``); ``None``: no rate limit."""
+    max_running: int | None
+    """Jobs under it ``running`` at once across every worker, at most; ``None``: no cap."""
+    running: int
+    """Jobs under it ``running`` now (claimed ahead included)."""
+    next_start: dt.datetime | None
+    """The earliest time its rate lets the next job start (aware, UTC); ``None`` when a
+    job may start now (or it has no rate)."""
+
+    @classmethod
+    def from_record(cls, rec: Mapping[str, Any], now_ms: int) -> LimitInfo:
+        """Builds it from the engine's dict (``next_start_ms`` of 0 or before ``now_ms``
+        becomes ``None``)."""
+        next_ms = int(rec.get("next_start_ms") or 0)
+        cap = rec.get("max_running")
+        rate = rec.get("rate")
+        return cls(
+            scope=str(rec["scope"]),
+            name=str(rec["name"]),
+            rate_limit=None if rate is None else str(rate),
+            max_running=None if cap is None else int(cap),
+            running=int(rec.get("running", 0) or 0),
+            next_start=from_ms(next_ms) if next_ms > now_ms else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of its fields."""
+        out: dict[str, Any] = _jsonable(dataclasses.asdict(self))
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class Stats:
     """Figures of every queue of a store (every queue with a job or paused), read at
     ``at`` (the store's clock, UTC)."""
@@ -92,15 +143,22 @@ class Stats:
     """When the figures were read (aware, UTC)."""
     queues: list[QueueStats]
     """One entry per queue, by name."""
+    limits: list[LimitInfo] = dataclasses.field(default_factory=list)
+    """Every stored flow-control limit with its running count, by scope and name."""
 
     @classmethod
     def from_record(cls, rec: Mapping[str, Any]) -> Stats:
-        """Builds it from the engine's ``{"now_ms", "queues"}`` dict."""
+        """Builds it from the engine's ``{"now_ms", "queues", "limits"}`` dict."""
         now_ms = int(rec["now_ms"])
         at = from_ms(now_ms)
         assert at is not None
         queues = [QueueStats.from_record(q, now_ms) for q in rec.get("queues") or []]
-        return cls(at=at, queues=sorted(queues, key=lambda q: q.queue))
+        limits = [LimitInfo.from_record(lim, now_ms) for lim in rec.get("limits") or []]
+        return cls(
+            at=at,
+            queues=sorted(queues, key=lambda q: q.queue),
+            limits=sorted(limits, key=lambda lim: (lim.scope, lim.name)),
+        )
 
     @property
     def counts(self) -> dict[str, int]:
@@ -118,12 +176,20 @@ class Stats:
                 return queue
         return None
 
+    def limit(self, scope: str, name: str) -> LimitInfo | None:
+        """The stored limit of ``scope`` (``"task"`` or ``"queue"``) ``name``, or ``None``."""
+        for found in self.limits:
+            if found.scope == scope and found.name == name:
+                return found
+        return None
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: ``at``, ``counts`` (summed) and ``queues``."""
+        """A JSON-ready dict: ``at``, ``counts`` (summed), ``queues`` and ``limits``."""
         return {
             "at": self.at.isoformat(),
             "counts": self.counts,
             "queues": [q.to_dict() for q in self.queues],
+            "limits": [lim.to_dict() for lim in self.limits],
         }
 
 

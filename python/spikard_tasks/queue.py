@@ -12,6 +12,7 @@ from typing import Any
 from . import _native, _otel
 from ._arguments import ArgumentCheck
 from ._backend import Backend, DurableBackend
+from ._flow import QueuesArg
 from ._normalize import as_args, as_kwargs, job_items, merge_options
 from ._registry import TaskRegistry
 from ._text import check_text
@@ -334,7 +335,7 @@ class TaskQueue(TaskRegistry, Operations):
         self,
         concurrency: int | None = None,
         *,
-        queues: Sequence[str] | None = None,
+        queues: QueuesArg | None = None,
         name: str | None = None,
         drain_timeout: float | None = None,
         scheduler: bool = True,
@@ -342,11 +343,15 @@ class TaskQueue(TaskRegistry, Operations):
         """A worker running in this process, in the background. Use it as a context
         manager (``with`` or ``async with``): it starts on entry and drains on exit.
         It also runs the cron scheduler unless ``scheduler=False``. It consumes exactly
-        ``queues`` when given, else this queue's own (``config.queue``).
+        ``queues`` when given, else this queue's own (``config.queue``); a mapping gives
+        each queue its concurrency in this worker (``{"emails": 4, "reports": 1}``;
+        ``None``: no cap of its own), and ``concurrency`` is then the total (by default
+        the sum when every queue has a number).
 
         On ``inprocess://`` jobs run without a worker; this one keeps the same program
         working unchanged: it starts the queue's runtime and its exit drains it
-        (``concurrency`` and ``queues`` do not apply there).
+        (``concurrency`` and the list of ``queues`` do not apply there; the numbers of a
+        mapping do, as caps on the jobs of those queue names running at once).
         """
         worker = self._new_worker(concurrency, queues, name, drain_timeout)
         worker.scheduler = scheduler
@@ -355,7 +360,7 @@ class TaskQueue(TaskRegistry, Operations):
     def _new_worker(
         self,
         concurrency: int | None,
-        queues: Sequence[str] | None,
+        queues: QueuesArg | None,
         name: str | None,
         drain_timeout: float | None,
     ) -> Worker:
@@ -381,7 +386,7 @@ class TaskQueue(TaskRegistry, Operations):
         self,
         concurrency: int | None = None,
         *,
-        queues: Sequence[str] | None = None,
+        queues: QueuesArg | None = None,
         name: str | None = None,
         drain_timeout: float | None = None,
         scheduler: bool = True,

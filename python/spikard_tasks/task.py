@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 from ._arguments import ArgumentCheck
+from ._flow import check_max_running, check_rate
 from .config import Backoff, TaskQueueConfig
 from .exceptions import ConfigError
 from .job import Job
@@ -72,6 +73,10 @@ class Task(Generic[P, R]):
         retry_on: only these exceptions are retried (``None``: every exception).
         dont_retry_on: these exceptions fail the job at once, with no retry.
         backoff: the delays between this task's attempts (``None``: the queue's).
+        rate_limit: at most this many starts of its jobs, spaced evenly, across every
+            worker (``"100/s"``, ``"600/m"``, ``"10/h"``, ``"5/d"``; ``None``: no limit).
+        max_running: at most this many of its jobs running at once across every worker
+            (``None``: no limit).
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class Task(Generic[P, R]):
         retry_on: ExceptionTypes | None = None,
         dont_retry_on: ExceptionTypes | None = None,
         backoff: Backoff | dict[str, Any] | None = None,
+        rate_limit: str | None = None,
+        max_running: int | None = None,
     ) -> None:
         self.queue = queue
         self.fn = fn
@@ -92,6 +99,8 @@ class Task(Generic[P, R]):
         self.retry_on = _exception_types("retry_on", retry_on)
         self.dont_retry_on = _exception_types("dont_retry_on", dont_retry_on)
         self.backoff = None if backoff is None else Backoff.coerce(backoff)
+        self.rate_limit = check_rate(rate_limit)
+        self.max_running = check_max_running(max_running)
         if self.backoff is not None:
             from . import _native
 

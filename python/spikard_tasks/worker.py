@@ -14,13 +14,13 @@ import socket
 import threading
 import types
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from . import _bridge, _logging, _native, _otel
 from ._chain import needs_loop, task_runner
+from ._flow import QueuesArg, queue_caps
 from ._hooks import Hook, run_start_hooks, run_stop_hooks
-from ._text import check_text
 from .config import TaskQueueConfig, describe_url
 from .context import CURRENT
 from .exceptions import SpikardTasksError
@@ -78,9 +78,11 @@ class Worker:
     """Runs the queue's registered handlers on the native (apalis) worker.
 
     It consumes exactly ``queues`` when given, else the queue's own (``config.queue``).
-    ``start()`` returns at once; ``stop()`` stops fetching, lets in-flight jobs finish
-    within the drain timeout and puts unfinished ones back in the queue. Works as a
-    sync or async context manager.
+    ``queues`` may map names to their concurrency in this worker (``{"emails": 4,
+    "reports": 1}``; ``None``: no cap of its own): ``concurrency`` is then the total,
+    by default the sum when every queue has a number. ``start()`` returns at once;
+    ``stop()`` stops fetching, lets in-flight jobs finish within the drain timeout and
+    puts unfinished ones back in the queue. Works as a sync or async context manager.
     """
 
     def __init__(
@@ -88,21 +90,23 @@ class Worker:
         queue: WorkerQueue,
         *,
         concurrency: int | None = None,
-        queues: Sequence[str] | None = None,
+        queues: QueuesArg | None = None,
         name: str | None = None,
         drain_timeout: float | None = None,
     ) -> None:
         if concurrency is not None and (isinstance(concurrency, bool) or concurrency < 1):
             raise SpikardTasksError("concurrency must be at least 1")
         self.queue = queue
-        self.concurrency = concurrency or queue.config.concurrency
-        names = [queue.config.queue] if queues is None else list(queues)
+        listed, caps = queue_caps(queues)
+        names = [queue.config.queue] if listed is None else listed
         if not names:
             raise SpikardTasksError("queues must name at least one queue")
-        for extra in names:
-            if isinstance(extra, str):
-                check_text("queue name", extra)
         self.queues = list(dict.fromkeys(names))
+        #: Each queue's concurrency inside this worker (queues not in it: no cap of their own).
+        self.queue_concurrency = caps
+        if concurrency is None and caps and len(caps) == len(self.queues):
+            concurrency = sum(caps.values())
+        self.concurrency = concurrency or queue.config.concurrency
         self._name = name
         self.drain_timeout = drain_timeout
         self._native: _native.NativeWorker | None = None
@@ -155,6 +159,19 @@ class Worker:
                 "scheduler": self.scheduler,
                 "host": socket.gethostname(),  # for workers(): where this one runs
             }
+            # One entry per task, with or without a limit: a limit removed from the code
+            # is removed from the store when the next worker starts.
+            options["limits"] = [
+                {
+                    "scope": "task",
+                    "name": n,
+                    "rate": t.rate_limit,
+                    "max_running": t.max_running,
+                }
+                for n, t in tasks.items()
+            ]
+            if self.queue_concurrency:
+                options["queue_concurrency"] = dict(self.queue_concurrency)
             backoffs = {n: dataclasses.asdict(t.backoff) for n, t in tasks.items() if t.backoff}
             if backoffs and self.task_backoff:
                 options["task_backoff"] = json.dumps(backoffs)

@@ -26,12 +26,18 @@ async def fetch(url: str) -> bytes:
     return b""
 
 
+@queue.task(rate_limit="10/s", max_running=2)
+def limited(n: int) -> str:
+    return str(n)
+
+
 # -- accepted --------------------------------------------------------------------------
 t1: Task[[int, int], int] = add
 t2: AsyncTask[[str], bytes] = fetch
 j1: Job[int] = add.delay(1, 2)
 j2: Job[dict[str, bool]] = send_email.delay("a@example.com", subject="welcome")
 j3: Job[bytes] = fetch.delay("https://example.com")
+j4: Job[str] = limited.delay(3)
 n: int = add(1, 2)
 r1: int = add.delay(1, b=2).result(timeout=1)
 r2: bytes = fetch.delay("u").result()
@@ -56,6 +62,9 @@ x: str = add(1, 2)  # E
 y: str = add.delay(1, 2).result()  # E
 fetch.delay(url=1)  # E
 z: bytes = fetch("u")  # E
+limited.delay("3")  # E
+queue.task(rate_limit=10)  # E
+queue.task(max_running="2")  # E
 
 
 async def waits_wrong() -> None:

@@ -28,6 +28,7 @@ from .jobs import cmd_cancel, cmd_cron_list, cmd_cron_remove, cmd_enqueue, cmd_s
 from .ops_args import add_ops_commands
 from .ops_cmds import (
     cmd_info,
+    cmd_queues_limit,
     cmd_queues_list,
     cmd_queues_pause,
     cmd_queues_resume,
@@ -108,12 +109,16 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "-c",
         "--concurrency",
         type=int_range(1),
-        help="jobs run at once (default: the queue's concurrency, 16 unless configured)",
+        help="jobs run at once, every queue together (default: the sum of the --queues "
+        "numbers when each has one, else the queue's concurrency, 16 unless configured)",
     )
     p.add_argument(
         "--queues",
-        metavar="A,B",
-        help="consume exactly these queues, comma separated (default: the app queue's own)",
+        metavar="A,B=N",
+        help="consume exactly these queues, comma separated; NAME=N runs at most N jobs of "
+        "that queue at once in this worker (e.g. emails=4,reports=1; the default "
+        "--concurrency is then the sum when every queue has a number) (default: the app "
+        "queue's own, no cap of its own)",
     )
     p.add_argument("--name", help="worker name, stored on the jobs it holds (default: unique)")
     p.add_argument(
@@ -275,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
             "queues list": cmd_queues_list,
             "queues pause": cmd_queues_pause,
             "queues resume": cmd_queues_resume,
+            "queues limit": cmd_queues_limit,
             "workers": cmd_workers,
         },
     )

@@ -11,9 +11,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .._flow import MAX_RUNNING
 from .._limits import MAX_SECONDS
 from ..ops_types import STATES
 from .args import add_parser, int_range
+from .flow_cmds import rate_arg
 
 __all__ = ["BULK_LIMIT", "add_ops_commands", "duration", "filter_kwargs", "instant"]
 
@@ -210,9 +212,11 @@ def add_ops_commands(
     _json(c, "a line of text")
     c.set_defaults(func=handlers["jobs purge"], job_ids=[])
 
-    p = add_parser(sub, "queues", "list queues, pause or resume one")
+    p = add_parser(sub, "queues", "list queues, pause, resume or limit one")
     queues = p.add_subparsers(dest="queues_command", required=True, metavar="ACTION")
-    c = add_parser(queues, "list", "every queue with its counts and whether it is paused")
+    c = add_parser(
+        queues, "list", "every queue with its counts, whether it is paused, and its limit"
+    )
     _target(c)
     _json(c)
     c.set_defaults(func=handlers["queues list"])
@@ -225,6 +229,30 @@ def add_ops_commands(
         c.add_argument("name", help="the queue's name")
         _json(c, "a line of text")
         c.set_defaults(func=handlers[f"queues {action}"])
+    c = add_parser(
+        queues,
+        "limit",
+        "limit a queue across every worker on every host: jobs running at once and starts "
+        "per second/minute/hour/day (replaces its earlier limit; --clear removes it)",
+    )
+    _target(c)
+    c.add_argument("name", help="the queue's name")
+    c.add_argument(
+        "--max-running",
+        type=int_range(1, MAX_RUNNING),
+        metavar="N",
+        help="at most N jobs of the queue running at once (default: no cap)",
+    )
+    c.add_argument(
+        "--rate",
+        type=rate_arg,
+        metavar="N/UNIT",
+        help="at most N starts per s, m, h or d, spaced evenly: 10/s, 600/m, 5/d "
+        "(default: no rate limit)",
+    )
+    c.add_argument("--clear", action="store_true", help="remove the queue's limit")
+    _json(c, "a line of text")
+    c.set_defaults(func=handlers["queues limit"])
 
     p = add_parser(sub, "workers", "live workers: host, pid, queues, jobs held, last heartbeat")
     _target(p)

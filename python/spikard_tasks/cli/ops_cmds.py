@@ -1,5 +1,5 @@
-"""The operations commands that read the store or pause queues: ``info`` (with
-``--watch``), ``queues list|pause|resume`` and ``workers``. Tables for people, ``--json``
+"""The operations commands that read the store, pause or limit queues: ``info`` (with
+``--watch``), ``queues list|pause|resume|limit`` and ``workers``. Tables for people, ``--json``
 for scripts. Like ``status``, they refuse a SQLite file that does not exist."""
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ import sys
 import time
 from typing import Any
 
-from ..ops_types import STATES, Stats, WorkerInfo
+from ..ops_types import STATES, LimitInfo, QueueStats, Stats, WorkerInfo
 from ..queue import TaskQueue
+from .flow_cmds import format_limits, set_queue_limit
 from .jobs import queue_from
 from .progress import format_table
 
 __all__ = [
     "age",
     "cmd_info",
+    "cmd_queues_limit",
     "cmd_queues_list",
     "cmd_queues_pause",
     "cmd_queues_resume",
@@ -75,6 +77,9 @@ def format_stats(stats: Stats, workers: list[WorkerInfo] | None) -> str:
         lines.append("total: " + ", ".join(f"{total[s]} {s}" for s in STATES))
     else:
         lines.append("no jobs and no paused queue")
+    if stats.limits:
+        lines.append("limits:")
+        lines.append(format_limits(stats.limits, stats.at))
     if workers is not None:
         held = sum(w.jobs_held for w in workers)
         lines.append(f"workers: {len(workers)} live, {held} jobs held")
@@ -107,18 +112,43 @@ def cmd_info(args: argparse.Namespace) -> int:
         return 0
 
 
+def _listed_queues(stats: Stats) -> list[tuple[QueueStats, LimitInfo | None]]:
+    """Every queue with a job, paused or limited, by name, with its limit if any."""
+    limits = {lim.name: lim for lim in stats.limits if lim.scope == "queue"}
+    rows = {q.queue: q for q in stats.queues}
+    for name in limits.keys() - rows.keys():
+        rows[name] = QueueStats(name, dict.fromkeys(STATES, 0), None, 0, 0, False)
+    return [(rows[name], limits.get(name)) for name in sorted(rows)]
+
+
 def cmd_queues_list(args: argparse.Namespace) -> int:
-    """``queues list``: every queue (with a job or paused), its counts and paused flag."""
-    stats = ops_queue(args).stats()
+    """``queues list``: every queue (with a job, paused or limited), its counts, paused
+    flag and limit."""
+    listed = _listed_queues(ops_queue(args).stats())
     if args.json:
-        print(json.dumps([q.to_dict() for q in stats.queues], indent=2))
+        out = [
+            {**q.to_dict(), "limit": None if lim is None else lim.to_dict()} for q, lim in listed
+        ]
+        print(json.dumps(out, indent=2))
         return 0
-    headers = ["queue", "paused", *STATES]
+    headers = ["queue", "paused", *STATES, "rate", "max running"]
     rows = [
-        [q.queue, "yes" if q.paused else "no", *(q.counts[s] for s in STATES)] for q in stats.queues
+        [
+            q.queue,
+            "yes" if q.paused else "no",
+            *(q.counts[s] for s in STATES),
+            (lim and lim.rate_limit) or "-",
+            "-" if lim is None or lim.max_running is None else lim.max_running,
+        ]
+        for q, lim in listed
     ]
     print(format_table(headers, rows) if rows else "no queues (no jobs and nothing paused)")
     return 0
+
+
+def cmd_queues_limit(args: argparse.Namespace) -> int:
+    """``queues limit NAME``: sets or removes the queue's limit (see ``flow_cmds``)."""
+    return set_queue_limit(args, ops_queue(args))
 
 
 def _pause(args: argparse.Namespace, pause: bool) -> int:

@@ -19,7 +19,9 @@ import signal
 import sys
 import types
 
+from .._flow import parse_queues
 from ..cron import CronSchedule
+from ..exceptions import ConfigError
 from ..pool.recycle import Recycler
 from ..queue import TaskQueue
 from ..worker import Worker
@@ -57,13 +59,15 @@ def _load(args: argparse.Namespace) -> TaskQueue:
     return queue
 
 
-def _queues(text: str | None) -> list[str] | None:
+def _queues(text: str | None) -> dict[str, int | None] | None:
+    """``--queues a,b=2``: each queue with its concurrency in this worker (``None``: no
+    cap of its own)."""
     if text is None:
         return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise CliError("--queues needs at least one queue name")
-    return names
+    try:
+        return parse_queues(text)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _recycler(args: argparse.Namespace, worker: Worker, queue: TaskQueue) -> Recycler | None:
@@ -140,10 +144,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     ``--processes N``: a supervisor of N worker children, see ``worker_pool``)."""
     if wants_pool(args):
         return run_supervisor(args)
+    queues = _queues(args.queues)  # a wrong value fails before the app is imported
     queue = _load(args)
     worker = queue.worker(
         concurrency=args.concurrency,
-        queues=_queues(args.queues),
+        queues=queues,
         name=args.name,
         drain_timeout=args.drain_timeout,
         scheduler=not args.no_scheduler,

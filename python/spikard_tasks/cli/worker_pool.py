@@ -13,7 +13,9 @@ import argparse
 import json
 import logging
 
+from .._flow import parse_queues
 from ..cron import CronSchedule
+from ..exceptions import ConfigError
 from ..pool.launch import child_command, child_env
 from ..pool.supervisor import Supervisor
 from ..queue import TaskQueue
@@ -33,6 +35,11 @@ def wants_pool(args: argparse.Namespace) -> bool:
 
 
 def _check_app(args: argparse.Namespace) -> None:
+    if args.queues is not None:
+        try:
+            parse_queues(args.queues)  # wrong here, not in every child
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
     noted: list[tuple[TaskQueue, CronSchedule]] = []
     with schedules_noted(noted):
         queue = load_queue(args.target)

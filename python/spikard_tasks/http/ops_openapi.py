@@ -82,11 +82,32 @@ OPS_SCHEMAS: dict[str, Any] = {
             "paused": {"type": "boolean"},
         }
     ),
+    "LimitInfo": _object(
+        {
+            "scope": {"enum": ["task", "queue"]},
+            "name": {"type": "string", "description": "the task's or the queue's name"},
+            "rate_limit": {
+                "type": ["string", "null"],
+                "description": "starts allowed, spaced evenly: N/s, N/m, N/h or N/d",
+            },
+            "max_running": {
+                "type": ["integer", "null"],
+                "minimum": 1,
+                "description": "jobs running at once across every worker, at most",
+            },
+            "running": {"type": "integer", "minimum": 0, "description": "jobs running now"},
+            "next_start": {
+                **_TIME,
+                "description": "when the rate allows the next start (null: now)",
+            },
+        }
+    ),
     "Stats": _object(
         {
             "at": {"type": "string", "format": "date-time"},
             "counts": _COUNTS,
             "queues": {"type": "array", "items": _ref("QueueStats")},
+            "limits": {"type": "array", "items": _ref("LimitInfo")},
         }
     ),
     "JobRecord": _object(
@@ -258,7 +279,9 @@ def ops_paths(prefix: str, *, read_only: bool) -> dict[str, Any]:
     for item in (pause, resume):
         item["parameters"] = [name]
     return {
-        f"{prefix}/stats": get("stats", "counts per queue and state, throughput", _ref("Stats")),
+        f"{prefix}/stats": get(
+            "stats", "counts per queue and state, throughput, limits", _ref("Stats")
+        ),
         f"{prefix}/jobs": jobs,
         f"{prefix}/jobs/retry": post(
             "retry_jobs",

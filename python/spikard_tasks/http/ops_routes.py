@@ -1,7 +1,8 @@
 """The operations routes of the HTTP app, below its prefix (``/tasks`` by default):
 
 * ``GET {prefix}/stats`` → ``{"at", "counts", "queues": [{"queue", "counts",
-  "oldest_ready_age", "succeeded_last_minute", "failed_last_minute", "paused"}]}``
+  "oldest_ready_age", "succeeded_last_minute", "failed_last_minute", "paused"}],
+  "limits": [{"scope", "name", "rate_limit", "max_running", "running", "next_start"}]}``
 * ``GET {prefix}/jobs?status=&task=&queue=&since=&until=&limit=&cursor=`` →
   ``{"jobs": [record], "next_cursor"}``, newest first (``status`` may list several
   states, comma-separated; ``since``/``until`` are ISO-8601 or seconds since the epoch).

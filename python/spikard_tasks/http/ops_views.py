@@ -65,7 +65,8 @@ def job_record(info: JobInfo) -> dict[str, Any]:
 
 def stats_view(stats: Stats) -> dict[str, Any]:
     """``GET {prefix}/stats``: when they were read, the counts summed over the queues,
-    and each queue's figures (``Stats.to_dict()``, the CLI's ``info --json``)."""
+    each queue's figures and every stored limit (``Stats.to_dict()``, the CLI's ``info
+    --json``)."""
     return stats.to_dict()
 
 

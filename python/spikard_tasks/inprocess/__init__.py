@@ -50,6 +50,12 @@ ones finish; a drain cancels them), ``retry`` runs a failed or cancelled job aga
 its id with a fresh attempt budget and its errors kept, ``purge`` forgets finished jobs,
 and ``workers()`` lists the queue's running ``InProcessWorker``.
 
+Flow control holds within this process: a task's ``rate_limit`` and ``max_running`` and
+``queue.limit(name, ...)`` hold jobs ``pending`` (a token bucket of one token, a cap on
+running jobs; no attempt used, never failed for it), and the numbers of
+``queue.worker(queues={"emails": 4})`` cap that queue name's running jobs while the worker
+runs (see :mod:`spikard_tasks.inprocess.limits`).
+
 Arguments and results follow the durable path's JSON rules: a non-JSON argument raises
 ``SerializationError`` at the enqueue call, handlers receive JSON-decoded copies (tuples
 become lists), and a result that is not JSON fails the job without a retry.

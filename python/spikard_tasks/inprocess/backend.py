@@ -21,6 +21,7 @@ from ..exceptions import RuntimeShutDown, UnknownTask
 from ..job import Job, JobInfo
 from ..status import JobStatus
 from ..task import Task
+from .limits import LocalLimits
 from .meta import STATUS, JobMeta, job_info
 from .ops import InProcessOps, WorkerEntry
 from .rules import json_args, json_kwargs, json_runner, retry_policy
@@ -95,6 +96,7 @@ class InProcessBackend(InProcessOps):
         self._recent: deque[RuntimeJob[Any]] = deque(maxlen=self.settings.keep_results)
         self._unique: dict[str, RuntimeJob[Any]] = {}
         self._paused: set[str] = set()  # queue names whose jobs do not start
+        self._flow = LocalLimits()  # rate limits and caps of tasks and queue names
         self._workers: dict[str, WorkerEntry] = {}
         # Per task name: (options dict, handler and middleware, plan) of the latest enqueue.
         self._plans: dict[str, tuple[dict[str, Any], tuple[Any, ...], _Plan]] = {}
@@ -119,7 +121,7 @@ class InProcessBackend(InProcessOps):
                         drain_timeout=s.drain_timeout,
                         name=f"spikard-tasks-{self._config.queue}",
                     )
-                    runtime._ex._gate = self._pause_gate()
+                    self._install_gate(runtime._ex)
                     self._runtime = runtime
         return runtime
 
@@ -202,6 +204,8 @@ class InProcessBackend(InProcessOps):
             plan = _Plan(runner, options, self._config)
             plan.retry = self._policy(plan.max_attempts, task.backoff or self._config.backoff)
             cached = self._plans[name] = (options, code, plan)
+            if task.rate_limit is not None or task.max_running is not None:
+                self.set_limit("task", name, task.rate_limit, task.max_running)
         return cached[2], name, json_args(args), json_kwargs(kwargs)
 
     def _policy(self, max_attempts: int, backoff: Backoff) -> RetryPolicy | None:

@@ -104,7 +104,8 @@ class Executor:
         self._abandoned = False  # drain timed out: leftovers are cancelled
         self._drain_deadline = math.inf  # wall-clock end of the drain
         self._cut_off: list[RuntimeJob[Any]] = []  # cancelled for being due after it
-        self._gate: Callable[[RuntimeJob[Any]], bool] | None = None  # paused queues
+        self._gate: Callable[[RuntimeJob[Any]], bool] | None = None  # paused, limited
+        self._on_end: Callable[[RuntimeJob[Any]], None] | None = None  # limits' counts
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -250,7 +251,7 @@ class Executor:
                 idle: asyncio.Future[None] | None = None
                 with lock:
                     if pending:
-                        gate = self._gate  # None unless a queue is paused
+                        gate = self._gate  # None unless a queue is paused or limited
                         job = pending.popleft() if gate is None else take_open(pending, gate)
                     if job is not None:
                         self._running += 1
@@ -422,6 +423,8 @@ class Executor:
         waiters: list[_Waiter] | None = None
         arm = False
         with self._lock:
+            if self._on_end is not None:
+                self._on_end(job)
             if exc is not None:
                 entry = (job._attempts, error or "failed", tb, now)
                 if job._errors is None:

@@ -1,10 +1,12 @@
 """The operations of an ``inprocess://`` queue (``stats``, ``list_jobs``, ``retry``,
-``cancel_jobs``, ``purge``, ``pause``, ``workers``) over the jobs this process keeps: the
+``cancel_jobs``, ``purge``, ``pause``, ``limit``, ``workers``) over the jobs this process keeps: the
 unfinished ones and the latest ``keep_results`` finished ones (or any whose ``Job``
 handle is alive). A base of :class:`~spikard_tasks.inprocess.backend.InProcessBackend`.
 
 Pausing a queue name keeps the runtime from starting that name's jobs (they stay
-``pending``; running ones finish); resuming starts them again. A retried job runs again
+``pending``; running ones finish); resuming starts them again. Limits (``limit``, and the
+tasks' ``rate_limit``/``max_running``) hold jobs the same way, in this process (see
+:mod:`spikard_tasks.inprocess.limits`). A retried job runs again
 under the same id, with a fresh attempt budget and its earlier errors kept.
 """
 
@@ -16,17 +18,23 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .. import _native
 from .._ops_filter import JobFilter, parse_cursor
 from ..exceptions import QueueFull, RuntimeShutDown
 from ..job import JobInfo
-from ..ops_types import STATES, JobPage, QueueStats, Stats, WorkerInfo
+from ..ops_types import STATES, JobPage, LimitInfo, QueueStats, Stats, WorkerInfo
+from .attempts import _now
+from .limits import LocalLimits, gate
 from .meta import JobMeta, job_info
 from .runtime import BackgroundRuntime
 from .runtime_job import RuntimeJob, _utc
+
+if TYPE_CHECKING:
+    from ..task import Task
+    from .executor import Executor
 
 __all__ = ["InProcessOps", "WorkerEntry"]
 
@@ -73,6 +81,8 @@ class InProcessOps:
     _unique: dict[str, RuntimeJob[Any]]
     _paused: set[str]
     _workers: dict[str, WorkerEntry]
+    _flow: LocalLimits
+    _tasks: Mapping[str, Task[Any, Any]]
 
     def runtime(self) -> BackgroundRuntime:
         """The current runtime (the backend's)."""
@@ -139,7 +149,7 @@ class InProcessOps:
         ]
         at = _utc(now)
         assert at is not None
-        return Stats(at=at, queues=queues)
+        return Stats(at=at, queues=queues, limits=self.limits())
 
     def list_jobs(self, flt: JobFilter, limit: int, cursor: str | None) -> JobPage:
         """A page of the kept jobs, newest first by (enqueue time in ms, id)."""
@@ -263,26 +273,22 @@ class InProcessOps:
             self._unique = {k: j for k, j in self._unique.items() if j.id not in doomed}
         return len(doomed)
 
-    # -- pausing -----------------------------------------------------------------------
+    # -- pausing and limits: the runtime's gate ----------------------------------------
 
-    def _pause_gate(self) -> Callable[[RuntimeJob[Any]], bool] | None:
-        """What the runtime asks before it starts a job: ``None`` when nothing is paused."""
-        paused = frozenset(self._paused)
-        if not paused:
-            return None
+    def _install_gate(self, ex: Executor) -> None:
+        """Sets what ``ex`` asks before it starts a job (its lock held, or a new runtime):
+        nothing when no queue name is paused and no limit applies."""
+        ex._gate = gate(self._flow, frozenset(self._paused), ex, _now)
+        if self._flow.active:
+            ex._on_end = self._flow.ended
+            self._flow.count_running(ex._slots)
 
-        def may_start(job: RuntimeJob[Any]) -> bool:
-            meta = job._meta
-            return not isinstance(meta, JobMeta) or meta.queue not in paused
-
-        return may_start
-
-    def _apply_pause(self) -> None:
+    def _apply_gate(self) -> None:
         runtime = self._runtime
         if runtime is not None:  # the gate is read under the runtime's lock
             ex = runtime._ex
             with ex._lock:
-                ex._gate = self._pause_gate()
+                self._install_gate(ex)
             ex._call_on_loop(ex._wake)
 
     def pause(self, queue: str) -> bool:
@@ -291,7 +297,7 @@ class InProcessOps:
             if queue in self._paused:
                 return False
             self._paused.add(queue)
-            self._apply_pause()
+            self._apply_gate()
         return True
 
     def resume(self, queue: str) -> bool:
@@ -300,13 +306,41 @@ class InProcessOps:
             if queue not in self._paused:
                 return False
             self._paused.discard(queue)
-            self._apply_pause()
+            self._apply_gate()
         return True
 
     def paused(self) -> list[str]:
         """The paused queue names."""
         with self._lock:
             return sorted(self._paused)
+
+    def set_limit(self, scope: str, name: str, rate: str | None, max_running: int | None) -> bool:
+        """Limits the jobs of task or queue ``name`` in this process (both ``None``:
+        removes the limit); whether that changed anything."""
+        with self._lock:
+            changed = self._flow.set(scope, name, rate, max_running)
+            if changed:
+                self._apply_gate()
+        return changed
+
+    def limits(self) -> list[LimitInfo]:
+        """The limits of this process' jobs: the queue names' and the tasks' (from their
+        ``rate_limit`` / ``max_running``)."""
+        self.sync_task_limits()
+        return self._flow.infos(_now())
+
+    def sync_task_limits(self) -> None:
+        """Applies the registered tasks' ``rate_limit`` and ``max_running`` (a task
+        registered since counts from now on)."""
+        for name, task in list(self._tasks.items()):
+            if task.rate_limit is not None or task.max_running is not None:
+                self.set_limit("task", name, task.rate_limit, task.max_running)
+
+    def set_local_caps(self, caps: dict[str, int]) -> None:
+        """The per-queue concurrency of the running worker (``{}`` when it stops)."""
+        with self._lock:
+            self._flow.set_local(caps)
+            self._apply_gate()
 
     # -- workers -----------------------------------------------------------------------
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
 
+from .._flow import QueuesArg
 from .._hooks import run_start_hooks, run_stop_hooks
 from ..exceptions import SpikardTasksError
 from ..worker import Worker, WorkerQueue
@@ -26,8 +26,10 @@ class InProcessWorker(Worker):
     ``start()`` starts that runtime; ``stop()`` (and leaving the ``with``/``async with``
     block, and SIGINT/SIGTERM in ``run_forever()``) drains it: no new job is accepted by
     it, queued and running jobs get up to ``drain_timeout`` to finish, the rest is
-    cancelled. The next enqueue starts a fresh runtime. ``concurrency`` and ``queues``
-    do not apply (the URL's ``max_concurrent_tasks`` does). The report has the durable
+    cancelled. The next enqueue starts a fresh runtime. ``concurrency`` and the names of
+    ``queues`` do not apply (the URL's ``max_concurrent_tasks`` does; every queue name
+    runs); the numbers of a ``queues`` mapping do while it runs: at most that many jobs
+    of that queue name run at once. The report has the durable
     worker's keys: ``succeeded``, ``retried``, ``failed`` and ``cancelled`` count the
     jobs that ended while the worker ran, ``released`` the jobs the drain left
     unfinished.
@@ -39,7 +41,7 @@ class InProcessWorker(Worker):
         backend: InProcessBackend,
         *,
         concurrency: int | None = None,
-        queues: Sequence[str] | None = None,
+        queues: QueuesArg | None = None,
         name: str | None = None,
         drain_timeout: float | None = None,
     ) -> None:
@@ -73,6 +75,8 @@ class InProcessWorker(Worker):
             except BaseException:
                 self._backend.drain(self.drain_timeout)
                 raise
+            self._backend.sync_task_limits()
+            self._backend.set_local_caps(self.queue_concurrency)
             self._baseline = self._backend.totals()
             self._started = True
             self._backend.worker_started(str(self.name), self.queues)
@@ -103,6 +107,7 @@ class InProcessWorker(Worker):
             }
             self._report["released"] = released
             run_stop_hooks(self.queue.worker_hooks[1], None)
+            self._backend.set_local_caps({})
             self._backend.worker_stopped(str(self.name))
             self._done.set()
             log.info("in-process worker %s stopped: %s", self.name, self._report)

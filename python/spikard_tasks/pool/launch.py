@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._flow import QueuesArg, format_queues, queue_caps
 from .._targets import import_target
 from ..exceptions import ConfigError
 from .supervisor import Command, Supervisor
@@ -137,7 +138,7 @@ def run_pool(
     *,
     app: str | None = None,
     concurrency: int | None = None,
-    queues: Sequence[str] | None = None,
+    queues: QueuesArg | None = None,
     name: str | None = None,
     drain_timeout: float | None = None,
     scheduler: bool = True,
@@ -159,11 +160,13 @@ def run_pool(
             "run_worker(processes=N) imports the queue in each worker process, but no "
             "module-level global holds this one: pass app='module:queue'"
         )
+    if queues is not None:
+        queue_caps(queues)  # a wrong value fails here, not in every child
     worker_args = ["worker", target]
     if concurrency is not None:
         worker_args += ["--concurrency", str(concurrency)]
     if queues is not None:
-        worker_args += ["--queues", ",".join(queues)]
+        worker_args += ["--queues", format_queues(queues)]
     if drain_timeout is not None:
         worker_args += ["--drain-timeout", repr(float(drain_timeout))]
     if not scheduler:

@@ -253,16 +253,21 @@
         values[state] = h("span", { class: "card-value" }, "–"))));
     const sparks = h("section", { class: "sparks", "aria-label": "Last minutes" });
     const queues = h("div", { class: "table-wrap" });
+    const limits = h("div", { class: "table-wrap" });
+    const limitsSection = h("section", { "aria-labelledby": "limits-title", id: "limits", hidden: true },
+      h("h2", { id: "limits-title" }, "Limits"), limits);
     const workers = h("div", { class: "table-wrap" });
     replace(main,
       h("h1", null, "Overview"),
       cards, sparks,
       h("section", { "aria-labelledby": "queues-title" },
         h("h2", { id: "queues-title" }, "Queues"), queues),
+      limitsSection,
       h("section", { "aria-labelledby": "workers-title" },
         h("h2", { id: "workers-title" }, "Workers ", h("span", { class: "count", id: "worker-count" })),
         workers));
     let shownQueues = "";
+    let shownLimits = "";
     let shownWorkers = "";
     return {
       async refresh(stats) {
@@ -277,6 +282,13 @@
         if (key !== shownQueues) {
           shownQueues = key;
           rerender(queues, queuesTable(stats.queues));
+        }
+        const foundLimits = stats.limits || [];
+        const lkey = JSON.stringify(foundLimits);
+        if (lkey !== shownLimits) {
+          shownLimits = lkey;
+          limitsSection.hidden = !foundLimits.length;
+          rerender(limits, limitsTable(foundLimits));
         }
         const found = await api("workers");
         const wkey = JSON.stringify(found.workers);
@@ -305,6 +317,29 @@
         h("td", { class: "num" }, number(q.succeeded_last_minute)),
         h("td", { class: "num" }, number(q.failed_last_minute)),
         READ_ONLY ? null : h("td", null, pauseButton(q))))));
+  }
+
+  // Flow control kept in the store: one row per task or queue limit, with its running count.
+  function limitsTable(limits) {
+    return h("table", { class: "grid", "aria-label": "Limits" },
+      h("thead", null, h("tr", null, ["Scope", "Name", "Rate", "Max running", "Running now", "Next start"]
+        .map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", null, limits.map((l) => h("tr", { "data-limit": l.scope + ":" + l.name },
+        h("td", null, l.scope),
+        h("th", { scope: "row", class: "mono" }, l.name),
+        h("td", null, l.rate_limit === null ? "—" : l.rate_limit),
+        h("td", { class: "num" }, l.max_running === null ? "—" : number(l.max_running)),
+        h("td", { class: "num" }, number(l.running)),
+        h("td", null, nextStart(l))))));
+  }
+
+  // When a limit's rate lets the next job start: "now", "in <1s", "in 5m".
+  function nextStart(l) {
+    if (l.rate_limit === null) return "—";
+    if (l.next_start === null) return "now";
+    const seconds = (Date.parse(l.next_start) - Date.now()) / 1000;
+    const label = seconds <= 0 ? "now" : seconds < 1 ? "in <1s" : "in " + duration(seconds);
+    return h("time", { datetime: l.next_start, title: new Date(l.next_start).toLocaleString() }, label);
   }
 
   function pauseButton(q) {
