@@ -106,6 +106,9 @@ impl LimitStore for RedisStore {
             inv.arg("remove").arg(limit.key());
             return Ok(self.invoke_script::<i64>(false, &inv).await? > 0);
         }
+        if self.limits(false).await?.iter().any(|s| &s.limit == limit) {
+            return Ok(false);
+        }
         inv.arg("set")
             .arg(limit.key())
             .arg(limit.scope.as_str())

@@ -79,6 +79,14 @@ where
             let q = sqlx::query(AssertSqlSafe(sql)).bind(limit.key());
             return Ok(q.execute(&self.pool).await?.n() > 0);
         }
+        let stored = self
+            .limits(false)
+            .await?
+            .into_iter()
+            .any(|s| &s.limit == limit);
+        if stored {
+            return Ok(false);
+        }
         let q = sqlx::query(AssertSqlSafe(l.upsert))
             .bind(limit.key())
             .bind(limit.scope.as_str())

@@ -169,6 +169,10 @@ pub async fn set_limit_stores_replaces_and_removes_limits(kind: Kind) {
     );
     let replaced = limit(LimitScope::Task, &t, Some("5/m"), None);
     set(&fx, &[&replaced]).await;
+    assert!(
+        !fx.store.set_limit(&replaced).await.unwrap(),
+        "{kind:?}: the same limit again changes nothing"
+    );
     let s = state(&fx, &by_task.key(), false).await;
     assert_eq!((s.limit, s.next_start_ms), (replaced, next), "{kind:?}");
     // Removal.
