@@ -8,7 +8,9 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,12 +62,14 @@ def events(log: Path, kind: str) -> Counter[str]:
     return out
 
 
-def wait_for(predicate: object, timeout: float = 30.0, what: str = "condition") -> None:
-    """Polls ``predicate()`` until true or raises ``AssertionError``."""
+def wait_for(predicate: Callable[[], Any], what: str = "condition", timeout: float = 30.0) -> Any:
+    """Polls ``predicate()`` until it returns something true (a correctness wait, not a
+    timing) and returns that value, or raises ``AssertionError`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
+        value = predicate()
+        if value:
+            return value
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
 

@@ -31,7 +31,7 @@ from spikard_tasks._flow import format_queues, parse_queues
 from .cli_procs import cli, cli_env
 from .conftest import _url
 from .ops_servers import start_http, stop_http
-from .procs import REPO
+from .procs import REPO, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -90,17 +90,6 @@ def make(name: str) -> Iterator[Callable[[str], TaskQueue]]:
                 queue.cancel_jobs(queue=name)
                 queue.purge(queue=name)
         queue.close()
-
-
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
-    """Polls ``check`` until it returns something true (a correctness wait)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _finished(queue: TaskQueue, queue_name: str, total: int) -> bool:
@@ -163,9 +152,10 @@ def workers(
                 )
             procs.append((proc, log))
         for proc, log in procs:
-            _wait_for(
+            wait_for(
                 lambda p=proc, f=log: " started: " in f.read_text() or p.poll() is not None,
                 "a worker to start",
+                timeout=60,
             )
             assert proc.poll() is None, log.read_text()
         yield [proc for proc, _ in procs]
@@ -203,7 +193,7 @@ def test_a_rate_limit_holds_across_three_worker_processes(
     with workers(url, name, 3, tmp_path, "--concurrency", "8", SPIKARD_TEST_RATE="50/s"):
         began = time.monotonic()
         queue.enqueue_many([(f"paced-{name}", [n]) for n in range(total)], strict=False)
-        _wait_for(lambda: _finished(queue, name, total), "1000 jobs", timeout=180)
+        wait_for(lambda: _finished(queue, name, total), "1000 jobs", timeout=180)
         took = time.monotonic() - began
     found = _results(queue, name)
     assert len(found) == total
@@ -227,7 +217,7 @@ def test_max_running_holds_across_three_worker_processes(
     total = 24
     with workers(url, name, 3, tmp_path, "--concurrency", "4", SPIKARD_TEST_CAP="3"):
         queue.enqueue_many([(f"capped-{name}", [n, 0.2]) for n in range(total)], strict=False)
-        _wait_for(lambda: _finished(queue, name, total), f"{total} jobs")
+        wait_for(lambda: _finished(queue, name, total), f"{total} jobs", timeout=60)
     found = _results(queue, name)
     assert {status for _, _, status in found} == {JobStatus.SUCCEEDED}
     assert {attempts for _, attempts, _ in found} == {1}
@@ -254,7 +244,9 @@ def test_per_queue_concurrency_in_one_worker_process(
                 ],
                 strict=False,
             )
-        _wait_for(lambda: _finished(queue, name, 6) and _finished(queue, other, 6), "12 jobs")
+        wait_for(
+            lambda: _finished(queue, name, 6) and _finished(queue, other, 6), "12 jobs", timeout=60
+        )
     for queue_name, cap in ((name, 1), (other, 2)):
         found = _results(queue, queue_name)
         assert {status for _, _, status in found} == {JobStatus.SUCCEEDED}
@@ -271,9 +263,10 @@ def test_a_pool_passes_the_per_queue_concurrency_to_each_child(
     other = f"{name}-b"
     args = ("--processes", "2", "--queues", f"{name}=1,{other}=2")
     with workers(url, name, 1, tmp_path, *args):
-        listed = _wait_for(
+        listed = wait_for(
             lambda: len(found := [w for w in queue.workers() if name in w.queues]) == 2 and found,
             "two pool children",
+            timeout=60,
         )
         assert [(w.queues, w.concurrency) for w in listed] == [([name, other], 3)] * 2
 
@@ -310,7 +303,9 @@ def test_a_queue_limit_holds_jobs_pending_until_it_is_removed(
     assert [(m.scope, m.rate_limit, m.max_running) for m in mine] == [("queue", "1/h", None)]
     with queue.worker(concurrency=4):
         jobs = [done.delay(n) for n in range(5)]
-        _wait_for(lambda: sum(j.status() is JobStatus.SUCCEEDED for j in jobs) == 1, "one job")
+        wait_for(
+            lambda: sum(j.status() is JobStatus.SUCCEEDED for j in jobs) == 1, "one job", timeout=60
+        )
         time.sleep(0.5)
         states = [j.status() for j in jobs]
         assert states.count(JobStatus.SUCCEEDED) == 1, states
@@ -397,7 +392,7 @@ def test_stats_show_each_limit_with_its_running_jobs(
     try:
         with queue.worker(concurrency=4):
             jobs = [held.delay() for _ in range(5)]
-            _wait_for(lambda: running() == 2, "two jobs running under the limit")
+            wait_for(lambda: running() == 2, "two jobs running under the limit", timeout=60)
             time.sleep(0.3)
             stats = queue.stats()
             limit = stats.limit("task", task)
@@ -411,7 +406,7 @@ def test_stats_show_each_limit_with_its_running_jobs(
             release.set()
             for job in jobs:
                 job.result(30)
-        _wait_for(lambda: running() == 0, "no job running under the limit")
+        wait_for(lambda: running() == 0, "no job running under the limit", timeout=60)
     finally:
         release.set()
 

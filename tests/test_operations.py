@@ -31,6 +31,7 @@ from spikard_tasks import (
 )
 
 from .conftest import BACKENDS, _url
+from .procs import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,17 +77,6 @@ def ops_queue(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskQu
 
 def _name() -> str:
     return f"q-{uuid.uuid4().hex[:8]}"
-
-
-def _wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Polls ``check`` until it returns something true (a correctness wait, not a timing)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _counts(queue: TaskQueue, name: str) -> dict[str, int]:
@@ -293,7 +283,7 @@ def test_workers_lists_a_running_worker_until_it_stops(ops_queue: TaskQueue) -> 
     queue = ops_queue
     worker = queue.worker(concurrency=3).start()
     try:
-        info = _wait_for(lambda: _listed(queue, worker.name), "the worker to register")
+        info = wait_for(lambda: _listed(queue, worker.name), "the worker to register")
         assert isinstance(info, WorkerInfo)
         assert info.host == socket.gethostname() and info.pid == os.getpid()
         assert info.queues == [queue.name]

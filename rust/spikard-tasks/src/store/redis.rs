@@ -68,11 +68,11 @@ const LISTEN_PING: Duration = Duration::from_secs(15);
 /// The scripts, each behind the shared prelude (`fire` runs `enqueue` after its own).
 macro_rules! scripts {
     ($($name:ident: $($file:literal)+,)*) => {
-        struct Scripts {
-            $($name: Script,)*
+        pub(super) struct Scripts {
+            $(pub(super) $name: Script,)*
         }
 
-        static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+        pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
             $($name: Script::new(concat!(
                 include_str!("redis_scripts/prelude.lua"),
                 $(include_str!(concat!("redis_scripts/", $file)),)+
@@ -107,6 +107,8 @@ scripts! {
     bulk: "filter.lua" "bulk.lua",
     workers: "workers.lua",
     backfill: "backfill.lua",
+    limits: "limit_keys.lua" "limits.lua",
+    claim_limited: "limit_keys.lua" "claim_limited.lua",
 }
 
 #[path = "redis_ops.rs"]

@@ -29,12 +29,9 @@
 //! backlog ahead of it has shrunk (its jobs starting as their limits allow) — unlike the
 //! SQL stores, which read the allowed jobs of each limited task apart.
 
-use std::sync::LazyLock;
-
 use async_trait::async_trait;
-use redis::Script;
 
-use super::redis::{ClaimRow, RedisStore, PREFIX, PROMOTE_BATCH};
+use super::redis::{ClaimRow, RedisStore, PREFIX, PROMOTE_BATCH, SCRIPTS};
 use super::rows::claimed_rows;
 use super::{fail_corrupt, ClaimPlan, Limit, LimitScope, LimitState, LimitStore, LimitedClaim};
 use super::{Rate, Store};
@@ -43,24 +40,6 @@ use crate::time::duration_ms;
 
 /// Ready jobs one limited claim examines besides its `limit`.
 pub const WALK_BUDGET: usize = 1000;
-
-/// `limits.lua`: set, remove and list.
-static LIMITS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("redis_scripts/prelude.lua"),
-        include_str!("redis_scripts/limit_keys.lua"),
-        include_str!("redis_scripts/limits.lua"),
-    ))
-});
-
-/// `claim_limited.lua`.
-static CLAIM: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(concat!(
-        include_str!("redis_scripts/prelude.lua"),
-        include_str!("redis_scripts/limit_keys.lua"),
-        include_str!("redis_scripts/claim_limited.lua"),
-    ))
-});
 
 /// An optional number as a script argument (`""` for none).
 fn opt_num(value: Option<u32>) -> String {
@@ -100,7 +79,7 @@ fn state_from(f: &[String]) -> Option<(String, LimitState)> {
 impl LimitStore for RedisStore {
     async fn set_limit(&self, limit: &Limit) -> CoreResult<bool> {
         limit.validate()?;
-        let mut inv = LIMITS.prepare_invoke();
+        let mut inv = SCRIPTS.limits.prepare_invoke();
         inv.arg(PREFIX);
         if !limit.is_some() {
             inv.arg("remove").arg(limit.key());
@@ -121,7 +100,7 @@ impl LimitStore for RedisStore {
     }
 
     async fn limits(&self, usage: bool) -> CoreResult<Vec<LimitState>> {
-        let mut inv = LIMITS.prepare_invoke();
+        let mut inv = SCRIPTS.limits.prepare_invoke();
         inv.arg(PREFIX)
             .arg("list")
             .arg(if usage { "1" } else { "0" });
@@ -144,7 +123,7 @@ impl LimitStore for RedisStore {
             return Ok(LimitedClaim::default());
         }
         let now = Store::now_ms(self);
-        let mut inv = CLAIM.prepare_invoke();
+        let mut inv = SCRIPTS.claim_limited.prepare_invoke();
         inv.arg(PREFIX)
             .arg(now)
             .arg(now.saturating_add(duration_ms(lease)))

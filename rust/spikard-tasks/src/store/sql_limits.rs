@@ -118,15 +118,18 @@ where
             .fetch_all(&self.pool)
             .await?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut conn = if usage && !rows.is_empty() {
+            Some(self.pool.acquire().await?)
+        } else {
+            None
+        };
         for row in &rows {
             let Some((limit, next_us)) = limit_from(row)? else {
                 continue;
             };
-            let running = if usage {
-                let mut conn = self.pool.acquire().await?;
-                self.running_under(&mut conn, &limit).await?
-            } else {
-                0
+            let running = match conn.as_mut() {
+                Some(conn) => self.running_under(conn, &limit).await?,
+                None => 0,
             };
             out.push(LimitState {
                 limit,

@@ -26,7 +26,7 @@ if f.queue then
   queues = { f.queue }
 else
   queues = redis.call('SMEMBERS', QUEUES)
-  table.sort(queues, lex_lt)
+  table.sort(queues, byte_before)
 end
 local function wants(...)
   if f.any then return true end

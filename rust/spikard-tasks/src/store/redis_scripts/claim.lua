@@ -8,30 +8,7 @@ local queues = {}
 for i = 7, #ARGV do queues[#queues + 1] = ARGV[i] end
 
 -- Scheduled and retrying jobs whose run_at has come join the ready set.
-for _, queue in ipairs(queues) do
-  for _, set in ipairs({ 'scheduled', 'retry' }) do
-    local key = qkey(queue, set)
-    local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, cap)
-    for _, id in ipairs(due) do
-      local h = redis.call('HMGET', jkey(id), 'status', 'priority', 'run_at')
-      if h[1] == 'pending' or h[1] == 'retrying' then
-        make_ready(queue, h[2], h[3], id)
-      end
-      defer('ZREM', key, id)
-    end
-  end
-end
-flush()
-
--- Byte-wise order (Lua's `<` on strings follows the server's locale).
-local function before(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
+promote_due(queues, now, cap)
 
 local claimed = {}
 for _ = 1, 8 do
@@ -43,28 +20,20 @@ for _ = 1, 8 do
     for _, m in ipairs(members) do candidates[#candidates + 1] = { m, queue } end
   end
   if #candidates == 0 then break end
-  if #queues > 1 then table.sort(candidates, function(a, b) return before(a[1], b[1]) end) end
+  if #queues > 1 then table.sort(candidates, function(a, b) return byte_before(a[1], b[1]) end) end
   local stale = false
   for i = 1, math.min(want, #candidates) do
     local m, queue = candidates[i][1], candidates[i][2]
-    defer('ZREM', qkey(queue, 'ready'), m)
     local id = string.sub(m, MEMBER_PREFIX + 1)
     local k = jkey(id)
     local h = redis.call('HMGET', k, 'status', 'attempts', 'queue', 'task', 'args', 'kwargs',
       'max_attempts', 'timeout_ms', 'priority', 'enqueued_at', 'trace_context', 'run_at')
     if h[1] == 'pending' or h[1] == 'retrying' then
-      local attempts = int((tonumber(h[2]) or 0) + 1)
-      -- Not started until the worker says so (mark.lua, or the outcome).
-      redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'locked_by', worker,
-        'lease_until', lease_until)
-      redis.call('HDEL', k, 'started_at')
-      defer('ZADD', RUNNING, lease_until, id)
-      defer('SADD', wkey(worker), id)
-      count(queue, h[1], -1)
-      count(queue, 'running', 1)
+      local attempts = claim_job(k, id, m, queue, h[1], h[2], worker, lease_until)
       claimed[#claimed + 1] = { id, h[3], h[4], h[5], h[6], attempts, h[7], h[8], h[9], h[10],
         h[11], h[12] }
     else
+      defer('ZREM', qkey(queue, 'ready'), m)  -- gone or no longer waiting
       stale = true
     end
   end

@@ -64,31 +64,8 @@ for i = a + 1, #ARGV do
   end
 end
 
--- Scheduled and retrying jobs whose run_at has come join the ready set (as claim.lua).
-for _, queue in ipairs(queues) do
-  for _, set in ipairs({ 'scheduled', 'retry' }) do
-    local key = qkey(queue, set)
-    local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, cap)
-    for _, id in ipairs(due) do
-      local h = redis.call('HMGET', jkey(id), 'status', 'priority', 'run_at')
-      if h[1] == 'pending' or h[1] == 'retrying' then
-        make_ready(queue, h[2], h[3], id)
-      end
-      defer('ZREM', key, id)
-    end
-  end
-end
-flush()
-
--- Byte-wise order (Lua's `<` on strings follows the server's locale).
-local function before(x, y)
-  local n = math.min(#x, #y)
-  for i = 1, n do
-    local p, q = string.byte(x, i), string.byte(y, i)
-    if p ~= q then return p < q end
-  end
-  return #x < #y
-end
+-- Scheduled and retrying jobs whose run_at has come join the ready set.
+promote_due(queues, now, cap)
 
 -- Whether a queue may still give jobs: its limit and the worker's room for it allow one.
 local function open(queue)
@@ -134,7 +111,7 @@ while #claimed < limit and examined < budget do
   local best, best_m = nil, nil
   for _, s in ipairs(streams) do
     local m = head(s)
-    if m and (best_m == nil or before(m, best_m)) then best, best_m = s, m end
+    if m and (best_m == nil or byte_before(m, best_m)) then best, best_m = s, m end
   end
   if not best then break end
   best.pos = best.pos + 1
@@ -149,16 +126,7 @@ while #claimed < limit and examined < budget do
     if (tl == nil or tl.allow > 0) and open(queue) then
       local f = redis.call('HMGET', k, 'attempts', 'queue', 'task', 'args', 'kwargs',
         'max_attempts', 'timeout_ms', 'priority', 'enqueued_at', 'trace_context', 'run_at')
-      local attempts = int((tonumber(f[1]) or 0) + 1)
-      -- Not started until the worker says so (mark.lua, or the outcome).
-      redis.call('HSET', k, 'status', 'running', 'attempts', attempts, 'locked_by', worker,
-        'lease_until', lease_until)
-      redis.call('HDEL', k, 'started_at')
-      defer('ZREM', qkey(queue, 'ready'), best_m)
-      defer('ZADD', RUNNING, lease_until, id)
-      defer('SADD', wkey(worker), id)
-      count(queue, h[1], -1)
-      count(queue, 'running', 1)
+      local attempts = claim_job(k, id, best_m, queue, h[1], f[1], worker, lease_until)
       take(tl, id)
       take(ql, id)
       if room[queue] then room[queue] = room[queue] - 1 end

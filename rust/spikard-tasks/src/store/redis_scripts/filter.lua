@@ -1,15 +1,5 @@
 -- Job filters and the newest-first walk (`list.lua`, `bulk.lua`).
 
--- Byte-wise order (Lua's `<` on strings follows the server's locale).
-local function lex_lt(a, b)
-  local n = math.min(#a, #b)
-  for i = 1, n do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-
 -- A filter from five arguments from ARGV[i] on: statuses (comma-separated; '' for any),
 -- task, queue, since, until (each optional: '' for none, else a marker and the value).
 local function read_filter(i)
@@ -81,7 +71,7 @@ local function fill(src)
         repeat
           local eq = redis.call('ZREVRANGEBYSCORE', key, s, s, 'WITHSCORES', 'LIMIT', off, n)
           for j = 1, #eq, 2 do
-            if lex_lt(eq[j], m) then
+            if byte_before(eq[j], m) then
               raw[#raw + 1] = eq[j]
               raw[#raw + 1] = eq[j + 1]
             end
@@ -126,7 +116,7 @@ local function walk(sources, budget, visit)
     local best, from = nil, nil
     for _, src in ipairs(sources) do
       local e = head(src)
-      if e and (best == nil or e.s > best.s or (e.s == best.s and lex_lt(best.m, e.m))) then
+      if e and (best == nil or e.s > best.s or (e.s == best.s and byte_before(best.m, e.m))) then
         best, from = e, src
       end
     end

@@ -139,3 +139,48 @@ end
 local function unindex_job(queue, id)
   defer('ZREM', qjobs(queue), id)
 end
+
+-- Scheduled and retrying jobs of `queues` whose run_at has come (at most `cap` per set)
+-- join the ready sets (flushed before it returns: the claim then reads those sets).
+local function promote_due(queues, now, cap)
+  for _, queue in ipairs(queues) do
+    for _, set in ipairs({ 'scheduled', 'retry' }) do
+      local key = qkey(queue, set)
+      local due = redis.call('ZRANGEBYSCORE', key, '-inf', now, 'LIMIT', 0, cap)
+      for _, id in ipairs(due) do
+        local h = redis.call('HMGET', jkey(id), 'status', 'priority', 'run_at')
+        if h[1] == 'pending' or h[1] == 'retrying' then
+          make_ready(queue, h[2], h[3], id)
+        end
+        defer('ZREM', key, id)
+      end
+    end
+  end
+  flush()
+end
+
+-- Byte-wise order of ready members (Lua's `<` on strings follows the server's locale).
+local function byte_before(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- Claims waiting job `id` (hash `k`, ready member `m` of `queue`, in state `status` after
+-- `attempts` attempts) for `worker`: running with its attempt counted and a lease, not
+-- started until the worker says so (mark.lua, or the outcome). Returns the attempt.
+local function claim_job(k, id, m, queue, status, attempts, worker, lease_until)
+  local attempt = int((tonumber(attempts) or 0) + 1)
+  redis.call('HSET', k, 'status', 'running', 'attempts', attempt, 'locked_by', worker,
+    'lease_until', lease_until)
+  redis.call('HDEL', k, 'started_at')
+  defer('ZREM', qkey(queue, 'ready'), m)
+  defer('ZADD', RUNNING, lease_until, id)
+  defer('SADD', wkey(worker), id)
+  count(queue, status, -1)
+  count(queue, 'running', 1)
+  return attempt
+end
