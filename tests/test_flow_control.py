@@ -500,6 +500,10 @@ def test_inprocess_worker_caps_each_queue_name_it_is_given() -> None:
         ("10/w", "unknown unit"),
         ("10/S", "unknown unit"),
         ("2000000/s", "above 1,000,000 per second"),
+        ("99999999999999999999/s", "counts more than"),
+        ("\u0661\u0660/s", "whole number"),
+        ("nan/s", "whole number"),
+        ("1e3/s", "whole number"),
         (100, "must be text"),
     ],
 )
@@ -513,7 +517,7 @@ def test_bad_rates_are_refused_where_they_are_written(rate: Any, says: str) -> N
     assert "t" not in queue.tasks
 
 
-@pytest.mark.parametrize("cap", [0, -1, True, 1.5, "3", 2**32])
+@pytest.mark.parametrize("cap", [0, -1, True, 1.5, "3", 2**32, 2**70, float("nan"), float("inf")])
 def test_bad_caps_are_refused(cap: Any) -> None:
     queue = TaskQueue("memory://", environment=False)
     with pytest.raises(ConfigError, match="max_running"):
